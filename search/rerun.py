@@ -1,0 +1,134 @@
+"""Rerun configs without Ray: a direct run of one config, or the final table of a search.
+
+Direct run (one config, several seeds):
+
+    python search/rerun.py --method icarl --set lr=0.5 --set memory=200 --seeds 1
+
+trains on the full training data (train + validation) and evaluates on the test
+split (DESIGN §5: the final numbers come from test, the search from validation);
+``--eval val`` keeps the validation split instead. It prints the class-IL and
+task-IL accuracy matrices and the metrics of DESIGN §4 and writes
+``result.json`` per seed (docs/RESULT_FORMAT.md) under ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from search.common import (REPO_ROOT, UsageError, add_protocol_args, build_protocol_stream, cli_main,  # noqa: E402
+                           format_matrix, format_metrics, load_arrays, loop_config, parse_sets, protocol_from_args)
+
+
+def run_seeds(method: str, overrides: dict[str, Any], proto: dict[str, Any], stream, seeds: list[int],
+              eval_split: str, out_dir: Path, quiet: bool = False) -> list[dict[str, Any]]:
+    """Train ``method`` once per seed on ``stream``; write and return each result dict."""
+    import strategies  # noqa: F401  (registers the strategies)
+    from strategies.loop import make_strategy, run
+    from strategies.result import write_json_atomic
+
+    results = []
+    for seed in seeds:
+        cfg = loop_config(proto, seed=seed, eval_split=eval_split)
+        strategy = make_strategy(method, overrides, stream, cfg)
+        result = run(strategy, stream, cfg, log=None if quiet else _log)
+        d = result.to_dict()
+        write_json_atomic(out_dir / f"seed{seed}" / "result.json", d)
+        results.append(d)
+        if result.status != "completed":
+            raise UsageError(f"{method} seed {seed} {result.status}: {result.error} (partial result in {out_dir / f'seed{seed}'})")
+    return results
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def print_result(d: dict[str, Any]) -> None:
+    seed = d["protocol"]["seed"]
+    print(f"\n== {d['method']} seed {seed} on {d['stream']['name']} ({d['eval_split']} split), "
+          f"{d['train_time_s']:.1f} s, memory {d['memory_size']}, {d['num_params']} parameters")
+    if not d["task_incremental_only"]:
+        print("class-incremental accuracy matrix (%; row = after task i, column = task j):")
+        print(format_matrix(d["acc_class_il"]))
+        print("class-incremental metrics:")
+        print(format_metrics(d["metrics"]["class_il"]))
+    print("task-incremental accuracy matrix (%):")
+    print(format_matrix(d["acc_task_il"]))
+    print("task-incremental metrics:")
+    print(format_metrics(d["metrics"]["task_il"]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="search/rerun.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", help="strategy to run directly (see --list)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config value, repeatable")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed+1, ...)")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--eval", default="test", choices=("test", "val"),
+                   help="test: train on train+val and evaluate on test (default); val: keep the validation split")
+    p.add_argument("--out", default=None, help="output folder (default results/direct-METHOD-TIME)")
+    p.add_argument("--list", action="store_true", help="list the methods and their config keys, then exit")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    add_protocol_args(p)
+    return p
+
+
+def list_methods() -> None:
+    import strategies
+    from strategies.config import config_help
+
+    for name, cls in sorted(strategies.STRATEGIES.items()):
+        kind = "task-incremental" if cls.task_incremental_only else "class-incremental"
+        print(f"{name} ({kind}):")
+        for line in config_help(cls.config_class):
+            print(f"  {line}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list:
+        list_methods()
+        return 0
+    if not args.method:
+        raise UsageError("give --method METHOD for a direct run (see --list)")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    import strategies  # noqa: F401
+    from strategies.loop import strategy_config
+
+    overrides = parse_sets(args.set)
+    strategy_config(args.method, overrides)  # fail fast on a bad method/key before loading data
+    proto = protocol_from_args(args)
+    arrays = load_arrays(proto)
+    stream = build_protocol_stream(arrays, proto, val_fraction=0.0 if args.eval == "test" else None)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(args.out) if args.out else REPO_ROOT / "results" / f"direct-{args.method}-{stamp}"
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    results = run_seeds(args.method, overrides, proto, stream, seeds, args.eval, out_dir, quiet=args.quiet)
+    for d in results:
+        print_result(d)
+    if len(results) > 1:
+        print_seed_summary(results)
+    print(f"\nresults written to {out_dir}")
+    return 0
+
+
+def print_seed_summary(results: list[dict[str, Any]]) -> None:
+    import numpy as np
+
+    key = "task_il" if results[0]["task_incremental_only"] else "class_il"
+    print(f"\nmean ± std over {len(results)} seeds ({key}):")
+    for metric in ("final_acc", "avg_inc_acc", "forgetting", "bwt", "plasticity"):
+        vals = np.array([r["metrics"][key][metric] for r in results]) * 100
+        print(f"  {metric:12s} {vals.mean():6.2f} ± {vals.std(ddof=1):5.2f} %")
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main))

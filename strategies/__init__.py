@@ -1,0 +1,6 @@
+"""Continual-learning strategies, the networks and the one training loop.
+
+Importing the package registers every strategy in ``STRATEGIES`` (name -> class).
+"""
+from strategies.base import STRATEGIES, RunContext, Strategy, StrategyConfig  # noqa: F401
+from strategies import finetune, joint, replay, icarl  # noqa: F401  (registration)

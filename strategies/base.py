@@ -1,0 +1,230 @@
+"""The strategy interface every continual-learning method implements (DESIGN §3).
+
+A strategy owns a model and its optimiser step, and exposes small hooks that the
+one training loop (``strategies/loop.py``) calls in order, per task:
+
+    begin_task(task, epochs, batch_size)  grow the head, new optimiser/schedule
+    train_batches(task, bs, gen)         (x_uint8, y) batches; default: shuffled
+                                         ``training_data(task)`` (e.g. task + memory)
+    train_step(x, y) -> {name: loss}     x already augmented + normalised; the
+                                         strategy does backward and its own step
+    end_task(task)                       memory selection, snapshots, Fisher, ...
+    scores(x, task_id) -> N x n_seen     higher = more likely; class-IL takes the
+                                         argmax over all seen classes, task-IL over
+                                         task ``task_id``'s columns
+
+Losses are returned as detached tensors so the loop can sum them on the device
+without a host synchronisation per step. Every strategy has a typed config
+dataclass (``config_class``) that extends ``StrategyConfig``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datasets.stream import Task
+from strategies.batch_ops import InputNormalizer
+from strategies.config import bounded
+from strategies.networks import IncrementalNet, build_backbone, count_parameters
+
+
+@dataclasses.dataclass
+class StrategyConfig:
+    """Optimiser knobs shared by every strategy (SGD with momentum)."""
+
+    lr: float = bounded(0.05, min=1e-6, max=10.0, help="SGD learning rate (the main plasticity knob)")
+    momentum: float = bounded(0.9, min=0.0, max=0.999, help="SGD momentum")
+    weight_decay: float = bounded(5e-4, min=0.0, max=0.1, help="L2 weight decay")
+    lr_schedule: str = bounded("cosine", choices=("constant", "cosine"), help="per-task learning-rate schedule")
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What the loop tells a strategy about the stream and the hardware."""
+
+    num_classes_total: int
+    image_shape: tuple[int, int, int]
+    channel_mean: tuple[float, ...]
+    channel_std: tuple[float, ...]
+    backbone: str = "simplecnn"
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+    channels_last: bool = True
+    precision: str = "fp32"
+    batch_size: int = 128
+    seed: int = 0
+    pretrained: bool = False
+    eval_batch_size: int = 1024
+
+
+class Strategy:
+    """Base class: finetuning behaviour (cross-entropy on the current batch)."""
+
+    name: ClassVar[str] = "base"
+    config_class: ClassVar[type] = StrategyConfig
+    task_incremental_only: ClassVar[bool] = False
+
+    def __init__(self, config: StrategyConfig, ctx: RunContext) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.device = ctx.device
+        self.normalize = InputNormalizer(ctx.channel_mean, ctx.channel_std, ctx.device, ctx.channels_last)
+        self.model = self.build_model()
+        self.num_seen = 0  # classes seen so far (= stream labels 0..num_seen-1)
+        self.tasks: list[Task] = []  # tasks seen so far (for joint, GEM, ...)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+
+    # -- construction -----------------------------------------------------
+    def new_backbone(self) -> nn.Module:
+        return build_backbone(self.ctx.backbone, self.ctx.image_shape[0], pretrained=self.ctx.pretrained)
+
+    def build_model(self) -> nn.Module:
+        return self.prepare_module(IncrementalNet(self.new_backbone()))
+
+    def prepare_module(self, module: nn.Module) -> nn.Module:
+        module = module.to(self.device)
+        if self.ctx.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        return module
+
+    def autocast(self):
+        enabled = self.ctx.precision == "bf16"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def validate_against(self, stream) -> None:
+        """Reject configs that cannot work on this stream (one-line ConfigError)."""
+
+    # -- hooks the loop calls ---------------------------------------------
+    def begin_task(self, task: Task, epochs: int, batch_size: int) -> None:
+        self.tasks.append(task)
+        self.num_seen += task.num_classes
+        self.grow_head(task)
+        steps = self.num_train_batches(task, batch_size) * epochs
+        self.make_optimizer(self.trainable_parameters(), steps)
+
+    def grow_head(self, task: Task) -> None:
+        self.model.add_classes(task.num_classes)
+        self.model.head.to(self.device)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def make_optimizer(self, params: list[nn.Parameter], steps: int) -> None:
+        cfg = self.config
+        self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        if cfg.lr_schedule == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(steps, 1))
+        else:
+            self.scheduler = None
+
+    def training_data(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
+        return task.train.x, task.train.y
+
+    def train_batches(self, task: Task, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = self.training_data(task)
+        yield from shuffled_batches(x, y, batch_size, generator)
+
+    def num_train_batches(self, task: Task, batch_size: int) -> int:
+        x, _ = self.training_data(task)
+        return count_batches(len(x), batch_size)
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms for one batch; the total is their sum. Override to add terms."""
+        return {"ce": F.cross_entropy(logits, y)}
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.model.train()
+        logits = self.model(x)
+        terms = self.losses(x, y, logits)
+        total = sum(terms.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.before_optimizer_step()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return {"loss": total.detach(), **{k: v.detach() for k, v in terms.items() if len(terms) > 1}}
+
+    def before_optimizer_step(self) -> None:
+        """Hook between backward and step (GEM projects the gradient here)."""
+
+    def end_task(self, task: Task) -> None:
+        """Hook after a task's training (memory, snapshots, Fisher...)."""
+
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor, task_id: int | None = None) -> torch.Tensor:
+        return self.model(x)[:, : self.num_seen]
+
+    # -- reporting ----------------------------------------------------------
+    def memory_size(self) -> int:
+        """Number of stored exemplar images (0 for memory-free methods)."""
+        return 0
+
+    def num_parameters(self) -> int:
+        return count_parameters(self.model)
+
+    def extra_report(self) -> dict[str, Any]:
+        """Strategy-specific figures recorded in the result (e.g. DER's growth)."""
+        return {}
+
+    # -- helpers for subclasses ------------------------------------------------
+    def frozen_copy(self, module: nn.Module) -> nn.Module:
+        """An eval-mode copy with no gradients (teacher for distillation)."""
+        snapshot = copy.deepcopy(module).eval()
+        for p in snapshot.parameters():
+            p.requires_grad_(False)
+        return snapshot
+
+    @torch.no_grad()
+    def extract_features(self, x_uint8: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
+        """Backbone features of uint8 images, in eval mode, batched (float32)."""
+        module = module or self.model
+        was_training = module.training
+        module.eval()
+        out = []
+        with self.autocast():
+            for start in range(0, len(x_uint8), self.ctx.eval_batch_size):
+                xb = self.normalize(x_uint8[start:start + self.ctx.eval_batch_size])
+                out.append(module.features(xb).float())
+        module.train(was_training)
+        if not out:
+            return torch.empty(0, getattr(module.backbone, "out_dim", 0), device=self.device)
+        return torch.cat(out)
+
+    @contextmanager
+    def eval_mode(self):
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
+
+
+def count_batches(n: int, batch_size: int) -> int:
+    full, rest = divmod(n, batch_size)
+    # A final batch of one image is dropped: BatchNorm cannot train on it.
+    return full + (1 if rest > 1 else 0)
+
+
+def shuffled_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    n = len(x)
+    order = torch.randperm(n, generator=generator).to(x.device)
+    for b in range(count_batches(n, batch_size)):
+        idx = order[b * batch_size:(b + 1) * batch_size]
+        yield x[idx], y[idx]
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    STRATEGIES[cls.name] = cls
+    return cls

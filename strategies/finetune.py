@@ -1,0 +1,22 @@
+"""Fine-tuning: plain SGD on each new task, nothing done against forgetting.
+
+The lower bound of every class-incremental comparison (DESIGN §6; the course
+notebook reached 12.9 % final accuracy on GTSRB 5x8). All behaviour is the base
+class's: cross-entropy over the classes seen so far on the current task's data.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from strategies.base import Strategy, StrategyConfig, register
+
+
+@dataclasses.dataclass
+class FinetuneConfig(StrategyConfig):
+    pass
+
+
+@register
+class Finetune(Strategy):
+    name = "finetune"
+    config_class = FinetuneConfig

@@ -1,0 +1,51 @@
+"""Experience replay with an optional knowledge-distillation term.
+
+Rehearsal as in the course notebook: a fixed total memory (200 images on GTSRB)
+split evenly over the seen classes, chosen at random and concatenated with the
+new task's data; with ``kd_weight > 0`` the loss adds softmax distillation
+(Hinton et al. 2015, Eq. 2) of the previous model's old-class logits at
+temperature ``temperature`` -- the notebook's "rehearsal KD" (T = 2).
+
+    loss = CE(f(x), y) + kd_weight * T^2 * KL(softmax(f_old(x)/T) || softmax(f(x)[:old]/T))
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from datasets.stream import Task
+from strategies.base import register
+from strategies.config import bounded
+from strategies.distill import softmax_kd
+from strategies.rehearsal import RehearsalConfig, RehearsalStrategy
+
+
+@dataclasses.dataclass
+class ReplayConfig(RehearsalConfig):
+    kd_weight: float = bounded(0.0, min=0.0, max=100.0, help="weight of distillation on old-class logits (0 = plain replay)")
+    temperature: float = bounded(2.0, min=0.05, max=100.0, help="distillation temperature T")
+
+
+@register
+class Replay(RehearsalStrategy):
+    name = "replay"
+    config_class = ReplayConfig
+
+    def __init__(self, config, ctx) -> None:
+        super().__init__(config, ctx)
+        self.old_model = None
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = {"ce": F.cross_entropy(logits, y)}
+        if self.old_model is not None and self.config.kd_weight > 0:
+            with torch.no_grad():
+                teacher = self.old_model(x)
+            terms["kd"] = self.config.kd_weight * softmax_kd(logits, teacher, self.config.temperature)
+        return terms
+
+    def end_task(self, task: Task) -> None:
+        self.update_memory(task)
+        if self.config.kd_weight > 0:
+            self.old_model = self.frozen_copy(self.model)
