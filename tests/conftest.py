@@ -1,0 +1,26 @@
+"""Shared pytest fixtures.
+
+``gtsrb_arrays``: the real GTSRB arrays (``gtsrb32.npz``), loaded once per test
+session through ``datasets.load_gtsrb()``, which looks in ``$CL_DATA_DIR`` and
+``./data``. Tests that use it are marked ``realdata``. When the file is absent
+they are skipped, except when ``CL_REQUIRE_REAL_DATA=1`` (CI): a skipped real-data
+test must not be mistaken for a passing one there, so it fails instead. A file
+that is present but broken always fails (that is a real problem, not absence).
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def gtsrb_arrays():
+    from datasets import DataNotFoundError, load_gtsrb
+
+    try:
+        return load_gtsrb()
+    except DataNotFoundError as exc:
+        if os.environ.get("CL_REQUIRE_REAL_DATA") == "1":
+            pytest.fail(f"CL_REQUIRE_REAL_DATA=1 but {exc}")
+        pytest.skip(f"real GTSRB data not available ({exc})")
