@@ -1,0 +1,372 @@
+"""Search a strategy's hyperparameters for the stability-plasticity trade-off.
+
+    python search/run.py --method icarl --trials 64 --dataset gtsrb
+
+Ray Tune schedules the trials over every local CPU/GPU (or an existing Ray
+cluster with ``--address``); Optuna's TPE sampler proposes the knobs (DESIGN §5):
+
+- default: two objectives on the VALIDATION split -- maximise final accuracy,
+  minimise average forgetting (Chaudhry et al. 2018) -- with FIFO scheduling,
+  because Optuna reads a trial's last report and an early stop would hand over
+  truncated metrics; ``--memory-objective`` adds memory size as a third
+  objective (minimise);
+- ``--asha METRIC``: a single scalar objective with ASHA early stopping over
+  tasks (then stopped trials are "truncated" and never on a front).
+
+It writes RESULTS_DIR/search.json (the spec), trials/<id>/result.json per trial,
+trials.csv (one row per trial) and the Pareto report; an interrupted search
+resumes with ``--resume`` or by rerunning the same command with the same
+``--name``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from search.common import (REPO_ROOT, UsageError, add_protocol_args, build_protocol_stream, cli_main,  # noqa: E402
+                           load_arrays, parse_sets, protocol_from_args)
+
+SEARCH_FORMAT = "clsearch-search/1"
+DIRECTIONS = {"final_acc": "max", "final_acc_pooled": "max", "avg_inc_acc": "max", "forgetting": "min",
+              "bwt": "max", "plasticity": "max", "memory": "min"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="search/run.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", default="icarl", help="strategy to search (search/rerun.py --list shows them)")
+    p.add_argument("--trials", type=int, default=8, help="number of trials")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fix a knob for every trial (repeatable)")
+    p.add_argument("--range", action="append", metavar="KEY=LOW:HIGH", help="narrow a knob's range, or KEY=a,b for choices")
+    p.add_argument("--objectives", default="final_acc,forgetting",
+                   help=f"comma-separated objectives for the Pareto search ({', '.join(DIRECTIONS)})")
+    p.add_argument("--memory-objective", action="store_true", help="add memory size (minimise) as an objective")
+    p.add_argument("--asha", metavar="METRIC", default=None,
+                   help="single scalar objective with ASHA early stopping (e.g. final_acc)")
+    p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default 1; torch threads follow)")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="GPUs per trial, fractional to share a GPU (default 0.25 when a GPU is visible, else 0)")
+    p.add_argument("--max-concurrent", type=int, default=None, help="cap on trials running at once")
+    p.add_argument("--address", default=None, help="address of an existing Ray cluster (e.g. 10.0.0.1:6379 or auto)")
+    p.add_argument("--name", default=None, help="search name = results folder name (default METHOD-DATASET-TIME)")
+    p.add_argument("--results-root", default=str(REPO_ROOT / "results"), help="folder that holds the search folders")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted search called --name")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's training")
+    p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    add_protocol_args(p)
+    return p
+
+
+def parse_objectives(args: argparse.Namespace) -> list[tuple[str, str]]:
+    if args.asha:
+        if args.asha not in DIRECTIONS or args.asha == "memory":
+            raise UsageError(f"--asha {args.asha!r}: choose one of {', '.join(k for k in DIRECTIONS if k != 'memory')}")
+        if args.memory_objective:
+            raise UsageError("--asha takes a single objective; drop --memory-objective")
+        return [(args.asha, DIRECTIONS[args.asha])]
+    names = [n.strip() for n in args.objectives.split(",") if n.strip()]
+    if args.memory_objective and "memory" not in names:
+        names.append("memory")
+    unknown = [n for n in names if n not in DIRECTIONS]
+    if unknown:
+        raise UsageError(f"unknown objective {unknown[0]!r}; known: {', '.join(DIRECTIONS)}")
+    if len(set(names)) != len(names) or not names:
+        raise UsageError(f"--objectives {args.objectives!r}: give each objective once")
+    return [(n, DIRECTIONS[n]) for n in names]
+
+
+def search_spec(args, method, space, fixed, objectives, proto) -> dict[str, Any]:
+    import strategies
+    from strategies.result import environment_info
+
+    proto = {**proto, "seed": args.seed}
+    return {
+        "format": SEARCH_FORMAT,
+        "method": method,
+        "task_incremental_only": strategies.STRATEGIES[method].task_incremental_only,
+        "objectives": [list(o) for o in objectives],
+        "asha": bool(args.asha),
+        "space": {k: d.to_json() for k, d in space.items()},
+        "fixed": fixed,
+        "protocol": proto,
+        "trials": args.trials,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "environment": environment_info(),
+    }
+
+
+def check_resumable(results_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """The stored spec of a search to resume; error if it is another search."""
+    spec_file = results_dir / "search.json"
+    try:
+        old = json.loads(spec_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise UsageError(f"{results_dir} has Tune state but no readable search.json; use another --name") from None
+    if old.get("format") != SEARCH_FORMAT:
+        raise UsageError(f"{spec_file} is from another version ({old.get('format')}); use another --name")
+    if not _same_search(old, spec):
+        raise UsageError(f"{results_dir} holds a different search; use another --name (or the same options to resume)")
+    return old
+
+
+def _same_search(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    keys = ("method", "objectives", "asha", "space", "fixed", "trials")
+    proto_keys = [k for k in new["protocol"] if k not in ("data_dir", "device", "threads")]
+    return all(old.get(k) == new.get(k) for k in keys) and all(old["protocol"].get(k) == new["protocol"].get(k) for k in proto_keys)
+
+
+class ProgressPrinter:
+    """A compact live view: trials done/running/failed, best values, time per trial."""
+
+    def __init__(self, total: int, objectives: list[tuple[str, str]], num_tasks: int, results_dir: Path) -> None:
+        from ray.tune import Callback
+
+        printer = self
+
+        class _Cb(Callback):
+            def on_trial_start(self, iteration, trials, trial, **info):
+                printer.started[trial.trial_id] = time.time()
+                printer.print_line(f"trial {trial.trial_id} started: {printer.fmt_params(trial.config)}")
+
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                printer.last[trial.trial_id] = result
+
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                printer.finished(trial, failed=False)
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                printer.finished(trial, failed=True)
+
+        self.callback = _Cb()
+        self.total, self.objectives, self.num_tasks = total, objectives, num_tasks
+        self.results_dir = results_dir
+        self.started: dict[str, float] = {}
+        self.last: dict[str, dict] = {}
+        self.done = self.failed = self.truncated = 0
+        self.durations: list[float] = []
+        self.best: dict[str, float] = {}
+        self.t0 = time.time()
+
+    @staticmethod
+    def fmt_params(config: dict[str, Any]) -> str:
+        return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(config.items()))
+
+    def print_line(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+    def finished(self, trial, failed: bool) -> None:
+        result = self.last.get(trial.trial_id, {})
+        self.durations.append(time.time() - self.started.get(trial.trial_id, time.time()))
+        if failed:
+            self.failed += 1
+            what = f"FAILED ({self.failure_reason(trial.trial_id)})"
+        elif int(result.get("tasks_done", 0)) < self.num_tasks:
+            self.truncated += 1
+            what = f"stopped early after {result.get('tasks_done', 0)} tasks"
+        else:
+            self.done += 1
+            for name, sense in self.objectives:
+                v = result.get(name)
+                if v is None:
+                    continue
+                if name not in self.best or (v > self.best[name] if sense == "max" else v < self.best[name]):
+                    self.best[name] = v
+            what = " ".join(f"{n} {self._fmt(n, result.get(n))}" for n, _ in self.objectives)
+        ended = self.done + self.failed + self.truncated
+        best = ", ".join(f"{'best' if s == 'max' else 'lowest'} {n} {self._fmt(n, self.best[n])}"
+                         for n, s in self.objectives if n in self.best)
+        mean_t = sum(self.durations) / len(self.durations)
+        running = len(self.started) - ended
+        self.print_line(f"trial {trial.trial_id} {what} | {ended}/{self.total} ended ({self.done} completed, "
+                        f"{self.truncated} stopped, {self.failed} failed, {max(running, 0)} running) | {best} | "
+                        f"{mean_t:.0f} s/trial, elapsed {(time.time() - self.t0) / 60:.1f} min")
+
+    def failure_reason(self, trial_id: str) -> str:
+        try:
+            d = json.loads((self.results_dir / "trials" / trial_id / "result.json").read_text())
+            return d.get("error") or d.get("status", "unknown")
+        except (OSError, json.JSONDecodeError):
+            return "no result written; see the trial's error.txt under tune/"
+
+    @staticmethod
+    def _fmt(name: str, v) -> str:
+        if v is None:
+            return "-"
+        return f"{v:.0f}" if name == "memory" else f"{100 * v:.1f}%"
+
+
+def init_ray(address: str | None) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # The legacy console output honours verbose=0; ProgressPrinter is the live view.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Workers do not inherit the driver's sys.path (DESIGN §9): locally the repo
+    # goes on PYTHONPATH; on a cluster the code travels as the working_dir.
+    if address:
+        runtime_env = {"working_dir": str(REPO_ROOT),
+                       "excludes": [".git", ".venv", "results", "data", "*.npz", "docs/*.png", "__pycache__"],
+                       "env_vars": {"RAY_AUTH_MODE": "disabled"}}
+    else:
+        pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        runtime_env = {"env_vars": {"PYTHONPATH": pythonpath, "RAY_AUTH_MODE": "disabled"}}
+    ray.init(address=address, runtime_env=runtime_env, include_dashboard=False, logging_level="ERROR",
+             log_to_driver=True, configure_logging=True)
+    # A failed trial is reported in one line by ProgressPrinter (reason from its
+    # result.json); Tune's own multi-line tracebacks stay in tune/*/error.txt.
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+
+
+def trial_resources(args) -> dict[str, float]:
+    import ray
+
+    total_gpus = ray.cluster_resources().get("GPU", 0)
+    cpus = 1.0 if args.cpus_per_trial is None else args.cpus_per_trial
+    gpus = args.gpus_per_trial
+    if gpus is None:
+        gpus = 0.25 if total_gpus > 0 else 0.0
+    if cpus <= 0:
+        raise UsageError(f"--cpus-per-trial must be positive, got {cpus}")
+    if gpus < 0 or (gpus > 0 and total_gpus == 0):
+        raise UsageError(f"--gpus-per-trial {gpus}: the Ray cluster has {total_gpus:g} GPUs")
+    if cpus > ray.cluster_resources().get("CPU", 0):
+        raise UsageError(f"--cpus-per-trial {cpus:g} is more than the cluster's {ray.cluster_resources().get('CPU', 0):g} CPUs")
+    return {"cpu": cpus, "gpu": gpus}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=Warning, module="optuna")
+    import strategies  # noqa: F401
+    from search.spaces import fit_space_to_stream, resolve_space
+
+    if args.trials < 1:
+        raise UsageError(f"--trials must be at least 1, got {args.trials}")
+    method = args.method
+    fixed_raw = parse_sets(args.set)
+    space, fixed = resolve_space(method, args.range, fixed_raw)
+    objectives = parse_objectives(args)
+    proto = protocol_from_args(args)
+    if proto["val_fraction"] <= 0:
+        raise UsageError("a search needs a validation split: --val-fraction must be > 0 (objectives are never measured on test)")
+    from strategies.loop import strategy_config
+    strategy_config(method, fixed)  # the fixed part alone must already be valid
+
+    name = args.name or f"{method}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if "/" in name or name in (".", ".."):
+        raise UsageError(f"--name {name!r} must be a plain folder name")
+    results_dir = (Path(args.results_root) / name).resolve()
+    resuming = (results_dir / "tune").exists()
+    if args.resume and not resuming:
+        raise UsageError(f"nothing to resume: {results_dir} has no search state")
+    if not resuming and results_dir.exists() and any(results_dir.iterdir()):
+        raise UsageError(f"{results_dir} already exists and is not a search to resume; choose another --name")
+
+    # Load and split the data ONCE in the driver; trials get it from the object store.
+    arrays = load_arrays(proto)
+    stream = build_protocol_stream(arrays, proto)
+    del arrays
+    space = fit_space_to_stream(space, stream)
+    spec = search_spec(args, method, space, fixed, objectives, proto)
+    if resuming:
+        spec = check_resumable(results_dir, spec)
+    # Fail fast on configs that cannot work on this stream, at both ends of each range.
+    from search.common import loop_config
+    from strategies.loop import make_strategy
+    probe_cfg = loop_config(spec["protocol"], seed=0, eval_split="val", device="cpu")
+    for end in ("low", "high"):
+        probe = {k: (getattr(d, end) if d.type != "categorical" else d.choices[0]) for k, d in space.items()}
+        make_strategy(method, {**fixed, **probe}, stream, probe_cfg)
+
+    from strategies.result import write_json_atomic
+    if not resuming:
+        write_json_atomic(results_dir / "search.json", spec)
+    print(f"search {name}: {method} on {stream.name} ({stream.num_tasks} tasks, {stream.num_classes} classes), "
+          f"{args.trials} trials, objectives {', '.join(f'{n} ({s})' for n, s in objectives)}")
+    print(f"results folder: {results_dir}")
+
+    status = run_tune(args, spec, space, objectives, stream, results_dir, resuming)
+    finish(results_dir, args, objectives)
+    return status
+
+
+def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming: bool) -> int:
+    import ray
+    from ray import tune
+
+    from search.searcher import FullRunOptunaSearch, make_sampler
+    from search.trainable import trial_main
+
+    init_ray(args.address)
+    try:
+        resources = trial_resources(args)
+        trainable = tune.with_resources(
+            tune.with_parameters(trial_main, method=spec["method"], fixed=spec["fixed"], proto=spec["protocol"],
+                                 results_dir=str(results_dir), stream=stream),
+            resources)
+        progress = ProgressPrinter(spec["trials"], objectives, stream.num_tasks, results_dir)
+        run_config = tune.RunConfig(
+            name="tune", storage_path=str(results_dir), verbose=0, callbacks=[progress.callback],
+            failure_config=tune.FailureConfig(max_failures=0),
+        )
+        tune_dir = results_dir / "tune"
+        if resuming:
+            print(f"resuming from {tune_dir}")
+            tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, resume_errored=False)
+        else:
+            metrics = [n for n, _ in objectives]
+            modes = [s for _, s in objectives]
+            searcher = FullRunOptunaSearch(
+                space={k: d.to_optuna() for k, d in space.items()},
+                metric=metrics if len(metrics) > 1 else metrics[0],
+                mode=modes if len(modes) > 1 else modes[0],
+                sampler=make_sampler(args.seed, spec["trials"]),
+                num_tasks=stream.num_tasks,
+            )
+            scheduler = None
+            if spec["asha"]:
+                scheduler = tune.schedulers.ASHAScheduler(
+                    time_attr="tasks_done", metric=metrics[0], mode=modes[0], max_t=stream.num_tasks,
+                    grace_period=1, reduction_factor=2)
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec["trials"],
+                                            max_concurrent_trials=args.max_concurrent, reuse_actors=True),
+                run_config=run_config,
+            )
+        grid = tuner.fit()
+        errors = len(grid.errors)
+        print(f"search finished: {len(grid)} trials, {errors} failed")
+        return 0
+    finally:
+        ray.shutdown()
+
+
+def finish(results_dir: Path, args, objectives) -> None:
+    from analysis.results import load_search, write_trials_csv
+
+    write_trials_csv(results_dir)
+    results = load_search(results_dir)
+    df = results.trials
+    print(f"trials.csv: {len(df)} rows, by status: " + ", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()))
+    if not args.no_report:
+        from analysis.report import build_report
+
+        report = build_report([results_dir])
+        print(f"report: {report}")
+    print(f"results folder: {results_dir}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main))

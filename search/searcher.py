@@ -1,0 +1,40 @@
+"""Optuna inside Ray Tune, with only COMPLETE trials told to Optuna as complete.
+
+Ray's ``OptunaSearch.on_trial_complete`` tells Optuna "complete" with whatever a
+trial reported last -- also for a trial that raised after reporting (a diverged
+run) and for a trial an ASHA scheduler stopped after its first task, whose
+forgetting looks perfect (DESIGN §5, §9). Either would mislead the sampler. Here
+an errored trial is told as FAIL and a truncated one (fewer tasks done than the
+stream has) as PRUNED; the sampler then learns only from full runs.
+
+The sampler is TPE with ``constant_liar=True`` (pending trials count as bad
+guesses, so concurrent trials spread out) and ``multivariate=True`` (knobs
+such as lr and memory interact).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+
+class FullRunOptunaSearch(OptunaSearch):
+    def __init__(self, *args: Any, num_tasks: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.num_tasks = num_tasks
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if error:
+            result = None
+        elif result is not None and int(result.get("tasks_done", 0)) < self.num_tasks:
+            result = None  # truncated: PRUNED, not complete
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def make_sampler(seed: int, num_trials: int) -> optuna.samplers.BaseSampler:
+    # A quarter of the budget (at most Optuna's default 10) explores at random
+    # before TPE models the results.
+    startup = max(2, min(10, num_trials // 4))
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                                      n_startup_trials=startup)
