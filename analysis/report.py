@@ -1,0 +1,815 @@
+"""The Pareto report of one search, or a comparison of several (DESIGN §1 step 2).
+
+    python analysis/report.py RESULTS_DIR [RESULTS_DIR ...] [--out DIR] [--color PARAM]
+
+Reads result FILES only (search.json, trials.csv, trials/<id>/result.json) and
+writes into ``--out`` (default: the results folder itself, or
+``<first folder>/comparison`` for several):
+
+- ``pareto.png``: final accuracy against average forgetting (both in %) for every
+  trial; the non-dominated front on the search's own objectives (completed
+  trials only) as a step line with its trial numbers; colour = memory budget
+  when memory is searched (or ``--color PARAM``); trials that did not complete
+  (diverged, error, truncated) as grey crosses, never on the front. With several
+  folders, one colour/marker per method, each method with its own front.
+  Task-incremental-only methods (PackNet) are measured on the task-IL metrics
+  and go on ``pareto_task_il.png``, never on a front with class-IL methods.
+- ``front_curves.png``: accuracy on the task just learned and on all classes
+  seen so far after each task, for the front configs (at most 8);
+  ``front_matrices.png``: their accuracy matrices (%).
+- ``importance.png``: fANOVA parameter importance per objective (Optuna), from an
+  in-memory study rebuilt from the completed trials.
+- ``report.md`` and ``report.html`` (self-contained: images embedded).
+
+The command prints the path of report.html; an expected failure (missing
+folder, no search.json, other format version, no trials) is one line on
+stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.metrics import accuracy_curves  # noqa: E402
+from analysis.pareto import non_dominated, pareto_table  # noqa: E402
+from analysis.results import (PARAM_PREFIX, TASK_IL_PREFIX, ResultsError, SearchResults,  # noqa: E402
+                              load_search, result_matrix, trial_number)
+
+__all__ = ["build_report", "main", "MAX_FRONT_CONFIGS", "MIN_TRIALS_FOR_IMPORTANCE"]
+
+MAX_FRONT_CONFIGS = 8
+MIN_TRIALS_FOR_IMPORTANCE = 4
+FIGURES = ("pareto.png", "pareto_task_il.png", "front_curves.png", "front_matrices.png", "importance.png")
+
+METRIC_LABELS = {
+    "final_acc": "final accuracy", "final_acc_pooled": "final accuracy (pooled)",
+    "avg_inc_acc": "average incremental accuracy", "forgetting": "average forgetting",
+    "bwt": "backward transfer", "plasticity": "plasticity", "memory": "memory (exemplars)",
+}
+MARKERS = ("o", "s", "^", "D", "v", "P", "*", "h", "<", ">")
+
+
+# --------------------------------------------------------------------------
+# one search as the report sees it
+# --------------------------------------------------------------------------
+
+@dataclass
+class _Search:
+    res: SearchResults
+    label: str                 # method name, made unique across the folders compared
+    table: pd.DataFrame        # pareto_table output (index = trials row index)
+    numbers: pd.Series         # trial number per row (for labels)
+
+    @property
+    def task_il(self) -> bool:
+        return self.res.task_incremental_only
+
+    def col(self, metric: str) -> str:
+        """Column of a summary metric for this search (task_il.* for task-IL-only methods)."""
+        return TASK_IL_PREFIX + metric if self.task_il else metric
+
+    @property
+    def front(self) -> pd.DataFrame:
+        return self.table[self.table["on_front"]]
+
+
+def _prepare(res: SearchResults, label: str) -> _Search:
+    df = res.trials
+    objectives = res.objective_columns
+    missing = [c for c in objectives if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{res.path / 'trials.csv'} lacks the objective column(s) {missing}")
+    table = pareto_table(df, objectives, eligible=res.eligible)
+    numbers = pd.Series([trial_number(t, i + 1) for i, t in enumerate(df["trial_id"])], index=df.index)
+    return _Search(res=res, label=label, table=table, numbers=numbers)
+
+
+def _labels(results: list[SearchResults]) -> list[str]:
+    methods = [r.method for r in results]
+    out = []
+    for r in results:
+        out.append(r.method if methods.count(r.method) == 1 else f"{r.method} ({r.path.name})")
+    if len(set(out)) < len(out):  # same method and same folder name: number them
+        out = [f"{x} [{i + 1}]" for i, x in enumerate(out)]
+    return out
+
+
+# --------------------------------------------------------------------------
+# formatting
+# --------------------------------------------------------------------------
+
+def _is_missing(v: Any) -> bool:
+    try:
+        return v is None or bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _fmt_value(v: Any) -> str:
+    if _is_missing(v):
+        return "–"
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        return str(int(f)) if f.is_integer() and abs(f) < 1e15 else f"{f:.4g}"
+    return str(v)
+
+
+def _pct(v: Any) -> str:
+    return "–" if _is_missing(v) or not math.isfinite(float(v)) else f"{100 * float(v):.1f}"
+
+
+def _params_text(s: _Search, row: pd.Series, sep: str = ", ") -> str:
+    return sep.join(f"{p}={_fmt_value(row.get(PARAM_PREFIX + p))}" for p in s.res.spec["space"])
+
+
+def _objectives_text(res: SearchResults) -> str:
+    parts = []
+    for name, sense in res.objectives:
+        parts.append(f"{'maximise' if sense == 'max' else 'minimise'} {METRIC_LABELS.get(name, name)}")
+    text = ", ".join(parts)
+    if res.spec.get("asha"):
+        text += " (single objective, ASHA early stopping)"
+    if res.task_incremental_only:
+        text += " — task-incremental metrics (task identity given at test time)"
+    return text
+
+
+def _status_counts(res: SearchResults) -> str:
+    counts = res.trials["status"].value_counts()
+    order = ["completed", "truncated", "diverged", "error", "running"]
+    return ", ".join(f"{k} {int(counts[k])}" for k in order if k in counts) or "none"
+
+
+# --------------------------------------------------------------------------
+# figures
+# --------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _color_column(s: _Search, color: str | None) -> str | None:
+    df = s.res.trials
+    if color is None:
+        return PARAM_PREFIX + "memory" if "memory" in s.res.spec["space"] and PARAM_PREFIX + "memory" in df else None
+    for cand in (PARAM_PREFIX + color, color):
+        if cand in df.columns:
+            return cand
+    options = [c[len(PARAM_PREFIX):] for c in df.columns if c.startswith(PARAM_PREFIX)] + ["memory", "wall_time_s"]
+    raise ResultsError(f"--color {color!r}: no such parameter in {s.res.path / 'trials.csv'} (choose from {', '.join(options)})")
+
+
+def _step_front(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The staircase (x min, y max) through the points non-dominated in the plane, sorted by x."""
+    pts = np.column_stack([x, y])
+    keep = non_dominated(pts, ["min", "max"])
+    order = np.argsort(pts[keep, 0], kind="stable")
+    return pts[keep][order, 0], pts[keep][order, 1]
+
+
+def _pareto_figure(searches: list[_Search], color: str | None, path: Path, task_il: bool) -> list[str]:
+    """Accuracy vs forgetting for the given searches (all class-IL or all task-IL). Returns notes."""
+    plt = _pyplot()
+    from matplotlib.colors import LogNorm, Normalize
+
+    notes: list[str] = []
+    fig, ax = plt.subplots(figsize=(9, 6.2))
+    single = len(searches) == 1
+    grey_x, grey_y, grey_txt, no_metrics = [], [], [], 0
+    colours = plt.get_cmap("tab10").colors
+    for k, s in enumerate(searches):
+        t = s.table
+        x = 100 * t[s.col("forgetting")].to_numpy(dtype=float, na_value=np.nan)
+        y = 100 * t[s.col("final_acc")].to_numpy(dtype=float, na_value=np.nan)
+        finite = np.isfinite(x) & np.isfinite(y)
+        elig = (t["status"] == "completed").to_numpy()
+        on = t["on_front"].to_numpy()
+        grey_x += list(x[~elig & finite])
+        grey_y += list(y[~elig & finite])
+        prefix = "" if single else f"{s.label} "
+        grey_txt += [(xi, yi, f"{prefix}#{n} {st}") for xi, yi, n, st in
+                     zip(x[~elig & finite], y[~elig & finite], s.numbers.loc[t.index[~elig & finite]],
+                         t["status"].to_numpy()[~elig & finite])]
+        no_metrics += int((~elig & ~finite).sum())
+        m = elig & finite
+        n_done = int(elig.sum())
+        if single:
+            ccol = _color_column(s, color)
+            front_colour = "crimson"
+            if ccol is None:
+                ax.scatter(x[m], y[m], s=42, c="tab:blue", edgecolors="k", linewidths=0.4, zorder=3,
+                           label=f"completed trials ({n_done})")
+            else:
+                cvals = t[ccol]
+                name = ccol[len(PARAM_PREFIX):] if ccol.startswith(PARAM_PREFIX) else ccol
+                num = pd.to_numeric(cvals, errors="coerce")
+                if num[m].notna().all() and not pd.api.types.is_bool_dtype(cvals):
+                    v = num.to_numpy(dtype=float, na_value=np.nan)
+                    dist = s.res.spec["space"].get(name, {})
+                    lo, hi = np.nanmin(v[m]) if m.any() else 0.0, np.nanmax(v[m]) if m.any() else 1.0
+                    if dist.get("log") and lo > 0:
+                        norm = LogNorm(vmin=lo, vmax=hi if hi > lo else lo * 1.001)
+                    else:
+                        norm = Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1)
+                    sc = ax.scatter(x[m], y[m], s=42, c=v[m], cmap="viridis", norm=norm, edgecolors="k",
+                                    linewidths=0.4, zorder=3, label=f"completed trials ({n_done})")
+                    cb = fig.colorbar(sc, ax=ax, pad=0.02)
+                    unit = " budget (exemplars)" if name == "memory" else ""
+                    cb.set_label(f"{name}{unit}" + (", log scale" if isinstance(norm, LogNorm) else ""))
+                else:  # categorical: one colour per value
+                    cats = [c for c in pd.unique(cvals[m].astype(str))]
+                    for i, cat in enumerate(cats):
+                        sel = m & (cvals.astype(str).to_numpy() == cat)
+                        ax.scatter(x[sel], y[sel], s=42, color=colours[i % 10], edgecolors="k", linewidths=0.4,
+                                   zorder=3, label=f"{name}={cat}")
+        else:
+            front_colour = colours[k % 10]
+            ax.scatter(x[m], y[m], s=36, color=front_colour, marker=MARKERS[k % len(MARKERS)], edgecolors="k",
+                       linewidths=0.3, alpha=0.75, zorder=3, label=f"{s.label}: {n_done} completed")
+        # The front: ring + number on every front point; staircase through them.
+        fm = on & finite
+        if fm.any():
+            lbl = "Pareto front" if single else f"{s.label} front"
+            ring_lbl = None
+            if len(s.res.objectives) != 2 or {n for n, _ in s.res.objectives} != {"final_acc", "forgetting"}:
+                # The front lives in more (or other) dimensions than the plot: circle it, and draw
+                # the staircase of its members that are also non-dominated in this plane.
+                ring_lbl = f"{lbl} on {', '.join(n for n, _ in s.res.objectives)} (circled)"
+                lbl = f"{lbl}: its accuracy–forgetting staircase"
+            sx, sy = _step_front(x[fm], y[fm])
+            ax.plot(sx, sy, drawstyle="steps-post", color=front_colour, lw=1.6, zorder=2, label=lbl)
+            ax.scatter(x[fm], y[fm], s=150, facecolors="none", edgecolors=front_colour, linewidths=1.6, zorder=4,
+                       label=ring_lbl)
+            for xi, yi, n in zip(x[fm], y[fm], s.numbers.loc[t.index[fm]]):
+                ax.annotate(f"#{n}", (xi, yi), xytext=(6, 5), textcoords="offset points", fontsize=8.5,
+                            color=front_colour if not single else "black", zorder=5,
+                            bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
+        if color is not None and not single and k == 0:
+            notes.append(f"--color {color} is ignored when several searches are compared (colour = method).")
+    if grey_x:
+        for xi, yi, txt in grey_txt:
+            ax.annotate(txt, (xi, yi), xytext=(6, -10), textcoords="offset points", fontsize=7.5, color="0.4")
+        ax.scatter(grey_x, grey_y, marker="x", s=40, color="0.55", linewidths=1.2, zorder=2,
+                   label=f"not completed: diverged / error / stopped early ({len(grey_x)})")
+    if no_metrics:
+        ax.plot([], [], ls="none", label=f"{no_metrics} failed trial(s) without metrics (not shown)")
+    kind = "task-incremental (task identity given at test time)\n" if task_il else "class-incremental, "
+    split = searches[0].res.spec.get("protocol", {}).get("dataset")
+    what = searches[0].label if single else ", ".join(s.label for s in searches)
+    ax.set_title(f"{what}{' on ' + str(split) if split else ''}: final accuracy vs forgetting\n"
+                 f"{kind}validation split; circled = Pareto front (completed trials only)", fontsize=11)
+    ax.set_xlabel("average forgetting (%)  ← lower is better")
+    ax.set_ylabel("final accuracy (%)  ↑ higher is better")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8.5, framealpha=0.85)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return notes
+
+
+@dataclass
+class _FrontConfig:
+    search: _Search
+    row: pd.Series
+    number: int
+    result: dict[str, Any]
+    matrix: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return f"{self.search.label} #{self.number}"
+
+
+def _front_configs(searches: list[_Search], notes: list[str]) -> list[_FrontConfig]:
+    """Front rows of every search, interleaved across searches, at most MAX_FRONT_CONFIGS."""
+    queues = [[(s, idx) for idx in s.front.index] for s in searches]
+    total = sum(len(q) for q in queues)
+    picked: list[tuple[_Search, Any]] = []
+    while len(picked) < MAX_FRONT_CONFIGS and any(queues):
+        for q in queues:
+            if q and len(picked) < MAX_FRONT_CONFIGS:
+                picked.append(q.pop(0))
+    if total > len(picked):
+        notes.append(f"{total} configs on the front(s); curves and matrices show {len(picked)} of them "
+                     f"(best first by the first objective{', taken in turn from each search' if len(searches) > 1 else ''}).")
+    out = []
+    for s, idx in picked:
+        row = s.table.loc[idx]
+        try:
+            d = s.res.result(row["trial_id"])
+        except ResultsError as exc:
+            notes.append(f"no curves for {s.label} trial {row['trial_id']}: {exc}")
+            continue
+        M = result_matrix(d, "task_il" if s.task_il else "class_il")
+        if M is None:
+            notes.append(f"no curves for {s.label} trial {row['trial_id']}: its result has no accuracy matrix")
+            continue
+        out.append(_FrontConfig(s, row, int(s.numbers.loc[idx]), d, M))
+    return out
+
+
+def _curves_figure(configs: list[_FrontConfig], path: Path, notes: list[str]) -> bool:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    drawn = 0
+    cmap = plt.get_cmap("tab10").colors
+    for i, c in enumerate(configs):
+        try:
+            curves = accuracy_curves(c.matrix, c.result.get("eval_sizes") or [])
+        except ValueError as exc:
+            notes.append(f"no curves for {c.name}: {exc}")
+            continue
+        steps = np.arange(1, len(curves["all_seen"]) + 1)
+        lab = f"{c.name}{' (task-IL)' if c.search.task_il else ''}: {_params_text(c.search, c.row)}"
+        style = dict(color=cmap[i % 10], marker=MARKERS[i % len(MARKERS)], ms=5, lw=1.6)
+        axes[0].plot(steps, 100 * np.array(curves["current_task"]), label=lab, **style)
+        axes[1].plot(steps, 100 * np.array(curves["all_seen"]), **style)
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return False
+    axes[0].set_title("accuracy on the task just learned")
+    axes[1].set_title("accuracy on all classes seen so far (pooled)")
+    for ax in axes:
+        ax.set_xlabel("after training task")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[0].set_ylim(0, 102)
+    fig.suptitle("Accuracy curves of the Pareto-front configs (validation split)")
+    fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)
+    rows = math.ceil(drawn / 2)
+    fig.tight_layout(rect=(0, 0.04 + 0.045 * rows, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _matrices_figure(configs: list[_FrontConfig], path: Path) -> bool:
+    if not configs:
+        return False
+    plt = _pyplot()
+    import seaborn as sns
+
+    n = len(configs)
+    ncols = min(4, n)
+    nrows = math.ceil(n / ncols)
+    T = max(c.matrix.shape[0] for c in configs)
+    cell = max(2.6, 0.42 * T + 1.2)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols + 1.0, cell * nrows + 0.6), squeeze=False)
+    annot = T <= 12
+    for i, (ax, c) in enumerate(zip(axes.flat, configs)):
+        M = 100 * c.matrix
+        k = M.shape[0]
+        sns.heatmap(M, ax=ax, vmin=0, vmax=100, cmap="viridis", annot=annot, fmt=".0f", cbar=False,
+                    mask=~np.isfinite(M), square=True, annot_kws={"fontsize": max(5, 10 - k // 2)},
+                    xticklabels=[str(j + 1) for j in range(k)], yticklabels=[str(i + 1) for i in range(k)])
+        final = c.row.get(c.search.col("final_acc"))
+        ax.set_title(f"{c.name}{' task-IL' if c.search.task_il else ''}\nfinal {_pct(final)} %", fontsize=9)
+        ax.set_xlabel("evaluated on task")
+        ax.set_ylabel("after training task" if i % ncols == 0 else "")
+        ax.tick_params(labelsize=8, rotation=0)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    import matplotlib as mpl
+    sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0, 100), cmap="viridis")
+    fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=0.8, label="accuracy (%)")
+    fig.suptitle("Accuracy matrices of the Pareto-front configs: R[i, j] = accuracy on task j after task i (%)",
+                 fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+# --------------------------------------------------------------------------
+# parameter importance
+# --------------------------------------------------------------------------
+
+def _distributions(space: dict[str, Any]) -> dict[str, Any]:
+    import optuna.distributions as od
+
+    out = {}
+    for name, d in space.items():
+        kind = d.get("type")
+        if kind == "float":
+            out[name] = od.FloatDistribution(float(d["low"]), float(d["high"]), log=bool(d.get("log")))
+        elif kind == "int":
+            out[name] = od.IntDistribution(int(d["low"]), int(d["high"]), log=bool(d.get("log")))
+        elif kind == "categorical":
+            out[name] = od.CategoricalDistribution(list(d["choices"]))
+        else:
+            raise ResultsError(f"search.json: space entry {name!r} has unknown type {kind!r}")
+    return out
+
+
+def _param_value(dist: Any, v: Any) -> Any:
+    """A trials.csv cell as a value of ``dist`` (CSV reading loses the types)."""
+    import optuna.distributions as od
+
+    if _is_missing(v):
+        raise ValueError("missing")
+    if isinstance(dist, od.CategoricalDistribution):
+        for choice in dist.choices:
+            if choice == v or str(choice) == str(v):
+                return choice
+        raise ValueError(f"{v!r} not among the choices")
+    if isinstance(dist, od.IntDistribution):
+        f = float(v)
+        if not f.is_integer():
+            raise ValueError(f"{v!r} is not an integer")
+        out = int(f)
+    else:
+        out = float(v)
+    if not dist.low <= out <= dist.high:
+        raise ValueError(f"{v!r} outside [{dist.low}, {dist.high}]")
+    return out
+
+
+def _importance(s: _Search) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """{objective label: {param: importance}} and notes, for one search."""
+    res = s.res
+    notes: list[str] = []
+    space = res.spec["space"]
+    if not space:
+        return {}, [f"{s.label}: nothing was searched; no parameter importance."]
+    df = res.trials
+    cols = list(res.objective_columns)
+    done = df[res.eligible]
+    values = done[cols].apply(pd.to_numeric, errors="coerce")
+    done = done[np.isfinite(values.to_numpy(dtype=float, na_value=np.nan)).all(axis=1)]
+    if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
+        return {}, [f"{s.label}: parameter importance skipped — only {len(done)} completed trial(s) "
+                    f"(needs at least {MIN_TRIALS_FOR_IMPORTANCE})."]
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dists = _distributions(space)
+    directions = ["maximize" if sense == "max" else "minimize" for sense in res.objective_columns.values()]
+    study = optuna.create_study(directions=directions)
+    skipped = 0
+    for _, row in done.iterrows():
+        try:
+            params = {p: _param_value(dists[p], row.get(PARAM_PREFIX + p)) for p in dists}
+        except (ValueError, TypeError):
+            skipped += 1
+            continue
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
+                                                  values=[float(row[c]) for c in cols]))
+    if skipped:
+        notes.append(f"{s.label}: {skipped} completed trial(s) left out of the importance: a parameter "
+                     f"missing or outside the search space.")
+    n = len(study.trials)
+    if n < MIN_TRIALS_FOR_IMPORTANCE:
+        notes.append(f"{s.label}: parameter importance skipped — only {n} usable completed trial(s) "
+                     f"(needs at least {MIN_TRIALS_FOR_IMPORTANCE}).")
+        return {}, notes
+    out: dict[str, dict[str, float]] = {}
+    for i, (name, sense) in enumerate(res.objectives):
+        vals = [t.values[i] for t in study.trials]
+        label = f"{METRIC_LABELS.get(name, name)} ({sense})"
+        if len(set(vals)) < 2:
+            notes.append(f"{s.label}: importance for {METRIC_LABELS.get(name, name)} skipped — every completed "
+                         f"trial has the same value.")
+            continue
+        varied = [p for p in dists if len({t.params[p] for t in study.trials}) > 1]
+        if not varied:
+            notes.append(f"{s.label}: importance skipped — every completed trial has the same parameters.")
+            break
+        try:
+            imp = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=varied,
+                target=lambda t, i=i: t.values[i])
+        except Exception as exc:  # an importance failure must not sink the report
+            notes.append(f"{s.label}: importance for {name} failed ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}).")
+            continue
+        # Parameters with a single value among the completed trials were not evaluated: left out ("–").
+        out[label] = dict(sorted(((p, float(v)) for p, v in imp.items()), key=lambda kv: -kv[1]))
+        constant = [p for p in dists if p not in varied]
+        if constant and i == 0:
+            notes.append(f"{s.label}: {', '.join(constant)} took a single value in the completed trials; "
+                         f"no importance for it.")
+    return out, notes
+
+
+def _importance_figure(imps: list[tuple[_Search, dict[str, dict[str, float]]]], path: Path) -> bool:
+    imps = [(s, d) for s, d in imps if d]
+    if not imps:
+        return False
+    plt = _pyplot()
+    ncols = max(len(d) for _, d in imps)
+    nparams = max(len(v) for _, d in imps for v in d.values())
+    fig, axes = plt.subplots(len(imps), ncols, figsize=(4.6 * ncols, (0.45 * nparams + 1.6) * len(imps)),
+                             squeeze=False)
+    for r, (s, d) in enumerate(imps):
+        for c in range(ncols):
+            ax = axes[r][c]
+            if c >= len(d):
+                ax.axis("off")
+                continue
+            label, values = list(d.items())[c]
+            names = list(values)[::-1]
+            ax.barh(names, [100 * values[p] for p in names], color="tab:blue")
+            ax.set_xlim(0, 100)
+            ax.set_xlabel("importance (% of explained variance)")
+            ax.set_title(f"{s.label}: {label}", fontsize=10)
+            ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle("Hyperparameter importance (Optuna fANOVA, completed trials)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# --------------------------------------------------------------------------
+# document: blocks rendered to markdown and to html
+# --------------------------------------------------------------------------
+
+class _Doc:
+    def __init__(self) -> None:
+        self.blocks: list[tuple] = []
+
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(("h", level, text))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def ul(self, items: Sequence[str]) -> None:
+        if items:
+            self.blocks.append(("ul", list(items)))
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        self.blocks.append(("table", list(header), [list(r) for r in rows]))
+
+    def img(self, file: str, alt: str) -> None:
+        self.blocks.append(("img", file, alt))
+
+    def markdown(self) -> str:
+        out: list[str] = []
+        for b in self.blocks:
+            if b[0] == "h":
+                out.append("#" * b[1] + " " + b[2])
+            elif b[0] == "p":
+                out.append(b[1])
+            elif b[0] == "ul":
+                out.append("\n".join(f"- {x}" for x in b[1]))
+            elif b[0] == "table":
+                esc = [[str(c).replace("|", "\\|").replace("\n", " ") for c in r] for r in [b[1]] + b[2]]
+                lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join("---" for _ in esc[0]) + "|"]
+                lines += ["| " + " | ".join(r) + " |" for r in esc[1:]]
+                out.append("\n".join(lines))
+            elif b[0] == "img":
+                out.append(f"![{b[2]}]({b[1]})")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, folder: Path, title: str) -> str:
+        e = html.escape
+        body: list[str] = []
+        for b in self.blocks:
+            if b[0] == "h":
+                body.append(f"<h{b[1]}>{e(b[2])}</h{b[1]}>")
+            elif b[0] == "p":
+                body.append(f"<p>{e(b[1])}</p>")
+            elif b[0] == "ul":
+                body.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in b[1]) + "</ul>")
+            elif b[0] == "table":
+                head = "".join(f"<th>{e(str(c))}</th>" for c in b[1])
+                rows = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in b[2])
+                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            elif b[0] == "img":
+                data = base64.b64encode((folder / b[1]).read_bytes()).decode("ascii")
+                body.append(f'<figure><img alt="{e(b[2])}" src="data:image/png;base64,{data}">'
+                            f"<figcaption>{e(b[2])}</figcaption></figure>")
+        style = ("body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1200px;margin:2em auto;"
+                 "padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;margin:0.8em 0;"
+                 "font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+                 "th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+                 "figure{margin:1.2em 0}figcaption{color:#555;font-size:0.9em}h2{border-bottom:1px solid #ddd}")
+        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
+                f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _spec_items(s: _Search) -> list[str]:
+    spec = s.res.spec
+    proto = spec.get("protocol") or {}
+    df = s.res.trials
+    pieces = []
+    for key, label in (("dataset", "dataset"), ("tasks", "tasks"), ("classes", "classes"), ("epochs", "epochs per task"),
+                       ("backbone", "backbone"), ("batch_size", "batch size"), ("precision", "precision"),
+                       ("seed", "seed")):
+        if proto.get(key) is not None:
+            pieces.append(f"{label} {proto[key]}")
+    if proto.get("task_sizes"):
+        pieces.append(f"task sizes {proto['task_sizes']}")
+    space = []
+    for name, d in spec["space"].items():
+        if d.get("type") == "categorical":
+            space.append(f"{name} ∈ {{{', '.join(map(str, d.get('choices', [])))}}}")
+        else:
+            space.append(f"{name} ∈ [{_fmt_value(d.get('low'))}, {_fmt_value(d.get('high'))}]"
+                         f"{' (log)' if d.get('log') else ''} ({d.get('type')})")
+    items = [
+        f"folder: {s.res.path}",
+        f"method: {s.res.method}" + (" (task-incremental only)" if s.task_il else ""),
+        "protocol: " + (", ".join(pieces) if pieces else "not recorded"),
+        f"trials: {len(df)} found of {spec.get('trials', '?')} planned — {_status_counts(s.res)}",
+        f"objectives: {_objectives_text(s.res)}; measured on the validation split",
+        "searched: " + ("; ".join(space) if space else "nothing"),
+        "fixed: " + (", ".join(f"{k}={_fmt_value(v)}" for k, v in spec["fixed"].items()) or "nothing"),
+    ]
+    if spec.get("created"):
+        items.append(f"created: {spec['created']}")
+    return items
+
+
+def _front_rows(s: _Search) -> tuple[list[str], list[list[str]]]:
+    header = ["#", "trial_id"] + list(s.res.spec["space"]) + [
+        "final acc %", "forgetting %", "avg inc acc %", "BWT %", "plasticity %", "memory stored", "wall time (s)"]
+    rows = []
+    for idx, r in s.front.iterrows():
+        rows.append([str(s.numbers.loc[idx]), str(r["trial_id"])]
+                    + [_fmt_value(r.get(PARAM_PREFIX + p)) for p in s.res.spec["space"]]
+                    + [_pct(r.get(s.col(m))) for m in ("final_acc", "forgetting", "avg_inc_acc", "bwt", "plasticity")]
+                    + [_fmt_value(r.get("memory")),
+                       "–" if _is_missing(r.get("wall_time_s")) else f"{float(r['wall_time_s']):.0f}"])
+    return header, rows
+
+
+def _failed_rows(s: _Search) -> list[list[str]]:
+    t = s.res.trials
+    bad = t[t["status"] != "completed"]
+    rows = []
+    for idx, r in bad.iterrows():
+        msg = r.get("error")
+        rows.append([str(s.numbers.loc[idx]), str(r["trial_id"]), str(r["status"]),
+                     _fmt_value(r.get("tasks_done")), "" if _is_missing(msg) else str(msg),
+                     _params_text(s, r)])
+    return rows
+
+
+def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
+                 color: str | None = None) -> Path:
+    """Write the report of one search (or a comparison of several); return the path of report.html.
+
+    ``out_dir`` defaults to the results folder itself, or ``<first folder>/comparison``
+    for several. ``color``: a parameter (or trials.csv column) to colour the
+    points by; default the memory budget when memory is searched. Raises
+    ResultsError (one line) for unreadable folders.
+    """
+    dirs = [Path(d) for d in results_dirs]
+    if not dirs:
+        raise ResultsError("no results folder given")
+    loaded = [load_search(d) for d in dirs]
+    searches = [_prepare(r, lab) for r, lab in zip(loaded, _labels(loaded))]
+    if out_dir is None:
+        out_dir = dirs[0] if len(dirs) == 1 else dirs[0] / "comparison"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in FIGURES:  # figures of an earlier report that this one may not redraw
+        (out / name).unlink(missing_ok=True)
+
+    notes: list[str] = []
+    figures: list[tuple[str, str]] = []
+    class_il = [s for s in searches if not s.task_il]
+    task_il = [s for s in searches if s.task_il]
+    if color is not None:
+        for s in searches:
+            _color_column(s, color)  # fail early on an unknown parameter
+    if class_il:
+        notes += _pareto_figure(class_il, color, out / "pareto.png", task_il=False)
+        figures.append(("pareto.png", "Final accuracy vs average forgetting, class-incremental; "
+                                      "circled points form the Pareto front (numbers = trials)"))
+    if task_il:
+        notes += _pareto_figure(task_il, color, out / "pareto_task_il.png", task_il=True)
+        figures.append(("pareto_task_il.png", "Task-incremental methods (task identity at test time): final "
+                                              "accuracy vs forgetting on the task-IL metrics — a separate front"))
+    configs = _front_configs(searches, notes)
+    if _curves_figure(configs, out / "front_curves.png", notes):
+        figures.append(("front_curves.png", "Accuracy after each task for the front configs"))
+    if _matrices_figure(configs, out / "front_matrices.png"):
+        figures.append(("front_matrices.png", "Accuracy matrices of the front configs (%)"))
+    importances = []
+    imp_notes: list[str] = []
+    for s in searches:
+        imp, n = _importance(s)
+        importances.append((s, imp))
+        imp_notes += n
+    if _importance_figure(importances, out / "importance.png"):
+        figures.append(("importance.png", "Hyperparameter importance per objective (fANOVA)"))
+
+    # ---- the document
+    title = ("Search report: " + searches[0].label if len(searches) == 1
+             else "Search comparison: " + ", ".join(s.label for s in searches))
+    doc = _Doc()
+    doc.h(1, title)
+    doc.p(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} from the result files. Accuracies are percentages "
+          "on the validation split; forgetting is the average forgetting of Chaudhry et al. 2018 (max over "
+          "earlier steps minus final, last task excluded); BWT is backward transfer (Lopez-Paz & Ranzato 2017). "
+          "Only completed trials compete for a front; diverged, failed and stopped-early trials never do.")
+    doc.h(2, "Search" if len(searches) == 1 else "Searches")
+    for s in searches:
+        if len(searches) > 1:
+            doc.h(3, s.label)
+        doc.ul(_spec_items(s))
+    doc.h(2, "Pareto front")
+    for s in searches:
+        header, rows = _front_rows(s)
+        if len(searches) > 1:
+            doc.h(3, s.label)
+        n_done = int(s.res.eligible.sum())
+        doc.p(f"{len(rows)} of {n_done} completed trial(s) are non-dominated on: {_objectives_text(s.res)}.")
+        if rows:
+            doc.table(header, rows)
+        else:
+            doc.p("No completed trial with finite objectives: no front.")
+    doc.h(2, "Figures")
+    doc.ul(notes)
+    for file, caption in figures:
+        doc.img(file, caption)
+    doc.h(2, "Parameter importance")
+    doc.p("fANOVA importance (Optuna's FanovaImportanceEvaluator, seed 0) of each searched parameter for each "
+          "objective, from a study rebuilt from the completed trials; each column sums to 100 %. With few "
+          "trials (tens rather than hundreds) read it as a rough ranking, not a measurement.")
+    for s, imp in importances:
+        if not imp:
+            continue
+        if len(searches) > 1:
+            doc.h(3, s.label)
+        params = list(s.res.spec["space"])
+        labels = list(imp)
+        doc.table(["parameter"] + [f"{lab} %" for lab in labels],
+                  [[p] + [f"{100 * imp[lab][p]:.1f}" if p in imp[lab] else "–" for lab in labels] for p in params])
+    doc.ul(imp_notes)
+    doc.h(2, "Failed and stopped trials")
+    any_failed = False
+    for s in searches:
+        rows = _failed_rows(s)
+        if len(searches) > 1:
+            doc.h(3, s.label)
+        if rows:
+            any_failed = True
+            doc.table(["#", "trial_id", "status", "tasks done", "message", "params"], rows)
+        elif len(searches) > 1:
+            doc.p("None: every trial completed.")
+    if not any_failed and len(searches) == 1:
+        doc.p("None: every trial completed.")
+
+    (out / "report.md").write_text(doc.markdown())
+    html_path = out / "report.html"
+    tmp = out / ".report.html.tmp"
+    tmp.write_text(doc.html(out, title))
+    tmp.replace(html_path)
+    return html_path
+
+
+# --------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="analysis/report.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR", help="search results folder(s)")
+    p.add_argument("--out", default=None, help="output folder (default: the results folder, or "
+                                               "FIRST/comparison for several)")
+    p.add_argument("--color", default=None, metavar="PARAM",
+                   help="colour the points by this parameter (default: memory when it is searched)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        path = build_report([Path(d) for d in args.results_dirs], Path(args.out) if args.out else None, args.color)
+    except (ResultsError, OSError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

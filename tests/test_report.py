@@ -1,0 +1,405 @@
+"""Results folder reading (analysis/results.py) and the Pareto report (analysis/report.py).
+
+Everything runs on hand-made result files (tests/fixtures_results.py): no
+training, no Ray. The expected front is computed by hand in the fixture's
+docstring: trials 1, 0, 2, 7; the diverged trial 5 and the truncated trial 6
+would dominate all of them if they were eligible.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.metrics import SUMMARY_KEYS, summarize
+from analysis.report import build_report
+from analysis.results import (ResultsError, SearchResults, load_search, result_matrix, trial_number,
+                              trials_frame_from_results, write_trials_csv)
+from tests.fixtures_results import (EXPECTED_FRONT_NUMBERS, EXPECTED_STATUS, EVAL_SIZES, TRIALS, expected_front,
+                                    trial_id, write_search_fixture)
+
+REPO = Path(__file__).resolve().parent.parent
+REPORT_SCRIPT = REPO / "analysis" / "report.py"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+def _section(md: str, heading: str) -> str:
+    """Text of a '## heading' section of report.md, up to the next '## '."""
+    m = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", md, flags=re.S | re.M)
+    assert m, f"no section {heading!r} in report.md"
+    return m.group(1)
+
+
+def _table_column(text: str, column: str) -> list[str]:
+    """Values of one column of every markdown table in ``text`` that has it, in order."""
+    values: list[str] = []
+    header: list[str] | None = None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif set(line) <= set("|-"):
+            continue
+        elif column in header:
+            values.append(cells[header.index(column)])
+    return values
+
+
+def _front_ids(md: str, subsection: str | None = None) -> list[str]:
+    text = _section(md, "Pareto front")
+    if subsection is not None:
+        m = re.search(rf"^### {re.escape(subsection)}\n(.*?)(?=^### |\Z)", text, flags=re.S | re.M)
+        assert m, f"no subsection {subsection!r} under Pareto front"
+        text = m.group(1)
+    return _table_column(text, "trial_id")
+
+
+def _assert_png(path: Path) -> None:
+    assert path.is_file(), f"{path.name} missing"
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 5000, f"{path.name} is not a real PNG"
+
+
+# --------------------------------------------------------------------------
+# fixtures (built once per module: the report is the slow part)
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def icarl_dir(tmp_path_factory) -> Path:
+    d = write_search_fixture(tmp_path_factory.mktemp("icarl") / "search")
+    write_trials_csv(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def icarl_report(icarl_dir) -> Path:
+    return build_report([icarl_dir])
+
+
+# --------------------------------------------------------------------------
+# the fixture itself
+# --------------------------------------------------------------------------
+
+def test_fixture_matrices_have_the_hand_computed_metrics():
+    for t in TRIALS:
+        if not t["R"]:
+            continue
+        k = len(t["R"])
+        m = summarize([row[:k] for row in t["R"]], EVAL_SIZES[:k])
+        assert m["final_acc"] == pytest.approx(t["final"]), t["n"]
+        assert m["forgetting"] == pytest.approx(t["forgetting"]), t["n"]
+
+
+# --------------------------------------------------------------------------
+# results.py: trials.csv
+# --------------------------------------------------------------------------
+
+def test_trials_csv_columns_status_and_values(icarl_dir):
+    df = pd.read_csv(icarl_dir / "trials.csv", dtype={"trial_id": str})
+    expected_cols = (["trial_id", "method", "status", "error", "param.lr", "param.memory", "param.selection",
+                      "param.weight_decay"] + list(SUMMARY_KEYS) + [f"task_il.{k}" for k in SUMMARY_KEYS]
+                     + ["memory", "num_params", "tasks_done", "wall_time_s"])
+    assert list(df.columns) == expected_cols
+    assert list(df["trial_id"]) == [trial_id(t["n"]) for t in TRIALS]
+    by_id = df.set_index("trial_id")
+    for n, status in EXPECTED_STATUS.items():
+        assert by_id.loc[trial_id(n), "status"] == status, n
+    assert (df["method"] == "icarl").all()
+    # hand-computed class-IL metrics (fixture table)
+    for t in TRIALS:
+        row = by_id.loc[trial_id(t["n"])]
+        if t["final"] is None:
+            assert math.isnan(row["final_acc"]) and math.isnan(row["forgetting"])
+        else:
+            assert row["final_acc"] == pytest.approx(t["final"])
+            assert row["forgetting"] == pytest.approx(t["forgetting"])
+        assert row["param.lr"] == pytest.approx(t["params"]["lr"])
+        assert row["param.memory"] == t["params"]["memory"]
+        assert row["param.selection"] == t["params"]["selection"]
+        assert row["param.weight_decay"] == pytest.approx(1e-5)
+    t0 = by_id.loc[trial_id(0)]
+    # trial 0: R = [[.6], [.55, .6], [.5, .5, .8]], eval sizes 100/60/40
+    assert t0["bwt"] == pytest.approx(-0.10)
+    assert t0["plasticity"] == pytest.approx((0.6 + 0.6 + 0.8) / 3)
+    assert t0["final_acc_pooled"] == pytest.approx((0.5 * 100 + 0.5 * 60 + 0.8 * 40) / 200)
+    assert t0["avg_inc_acc"] == pytest.approx((0.6 + (0.55 * 100 + 0.6 * 60) / 160 + 0.56) / 3)
+    # task-IL matrix = class-IL + 0.1: final (.6 + .6 + .9) / 3
+    assert t0["task_il.final_acc"] == pytest.approx(0.7)
+    assert t0["memory"] == 200 and t0["tasks_done"] == 3 and t0["wall_time_s"] == pytest.approx(30.0)
+    # failed and stopped trials keep their reason
+    assert by_id.loc[trial_id(5), "error"] == "loss became nan in task 2 epoch 0"
+    assert by_id.loc[trial_id(8), "error"] == "RuntimeError: CUDA out of memory"
+    assert by_id.loc[trial_id(6), "tasks_done"] == 2
+    assert "2 of 3" in by_id.loc[trial_id(6), "error"]
+    assert pd.isna(by_id.loc[trial_id(8), "memory"]) and by_id.loc[trial_id(8), "tasks_done"] == 0
+    assert pd.isna(by_id.loc[trial_id(0), "error"])
+
+
+def test_trials_csv_is_written_atomically(icarl_dir):
+    write_trials_csv(icarl_dir)
+    leftovers = [p.name for p in icarl_dir.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+    assert (icarl_dir / "trials.csv").stat().st_mode & 0o044  # not a private mkstemp file
+
+
+def test_running_trials_are_marked_running_not_truncated(icarl_dir):
+    df = trials_frame_from_results(icarl_dir, running=[trial_id(6)])
+    assert df.set_index("trial_id").loc[trial_id(6), "status"] == "running"
+
+
+def test_task_il_only_method_has_empty_class_il_columns(tmp_path):
+    d = write_search_fixture(tmp_path / "pack", method="packnet", task_incremental_only=True)
+    df = trials_frame_from_results(d).set_index("trial_id")
+    assert df["final_acc"].isna().all()
+    assert df.loc[trial_id(1), "task_il.final_acc"] == pytest.approx(0.70)
+    assert df.loc[trial_id(1), "task_il.forgetting"] == pytest.approx(0.20)
+    assert "param.prune_ratio" in df.columns
+
+
+def test_result_matrix_squares_a_truncated_trial(icarl_dir):
+    res = load_search(icarl_dir)
+    M = result_matrix(res.result(trial_id(6)))
+    assert M.shape == (2, 2) and M[1, 0] == pytest.approx(0.88)
+    assert result_matrix(res.result(trial_id(8))) is None
+
+
+def test_trial_number():
+    assert trial_number("a1b2c_00012") == 12
+    assert trial_number("local", default=3) == 3
+
+
+# --------------------------------------------------------------------------
+# results.py: load_search and its errors
+# --------------------------------------------------------------------------
+
+def test_load_search(icarl_dir):
+    res = load_search(icarl_dir)
+    assert isinstance(res, SearchResults)
+    assert res.path == icarl_dir.resolve()
+    assert res.spec["method"] == "icarl" and res.method == "icarl"
+    assert res.objectives == [("final_acc", "max"), ("forgetting", "min")]
+    assert len(res.trials) == len(TRIALS)
+    assert int(res.eligible.sum()) == 6
+    d = res.result(trial_id(1))
+    assert d["trial_id"] == trial_id(1) and d["params"]["memory"] == 2000
+    assert res.result(trial_id(1)) is d  # cached
+    with pytest.raises(ResultsError, match="no result file"):
+        res.result("nope_00099")
+
+
+def test_load_search_without_trials_csv_builds_the_table(tmp_path):
+    d = write_search_fixture(tmp_path / "s")
+    res = load_search(d)
+    assert list(res.trials["status"]) == [EXPECTED_STATUS[t["n"]] for t in TRIALS]
+
+
+def _bad_folder(tmp_path: Path, kind: str) -> Path:
+    d = tmp_path / "bad"
+    if kind == "missing":
+        return d
+    d.mkdir()
+    if kind == "empty":
+        return d
+    if kind == "no_search_json":
+        (d / "notes.txt").write_text("x")
+        return d
+    if kind == "other_format":
+        (d / "search.json").write_text(json.dumps({"format": "clsearch-search/99", "objectives": []}))
+        return d
+    if kind == "corrupt_search_json":
+        (d / "search.json").write_text("{not json")
+        return d
+    write_search_fixture(d)
+    if kind == "no_trials":
+        import shutil
+        shutil.rmtree(d / "trials")
+        return d
+    if kind == "corrupt_result":
+        (d / "trials" / trial_id(3) / "result.json").write_text('{"format": "clsearch-result/1", ')
+        return d
+    if kind == "empty_csv":
+        import shutil
+        shutil.rmtree(d / "trials")
+        (d / "trials.csv").write_text("")
+        return d
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "does not exist"),
+    ("empty", "is empty"),
+    ("no_search_json", "has no search.json"),
+    ("other_format", "clsearch-search/99"),
+    ("corrupt_search_json", "search.json is not valid JSON"),
+    ("no_trials", "no trials"),
+    ("empty_csv", "no trials"),
+    ("corrupt_result", f"{trial_id(3)}/result.json is not valid JSON"),
+])
+def test_load_search_errors_are_one_line(tmp_path, kind, message):
+    d = _bad_folder(tmp_path, kind)
+    with pytest.raises(ResultsError) as info:
+        load_search(d)
+    text = str(info.value)
+    assert message in text and "\n" not in text
+    assert isinstance(info.value, ValueError)
+
+
+# --------------------------------------------------------------------------
+# report.py: one search
+# --------------------------------------------------------------------------
+
+def test_report_files(icarl_dir, icarl_report):
+    assert icarl_report == icarl_dir / "report.html"
+    for name in ("pareto.png", "front_curves.png", "front_matrices.png", "importance.png"):
+        _assert_png(icarl_dir / name)
+    assert not (icarl_dir / "pareto_task_il.png").exists()
+    assert (icarl_dir / "report.md").stat().st_size > 500
+
+
+def test_report_front_is_the_hand_computed_one(icarl_dir, icarl_report):
+    md = (icarl_dir / "report.md").read_text()
+    assert _front_ids(md) == expected_front()          # 1, 0, 2, 7: best final accuracy first
+    front = set(_front_ids(md))
+    assert trial_id(5) not in front                    # diverged, would dominate everything
+    assert trial_id(6) not in front                    # truncated after 2 of 3 tasks
+    assert trial_id(3) not in front and trial_id(4) not in front
+    # the table shows percentages: trial 1 has 70 % final accuracy and 20 % forgetting
+    section = _section(md, "Pareto front")
+    assert _table_column(section, "final acc %")[0] == "70.0"
+    assert _table_column(section, "forgetting %")[0] == "20.0"
+    assert _table_column(section, "#") == [str(n) for n in EXPECTED_FRONT_NUMBERS]
+
+
+def test_report_lists_failed_trials_with_errors(icarl_dir, icarl_report):
+    md = (icarl_dir / "report.md").read_text()
+    failed = _section(md, "Failed and stopped trials")
+    assert _table_column(failed, "trial_id") == [trial_id(5), trial_id(6), trial_id(8)]
+    assert "loss became nan in task 2 epoch 0" in failed
+    assert "RuntimeError: CUDA out of memory" in failed
+    assert "stopped after 2 of 3 tasks" in failed
+
+
+def test_report_spec_summary_and_importance(icarl_dir, icarl_report):
+    md = (icarl_dir / "report.md").read_text()
+    spec = _section(md, "Search")
+    assert "icarl" in spec and "synthetic" in spec and "tasks 3" in spec
+    assert "completed 6, truncated 1, diverged 1, error 1" in spec
+    imp = _section(md, "Parameter importance")
+    params = _table_column(imp, "parameter")
+    assert sorted(params) == ["lr", "memory", "selection"]
+    col = _table_column(imp, "final accuracy (max) %")
+    assert sum(float(v) for v in col) == pytest.approx(100, abs=0.5)
+
+
+def test_report_html_is_self_contained(icarl_dir, icarl_report):
+    text = icarl_report.read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    assert text.count("data:image/png;base64,") == 4
+    assert 'src="pareto.png"' not in text and "<table>" in text
+    assert trial_id(1) in text
+
+
+def test_three_objectives_front(tmp_path):
+    d = write_search_fixture(tmp_path / "s3", objectives=[["final_acc", "max"], ["forgetting", "min"],
+                                                          ["memory", "min"]])
+    build_report([d])
+    md = (d / "report.md").read_text()
+    # with memory as a third objective, 3 (100 exemplars) and 4 (500) are no longer dominated
+    assert set(_front_ids(md)) == {trial_id(n) for n in (0, 1, 2, 3, 4, 7)}
+    _assert_png(d / "pareto.png")
+
+
+def test_importance_falls_back_with_few_trials(tmp_path):
+    few = [t for t in TRIALS if t["n"] in (0, 1, 2, 5)]        # 3 completed
+    d = write_search_fixture(tmp_path / "few", trials=few)
+    build_report([d])
+    md = (d / "report.md").read_text()
+    assert "only 3 completed trial(s)" in _section(md, "Parameter importance")
+    assert not (d / "importance.png").exists()
+    assert _front_ids(md) == [trial_id(1), trial_id(0), trial_id(2)]
+
+
+# --------------------------------------------------------------------------
+# report.py: comparisons and task-IL methods
+# --------------------------------------------------------------------------
+
+def test_comparison_of_methods_with_a_task_il_one(tmp_path):
+    a = write_search_fixture(tmp_path / "icarl", method="icarl", prefix="aaaaa")
+    b = write_search_fixture(tmp_path / "replay", method="replay", prefix="bbbbb")
+    p = write_search_fixture(tmp_path / "packnet", method="packnet", task_incremental_only=True, prefix="ppppp")
+    out = build_report([a, b, p])
+    assert out == a / "comparison" / "report.html"
+    for name in ("pareto.png", "pareto_task_il.png", "front_curves.png", "front_matrices.png", "importance.png"):
+        _assert_png(a / "comparison" / name)
+    md = (a / "comparison" / "report.md").read_text()
+    # each method has its own front; packnet's (task-IL metrics) is never merged with the others
+    assert _front_ids(md, "icarl") == expected_front("aaaaa")
+    assert _front_ids(md, "replay") == expected_front("bbbbb")
+    assert _front_ids(md, "packnet") == expected_front("ppppp")
+    assert "8 of them" in md   # 12 front configs, curves capped at 8
+    html_text = out.read_text()
+    assert html_text.count("data:image/png;base64,") == 5
+
+
+def test_task_il_only_search_goes_on_its_own_figure(tmp_path):
+    p = write_search_fixture(tmp_path / "packnet", method="packnet", task_incremental_only=True)
+    build_report([p], out_dir=tmp_path / "out", color="prune_ratio")
+    _assert_png(tmp_path / "out" / "pareto_task_il.png")
+    assert not (tmp_path / "out" / "pareto.png").exists()
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert _front_ids(md) == expected_front()
+    # task-IL numbers: trial 1's task-IL final accuracy is 70 % in the PackNet fixture
+    assert _table_column(_section(md, "Pareto front"), "final acc %")[0] == "70.0"
+
+
+def test_unknown_color_parameter(icarl_dir, tmp_path):
+    with pytest.raises(ResultsError, match="--color 'nope'"):
+        build_report([icarl_dir], out_dir=tmp_path / "o", color="nope")
+
+
+# --------------------------------------------------------------------------
+# the command line
+# --------------------------------------------------------------------------
+
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPORT_SCRIPT), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "does not exist"),
+    ("no_search_json", "has no search.json"),
+    ("other_format", "clsearch-search/99"),
+    ("no_trials", "no trials"),
+])
+def test_cli_errors_are_one_line_exit_2(tmp_path, kind, message):
+    d = _bad_folder(tmp_path, kind)
+    proc = _cli([str(d)], cwd=tmp_path)        # run from elsewhere: the script finds the project itself
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_cli_writes_the_report_and_prints_its_path(tmp_path):
+    # a small folder (3 completed trials: no importance step) keeps this subprocess quick
+    d = write_search_fixture(tmp_path / "small", trials=[t for t in TRIALS if t["n"] in (0, 1, 2, 5, 8)])
+    out = tmp_path / "cli-out"
+    proc = _cli([str(d), "--out", str(out), "--color", "lr"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(out / "report.html")
+    _assert_png(out / "pareto.png")
+    assert "data:image/png;base64," in (out / "report.html").read_text()
