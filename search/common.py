@@ -144,10 +144,11 @@ def format_metrics(metrics: dict[str, Any] | None) -> str:
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
+    from analysis.results import ResultsError
     from datasets.errors import DatasetError
     from strategies.config import ConfigError
 
-    return (UsageError, ConfigError, DatasetError, FileNotFoundError, json.JSONDecodeError)
+    return (UsageError, ConfigError, DatasetError, ResultsError, FileNotFoundError, json.JSONDecodeError)
 
 
 def cli_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

@@ -1,4 +1,13 @@
-"""Rerun configs without Ray: a direct run of one config, or the final table of a search.
+"""Rerun configs without Ray: the final table of a search, or a direct run of one config.
+
+Final table of a search (DESIGN §1 step 3, §5):
+
+    python search/rerun.py RESULTS_DIR --pick front --seeds 5
+
+retrains the chosen configs (``front``: the non-dominated trials on the search's
+objectives; or trial numbers / ids) on train + validation with several seeds,
+evaluates on the TEST split, next to finetune and joint under the same protocol,
+and writes RESULTS_DIR/final_table.md and final_table.csv (mean ± std over seeds).
 
 Direct run (one config, several seeds):
 
@@ -67,6 +76,9 @@ def print_result(d: dict[str, Any]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="search/rerun.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results_dir", nargs="?", help="a search's results folder: rerun its chosen configs")
+    p.add_argument("--pick", nargs="+", default=["front"], help="with RESULTS_DIR: 'front' or trial numbers/ids")
+    p.add_argument("--no-baselines", action="store_true", help="with RESULTS_DIR: skip finetune and joint")
     p.add_argument("--method", help="strategy to run directly (see --list)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config value, repeatable")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed+1, ...)")
@@ -96,10 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         list_methods()
         return 0
-    if not args.method:
-        raise UsageError("give --method METHOD for a direct run (see --list)")
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.results_dir:
+        if args.method or args.set:
+            raise UsageError("give either RESULTS_DIR (rerun a search's configs) or --method/--set (a direct run), not both")
+        return rerun_search(args)
+    if not args.method:
+        raise UsageError("give RESULTS_DIR to rerun a search, or --method METHOD for a direct run (see --list)")
     import strategies  # noqa: F401
     from strategies.loop import strategy_config
 
@@ -117,6 +133,89 @@ def main(argv: list[str] | None = None) -> int:
     if len(results) > 1:
         print_seed_summary(results)
     print(f"\nresults written to {out_dir}")
+    return 0
+
+
+def pick_trials(results, picks: list[str]):
+    """Rows of the trials table chosen by ``--pick`` (front, numbers or ids)."""
+    from analysis.pareto import pareto_table
+    from analysis.results import trial_number
+
+    df = results.trials
+    eligible = df["status"] == "completed"
+    if picks == ["front"]:
+        table = pareto_table(df, results.objective_columns, eligible=eligible)
+        chosen = table[table["on_front"]]
+        if chosen.empty:
+            raise UsageError(f"{results.path}: no completed trial, so there is no front to rerun")
+        return chosen
+    rows = []
+    for pick in picks:
+        match = df[(df["trial_id"] == pick) | (df["trial_id"].map(trial_number).astype(str) == pick)]
+        if match.empty:
+            raise UsageError(f"--pick {pick!r}: no such trial in {results.path / 'trials.csv'}")
+        if match.iloc[0]["status"] != "completed":
+            raise UsageError(f"--pick {pick!r}: trial status is {match.iloc[0]['status']}, not completed")
+        rows.append(match.iloc[0])
+    import pandas as pd
+    return pd.DataFrame(rows)
+
+
+def trial_params(row) -> dict[str, Any]:
+    import math
+    params = {}
+    for col, value in row.items():
+        if not col.startswith("param.") or value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        params[col[len("param."):]] = value.item() if hasattr(value, "item") else value
+    return params
+
+
+def rerun_search(args) -> int:
+    import strategies  # noqa: F401
+    from analysis.final_table import build_final_table, write_final_table
+    from analysis.results import load_search
+    from strategies.loop import strategy_config
+
+    results = load_search(Path(args.results_dir))
+    spec = results.spec
+    method = spec["method"]
+    chosen = pick_trials(results, args.pick)
+    configs: dict[str, tuple[str, dict[str, Any]]] = {}
+    for _, row in chosen.iterrows():
+        params = trial_params(row)
+        strategy_config(method, params)  # still a valid config for this version
+        configs[f"{method} {row['trial_id']}"] = (method, params)
+    if not args.no_baselines:
+        for baseline in ("finetune", "joint"):
+            if baseline != method:
+                configs[baseline] = (baseline, {})
+    proto = dict(spec["protocol"])
+    if args.data_dir:
+        proto["data_dir"] = args.data_dir
+    for key in ("device", "threads", "precision"):
+        if getattr(args, key) not in (None, "auto", 0, "fp32"):
+            proto[key] = getattr(args, key)
+    arrays = load_arrays(proto)
+    # Train on train + validation, evaluate on test: the only place test is used.
+    stream = build_protocol_stream(arrays, proto, val_fraction=0.0)
+    del arrays
+    out_dir = Path(args.out) if args.out else results.path
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    runs: dict[str, list[Path]] = {}
+    for label, (m, params) in configs.items():
+        run_dir = out_dir / "rerun" / label.replace(" ", "-")
+        print(f"rerun {label} {params} on test, seeds {seeds}", flush=True)
+        run_seeds(m, params, proto, stream, seeds, "test", run_dir, quiet=args.quiet)
+        runs[label] = [run_dir / f"seed{s}" / "result.json" for s in seeds]
+    table = build_final_table(runs)
+    notes = [f"search: {results.path}", f"protocol: {stream.name}, {stream.num_tasks} tasks, "
+             f"{stream.num_classes} classes, {proto['epochs']} epochs/task, {proto['backbone']}; trained on "
+             "train+validation, evaluated on test", f"seeds: {seeds}",
+             "finetune and joint use their default configs under the same protocol"]
+    csv_path, md_path = write_final_table(table, out_dir, f"Final table: {method}", notes)
+    print(md_path.read_text())
+    print(f"final table written to {md_path} and {csv_path}")
     return 0
 
 

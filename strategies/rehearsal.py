@@ -13,7 +13,7 @@ import dataclasses
 import torch
 
 from datasets.stream import Task
-from strategies.base import Strategy, StrategyConfig
+from strategies.base import Strategy, StrategyConfig, count_batches, shuffled_batches
 from strategies.config import ConfigError, bounded
 from strategies.memory import ClassMemory, herding_order, update_balanced_memory
 
@@ -46,6 +46,22 @@ class RehearsalStrategy(Strategy):
 
     def memory_size(self) -> int:
         return len(self.memory)
+
+    def mixed_batches(self, task: Task, batch_size: int, generator: torch.Generator, memory_batch: int):
+        """Experience replay (Chaudhry et al. 2019, "On Tiny Episodic Memories",
+        Alg. 1): every batch of the new task's data is joined by ``memory_batch``
+        exemplars drawn uniformly from the memory. Unlike concatenating the memory
+        to the task's data once, the few exemplars per class are revisited every
+        step, which keeps old classes from being drowned by the new ones."""
+        stored = self.memory.data()
+        for xb, yb in shuffled_batches(task.train.x, task.train.y, batch_size, generator):
+            if stored is not None and memory_batch > 0:
+                idx = torch.randint(0, len(stored[1]), (memory_batch,), generator=generator).to(stored[0].device)
+                xb, yb = torch.cat([xb, stored[0][idx]]), torch.cat([yb, stored[1][idx]])
+            yield xb, yb
+
+    def num_mixed_batches(self, task: Task, batch_size: int) -> int:
+        return count_batches(len(task.train), batch_size)
 
     def select_exemplars(self, images: torch.Tensor, m: int) -> torch.Tensor:
         """Indices of the m exemplars to keep, in priority order."""

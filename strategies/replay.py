@@ -1,8 +1,11 @@
 """Experience replay with an optional knowledge-distillation term.
 
 Rehearsal as in the course notebook: a fixed total memory (200 images on GTSRB)
-split evenly over the seen classes, chosen at random and concatenated with the
-new task's data; with ``kd_weight > 0`` the loss adds softmax distillation
+split evenly over the seen classes, chosen at random. ``memory_batch = 0`` concatenates
+the memory with the new task's data (the notebook); ``memory_batch > 0`` (default)
+adds that many random exemplars to every batch instead -- experience replay as in
+Chaudhry et al. 2019, Alg. 1, which keeps 5 exemplars per class from being drowned
+by ~7,000 new images on GTSRB. With ``kd_weight > 0`` the loss adds softmax distillation
 (Hinton et al. 2015, Eq. 2) of the previous model's old-class logits at
 temperature ``temperature`` -- the notebook's "rehearsal KD" (T = 2).
 
@@ -26,6 +29,7 @@ from strategies.rehearsal import RehearsalConfig, RehearsalStrategy
 class ReplayConfig(RehearsalConfig):
     kd_weight: float = bounded(0.0, min=0.0, max=100.0, help="weight of distillation on old-class logits (0 = plain replay)")
     temperature: float = bounded(2.0, min=0.05, max=100.0, help="distillation temperature T")
+    memory_batch: int = bounded(64, min=0, max=65536, help="exemplars added to every batch (0 = concatenate memory to the task data)")
 
 
 @register
@@ -36,6 +40,16 @@ class Replay(RehearsalStrategy):
     def __init__(self, config, ctx) -> None:
         super().__init__(config, ctx)
         self.old_model = None
+
+    def train_batches(self, task: Task, batch_size: int, generator: torch.Generator):
+        if self.config.memory_batch == 0:
+            return super().train_batches(task, batch_size, generator)
+        return self.mixed_batches(task, batch_size, generator, self.config.memory_batch)
+
+    def num_train_batches(self, task: Task, batch_size: int) -> int:
+        if self.config.memory_batch == 0:
+            return super().num_train_batches(task, batch_size)
+        return self.num_mixed_batches(task, batch_size)
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         terms = {"ce": F.cross_entropy(logits, y)}

@@ -24,3 +24,15 @@ def gtsrb_arrays():
         if os.environ.get("CL_REQUIRE_REAL_DATA") == "1":
             pytest.fail(f"CL_REQUIRE_REAL_DATA=1 but {exc}")
         pytest.skip(f"real GTSRB data not available ({exc})")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tests run tiny models: one thread is faster than two (thread start-up and
+    contention dominate), and keeps results independent of the machine's load."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
