@@ -3,4 +3,4 @@
 Importing the package registers every strategy in ``STRATEGIES`` (name -> class).
 """
 from strategies.base import STRATEGIES, RunContext, Strategy, StrategyConfig  # noqa: F401
-from strategies import finetune, joint, replay, icarl  # noqa: F401  (registration)
+from strategies import finetune, joint, replay, icarl, lwf, ewc, gdumb, packnet, gem, der  # noqa: F401  (registration)

@@ -84,7 +84,9 @@ class ResNet32(nn.Module):
 
 
 class VGG16Features(nn.Module):
-    """torchvision VGG-16 convolutional trunk + global pooling (512-d features)."""
+    """torchvision VGG-16 convolutional trunk + global pooling (512-d features).
+
+    Five max-pools: inputs must be at least 32 x 32."""
 
     def __init__(self, in_channels: int = 3, pretrained: bool = False) -> None:
         super().__init__()
@@ -101,9 +103,13 @@ class VGG16Features(nn.Module):
             cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
             if not os.path.exists(cache):
                 weights = None
-        vgg = tv.models.vgg16(weights=weights)
         self.pretrained_loaded = weights is not None
-        features = vgg.features
+        if weights is None:
+            # Only the convolutional trunk: building vgg16() would also create and
+            # initialise its unused 102M-parameter classifier (~0.4 GB, seconds).
+            features = tv.models.vgg.make_layers(tv.models.vgg.cfgs["D"])
+        else:
+            features = tv.models.vgg16(weights=weights).features
         if in_channels != 3:
             features[0] = nn.Conv2d(in_channels, 64, 3, padding=1)
         self.features = features
