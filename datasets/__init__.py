@@ -12,6 +12,7 @@ sources that need it, through ``datasets._tv.import_torchvision``.
 from .arrays import DatasetArrays
 from .builder import build_stream, plan_stream
 from .errors import DataNotFoundError, DatasetError
+from .imagefolder import build_folder_stream, load_folder_arrays
 from .sources import find_data_dir, load_cifar100, load_dataset, load_digits, load_gtsrb, make_synthetic
 from .stream import Split, Stream, Task, channel_stats
 
@@ -31,4 +32,6 @@ __all__ = [
     "load_cifar100",
     "load_digits",
     "make_synthetic",
+    "build_folder_stream",
+    "load_folder_arrays",
 ]
