@@ -43,6 +43,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from strategies.result import write_text_atomic
 from analysis.metrics import accuracy_curves  # noqa: E402
 from analysis.pareto import non_dominated, pareto_table  # noqa: E402
 from analysis.results import (PARAM_PREFIX, TASK_IL_PREFIX, ResultsError, SearchResults,  # noqa: E402
@@ -776,11 +777,9 @@ def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None 
     if not any_failed and len(searches) == 1:
         doc.p("None: every trial completed.")
 
-    (out / "report.md").write_text(doc.markdown())
+    write_text_atomic(out / "report.md", doc.markdown())
     html_path = out / "report.html"
-    tmp = out / ".report.html.tmp"
-    tmp.write_text(doc.html(out, title))
-    tmp.replace(html_path)
+    write_text_atomic(html_path, doc.html(out, title))
     return html_path
 
 

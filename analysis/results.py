@@ -26,14 +26,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
+
+from strategies.result import write_text_atomic
 
 from analysis.metrics import SUMMARY_KEYS, as_matrix, summarize
 
@@ -266,22 +266,7 @@ def write_trials_csv(results_dir: str | Path, running: Iterable[str] = ()) -> Pa
     path = Path(results_dir)
     df = trials_frame_from_results(path, running=running)
     out = path / "trials.csv"
-    fd, tmp = tempfile.mkstemp(prefix=".trials.csv.", suffix=".tmp", dir=path)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; trials.csv is an ordinary file
-        with os.fdopen(fd, "w", newline="") as f:
-            df.to_csv(f, index=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_text_atomic(out, df.to_csv(index=False))
     return out
 
 
