@@ -29,13 +29,20 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "synthetic": {"classes": None, "tasks": 3, "backbone": "simplecnn", "epochs": 2, "augment": "none", "batch_size": 32},
     "gtsrb": {"classes": 40, "tasks": 5, "backbone": "simplecnn", "epochs": 5, "augment": "crop", "batch_size": 128},
     "cifar100": {"classes": None, "tasks": 10, "backbone": "resnet32", "epochs": 70, "augment": "crop+flip", "batch_size": 128},
+    # The PackNet sequence (Mallya & Lazebnik 2018): one ImageFolder tree per task
+    # (--folders), VGG-16; 64 px by default so that it runs on a CPU (paper: 224).
+    "folders": {"classes": None, "tasks": None, "backbone": "vgg16", "epochs": 10, "augment": "crop+flip", "batch_size": 32},
 }
 
 
 def add_protocol_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("dataset and protocol")
     g.add_argument("--dataset", default="digits", choices=sorted(PROTOCOLS),
-                   help="digits (embedded, offline; default), gtsrb, cifar100, synthetic")
+                   help="digits (embedded, offline; default), gtsrb, cifar100, synthetic, "
+                        "folders (one ImageFolder tree per task, see --folders)")
+    g.add_argument("--folders", default=None,
+                   help="with --dataset folders: comma-separated roots, each with train/<class>/ and test/<class>/, one task per root in this order")
+    g.add_argument("--image-size", type=int, default=64, help="with --dataset folders: images are resized to this square size")
     g.add_argument("--data-dir", default=None, help="folder with gtsrb32.npz / cifar100.npz or torchvision layouts (else $CL_DATA_DIR, ./data)")
     g.add_argument("--download", action="store_true", help="download through torchvision if not found (needs a network)")
     g.add_argument("--classes", type=int, default=None, help="use the first N classes (gtsrb default 40: the notebook protocol)")
@@ -61,6 +68,18 @@ def protocol_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             proto[key] = value
     task_sizes = None
+    if args.dataset == "folders":
+        if not args.folders:
+            raise UsageError("--dataset folders needs --folders ROOT1,ROOT2,... (one ImageFolder tree per task)")
+        if args.tasks or args.task_sizes or args.classes:
+            raise UsageError("with --dataset folders the tasks are the folders: drop --tasks/--task-sizes/--classes")
+        if args.image_size < 1:
+            raise UsageError(f"--image-size must be positive, got {args.image_size}")
+        if proto["backbone"] == "vgg16" and args.image_size < 32:
+            raise UsageError(f"--image-size {args.image_size} is too small for vgg16 (five 2x poolings need at least 32)")
+        proto.update(folders=[r for r in args.folders.split(",") if r], image_size=args.image_size)
+    elif args.folders:
+        raise UsageError("--folders is only used with --dataset folders")
     if args.task_sizes:
         try:
             task_sizes = [int(v) for v in args.task_sizes.split(",")]
@@ -82,8 +101,14 @@ def protocol_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_arrays(proto: dict[str, Any]):
-    from datasets import load_dataset
+    from datasets import load_dataset, load_folder_arrays
 
+    if proto["dataset"] == "folders":
+        arrays, sizes = load_folder_arrays(proto["folders"], proto["image_size"])
+        # One task per root: the task sizes are the roots' class counts. Kept in
+        # the protocol so the results folder says exactly what was run.
+        proto["task_sizes"] = sizes
+        return arrays
     return load_dataset(proto["dataset"], data_dir=proto["data_dir"], download=proto["download"])
 
 

@@ -144,3 +144,41 @@ def test_vgg16_backbone_builds_without_cached_weights(tmp_path, monkeypatch):
     assert net.out_dim == 512
     with torch.no_grad():
         assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 512)
+
+
+def _rerun(*args, cwd):
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parent.parent / "search" / "rerun.py"
+    return subprocess.run([sys.executable, str(script), *args, "--quiet", "--threads", "1"],
+                          capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def test_cli_runs_packnet_on_folders_with_vgg16(roots, tmp_path):
+    """The PackNet sequence from the command line: one task per tree, vgg16, task-IL."""
+    import json
+    out = tmp_path / "out"
+    proc = _rerun("--method", "packnet", "--dataset", "folders", "--folders", ",".join(map(str, roots)),
+                  "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--set", "retrain_epochs=0",
+                  "--seeds", "1", "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((out / "seed0" / "result.json").read_text())
+    assert result["protocol"]["backbone"] == "vgg16" and result["task_incremental_only"]
+    assert [len(c) for c in result["stream"]["task_classes"]] == [3, 2]  # birds, then cars
+    assert result["stream"]["image_shape"] == [3, 32, 32]
+    assert len(result["acc_task_il"]) == 2
+    assert result["acc_task_il"][1][0] == result["acc_task_il"][0][0]  # PackNet: task 1 frozen
+
+
+def test_cli_folder_mistakes_are_one_line_errors(roots, tmp_path):
+    for args, message in [
+        (["--dataset", "folders"], "needs --folders"),
+        (["--dataset", "folders", "--folders", str(roots[0]), "--tasks", "2"], "the tasks are the folders"),
+        (["--dataset", "folders", "--folders", str(roots[0]), "--image-size", "16"], "too small for vgg16"),
+        (["--dataset", "gtsrb", "--folders", str(roots[0])], "only used with --dataset folders"),
+        (["--dataset", "folders", "--folders", str(tmp_path / "nope")], "nope"),
+    ]:
+        proc = _rerun("--method", "packnet", *args, cwd=tmp_path)
+        assert proc.returncode == 2, (args, proc.stderr[-2000:])
+        assert proc.stderr.count("\n") == 1 and message in proc.stderr, (args, proc.stderr)
