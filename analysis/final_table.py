@@ -6,17 +6,28 @@ class-incremental methods, task-IL for task-incremental-only ones such as
 PackNet, said in the ``protocol`` column), plus train time, exemplar memory and
 parameter count. The std is the sample standard deviation (ddof = 1); with one
 seed it is left empty rather than printed as 0.
+
+As a script it tabulates direct-run folders (``search/rerun.py --method M --out
+DIR``, one ``seedN/result.json`` per seed), one row per folder, and says where
+each method's time went (training, the end-of-task step, evaluation):
+
+    python analysis/final_table.py runs/finetune runs/icarl ... --out runs
 """
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis.results import ResultsError
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.results import ResultsError  # noqa: E402
 
 METRICS = ("final_acc", "final_acc_pooled", "avg_inc_acc", "forgetting", "bwt", "plasticity")
 PERCENT = set(METRICS)
@@ -91,3 +102,74 @@ def write_final_table(df: pd.DataFrame, out_dir: Path, title: str, notes: list[s
         body += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     write_text_atomic(md_path, body)
     return csv_path, md_path
+
+
+# Per-task timing keys written by strategies/loop.py, and what they hold.
+TIME_PARTS = (("train_s", "training epochs (incl. distillation / projection)"),
+              ("end_task_s", "end of task (memory selection, Fisher, pruning, re-balancing)"),
+              ("eval_s", "evaluation"), ("begin_task_s", "begin of task (snapshots, new extractor)"))
+
+
+def time_breakdown(runs: dict[str, list[Path]]) -> pd.DataFrame:
+    """Mean seconds per run spent in each part of the loop, per config label."""
+    rows = []
+    for label, paths in runs.items():
+        results = load_results(paths)
+        row: dict[str, Any] = {"config": label}
+        for key, _ in TIME_PARTS:
+            row[key] = float(np.mean([sum(t.get(key, 0.0) for t in r["timings"]) for r in results]))
+        row["total_s"] = float(np.mean([r["train_time_s"] for r in results]))
+        images = np.mean([sum(t.get("images_trained", 0) for t in r["timings"]) for r in results])
+        row["train_img_per_s"] = images / row["train_s"] if row["train_s"] > 0 else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def breakdown_markdown(df: pd.DataFrame) -> str:
+    headers = ["config", "total s", "train s", "end of task s", "eval s", "begin of task s", "train img/s"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for _, r in df.iterrows():
+        lines.append(f"| {r['config']} | {r['total_s']:.1f} | {r['train_s']:.1f} | {r['end_task_s']:.1f} | "
+                     f"{r['eval_s']:.1f} | {r['begin_task_s']:.1f} | {r['train_img_per_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def runs_of_folders(folders: list[Path]) -> dict[str, list[Path]]:
+    """Direct-run folders -> {folder name: [seed*/result.json, ...]}."""
+    runs: dict[str, list[Path]] = {}
+    for folder in folders:
+        paths = sorted(folder.glob("seed*/result.json"), key=lambda p: int(p.parent.name[4:] or 0))
+        if not folder.is_dir():
+            raise ResultsError(f"{folder} is not a folder")
+        if not paths:
+            raise ResultsError(f"{folder} holds no seed*/result.json (write it with search/rerun.py --method M --out {folder})")
+        if folder.name in runs:
+            raise ResultsError(f"two folders are called {folder.name!r}: the row labels would clash")
+        runs[folder.name] = paths
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Table of direct-run folders (mean ± std over seeds) and where the time went.")
+    p.add_argument("folders", nargs="+", help="folders written by search/rerun.py --method M --out FOLDER")
+    p.add_argument("--out", required=True, help="folder for final_table.md/.csv and time_breakdown.md")
+    p.add_argument("--title", default="Strategies under one protocol", help="heading of final_table.md")
+    p.add_argument("--note", action="append", default=[], help="line added under the table (repeatable)")
+    args = p.parse_args(argv)
+    try:
+        runs = runs_of_folders([Path(f) for f in args.folders])
+        df = build_final_table(runs)
+        _, md_path = write_final_table(df, Path(args.out), args.title, args.note)
+        from strategies.result import write_text_atomic
+        breakdown = "# Where the time went (mean seconds per run)\n\n" + breakdown_markdown(time_breakdown(runs))
+        write_text_atomic(Path(args.out) / "time_breakdown.md", breakdown)
+    except (ResultsError, OSError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    print(md_path.read_text() + "\n" + breakdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -43,9 +43,9 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from strategies.result import write_text_atomic
 from analysis.metrics import accuracy_curves  # noqa: E402
 from analysis.pareto import non_dominated, pareto_table  # noqa: E402
+from strategies.result import write_text_atomic  # noqa: E402
 from analysis.results import (PARAM_PREFIX, TASK_IL_PREFIX, ResultsError, SearchResults,  # noqa: E402
                               load_search, result_matrix, trial_number)
 

@@ -74,3 +74,28 @@ def test_direct_run_prints_matrices_and_writes_json(tmp_path):
     assert "class-incremental accuracy matrix" in proc.stdout and "average forgetting" in proc.stdout
     r = json.loads((tmp_path / "d" / "seed0" / "result.json").read_text())
     assert r["format"] == "clsearch-result/1" and r["status"] == "completed" and len(r["acc_class_il"]) == 3
+
+
+def test_strategy_table_of_direct_run_folders(tmp_path):
+    """analysis/final_table.py: one row per direct-run folder, means over its seeds."""
+    for method in ("finetune", "replay"):
+        proc = rerun("--method", method, "--dataset", "synthetic", "--seeds", "2", "--out", str(tmp_path / method),
+                     cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    table_script = [sys.executable, str(ROOT / "analysis" / "final_table.py")]
+    proc = subprocess.run([*table_script, str(tmp_path / "finetune"), str(tmp_path / "replay"), "--out",
+                           str(tmp_path / "table")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(tmp_path / "table" / "final_table.csv").set_index("config")
+    assert list(table.index) == ["finetune", "replay"] and (table["seeds"] == 2).all()
+    runs = [json.loads((tmp_path / "replay" / f"seed{s}" / "result.json").read_text()) for s in (0, 1)]
+    expected = sum(r["metrics"]["class_il"]["final_acc"] for r in runs) / 2
+    assert abs(table.loc["replay", "final_acc_mean"] - expected) < 1e-12
+    assert table.loc["replay", "memory_size_mean"] > 0 == table.loc["finetune", "memory_size_mean"]
+    assert "train img/s" in (tmp_path / "table" / "time_breakdown.md").read_text()
+    # A folder without results is a one-line error, and nothing is written.
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run([*table_script, str(tmp_path / "empty"), "--out", str(tmp_path / "t2")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no seed*/result.json" in proc.stderr
+    assert not (tmp_path / "t2").exists()
