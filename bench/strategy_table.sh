@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Every strategy on the GTSRB course-notebook protocol (classes 0..39 in natural
+# order, 5 tasks of 8, SimpleCNN, 5 epochs per task, batch 128, crop augmentation),
+# default configs, trained on train+validation and scored on test, SEEDS seeds,
+# through the rerun path (search/rerun.py --method). Then one table
+# (analysis/final_table.py) and where each run's time went.
+#
+#   bash bench/strategy_table.sh                  # bf16, 3 seeds, ../shared/data
+#   SEEDS=1 PRECISION=fp32 OUT=/tmp/t bash bench/strategy_table.sh
+#
+# A method whose last seed already has a result.json is skipped, so an
+# interrupted run continues where it stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-results/strategy-table}
+SEEDS=${SEEDS:-3}
+PRECISION=${PRECISION:-bf16}
+DATA_DIR=${DATA_DIR:-../shared/data}
+THREADS=${THREADS:-$(nproc)}
+common=(--dataset gtsrb --data-dir "$DATA_DIR" --seeds "$SEEDS" --precision "$PRECISION" --threads "$THREADS" --quiet)
+
+run() {
+  local name=$1; shift
+  if [ -f "$OUT/$name/seed$((SEEDS - 1))/result.json" ]; then
+    echo "$name: done already"; return
+  fi
+  local t0=$SECONDS
+  "$PY" search/rerun.py "$@" "${common[@]}" --out "$OUT/$name" > "$OUT/$name.log" 2>&1 \
+    || { echo "$name failed: $(tail -1 "$OUT/$name.log")"; return 1; }
+  echo "$name: $((SECONDS - t0)) s"
+}
+
+mkdir -p "$OUT"
+names=(finetune joint replay replay+kd lwf ewc icarl gem der gdumb packnet)
+run finetune --method finetune
+run joint --method joint
+run replay --method replay
+run replay+kd --method replay --set kd_weight=1 --set temperature=2
+run lwf --method lwf
+run ewc --method ewc
+run icarl --method icarl
+run gem --method gem
+run der --method der
+run gdumb --method gdumb
+run packnet --method packnet
+"$PY" analysis/final_table.py "${names[@]/#/$OUT/}" --out "$OUT" \
+  --title "Strategies on GTSRB (notebook protocol), default configs, test split" \
+  --note "command: SEEDS=$SEEDS PRECISION=$PRECISION bash bench/strategy_table.sh ($(nproc) CPUs, $THREADS threads)" \
+  --note "packnet is task-incremental (task identity given at test time): its row is task-IL, the others class-IL"
