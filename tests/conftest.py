@@ -1,5 +1,7 @@
 """Shared pytest fixtures.
 
+``tiny_stream``: the small synthetic stream of the strategy tests.
+
 ``gtsrb_arrays``: the real GTSRB arrays (``gtsrb32.npz``), loaded once per test
 session through ``datasets.load_gtsrb()``, which looks in ``$CL_DATA_DIR`` and
 ``./data``. Tests that use it are marked ``realdata``. When the file is absent
@@ -24,6 +26,15 @@ def gtsrb_arrays():
         if os.environ.get("CL_REQUIRE_REAL_DATA") == "1":
             pytest.fail(f"CL_REQUIRE_REAL_DATA=1 but {exc}")
         pytest.skip(f"real GTSRB data not available ({exc})")
+
+
+@pytest.fixture(scope="session")
+def tiny_stream():
+    """6 synthetic 8x8 classes in 3 tasks of 2, 20 % validation: the strategy tests' stream."""
+    from datasets import build_stream, make_synthetic
+
+    arrays = make_synthetic(num_classes=6, train_per_class=40, test_per_class=10, image_size=8, seed=0)
+    return build_stream(arrays, num_tasks=3, val_fraction=0.2, seed=0)
 
 
 @pytest.fixture(autouse=True)

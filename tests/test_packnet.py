@@ -13,24 +13,12 @@ import pytest
 import torch
 
 import strategies  # noqa: F401  (registration)
-from datasets import build_stream, make_synthetic
 from strategies.config import ConfigError
-from strategies.loop import LoopConfig, make_strategy, run
+from tests.helpers import tiny_loop_config as _cfg
+from strategies.loop import make_strategy, run
 from strategies.packnet import FREE, PackNet
 
 RATIO = 0.6  # not the default, so the test would notice a hard-coded 0.75
-
-
-@pytest.fixture(scope="module")
-def tiny_stream():
-    arrays = make_synthetic(num_classes=6, train_per_class=40, test_per_class=10, image_size=8, seed=0)
-    return build_stream(arrays, num_tasks=3, val_fraction=0.2, seed=0)
-
-
-def _cfg(**kw) -> LoopConfig:
-    base = dict(epochs=2, batch_size=32, augment="none", eval_split="val", seed=0)
-    base.update(kw)
-    return LoopConfig(**base)
 
 
 @pytest.fixture(scope="module")

@@ -8,25 +8,13 @@ import pytest
 import torch
 
 import strategies
-from datasets import build_stream, make_synthetic
 from strategies.config import ConfigError
-from strategies.loop import LoopConfig, make_strategy, run
+from tests.helpers import tiny_loop_config as _cfg
+from strategies.loop import make_strategy, run
 from strategies.memory import ClassMemory, herding_order, per_class_budget, update_balanced_memory
 from strategies.networks import IncrementalNet, SimpleCNN, ResNet32
 
 CLASS_IL = ["finetune", "joint", "replay", "icarl"]
-
-
-@pytest.fixture(scope="module")
-def tiny_stream():
-    arrays = make_synthetic(num_classes=6, train_per_class=40, test_per_class=10, image_size=8, seed=0)
-    return build_stream(arrays, num_tasks=3, val_fraction=0.2, seed=0)
-
-
-def _cfg(**kw) -> LoopConfig:
-    base = dict(epochs=2, batch_size=32, augment="none", eval_split="val", seed=0)
-    base.update(kw)
-    return LoopConfig(**base)
 
 
 def _run(method, stream, overrides=None, **loop_kw):

@@ -12,23 +12,11 @@ from scipy.optimize import minimize
 
 import strategies  # noqa: F401  (registration)
 import strategies.gem as gem_module
-from datasets import build_stream, make_synthetic
 from strategies.config import ConfigError
 from strategies.der import DERNet
 from strategies.gem import project_gradient
-from strategies.loop import LoopConfig, make_strategy, run
-
-
-@pytest.fixture(scope="module")
-def tiny_stream():
-    arrays = make_synthetic(num_classes=6, train_per_class=40, test_per_class=10, image_size=8, seed=0)
-    return build_stream(arrays, num_tasks=3, val_fraction=0.2, seed=0)
-
-
-def _cfg(**kw) -> LoopConfig:
-    base = dict(epochs=2, batch_size=32, augment="none", eval_split="val", seed=0)
-    base.update(kw)
-    return LoopConfig(**base)
+from tests.helpers import tiny_loop_config as _cfg
+from strategies.loop import make_strategy, run
 
 
 def _train_task(strategy, task, epochs=1, batch_size=32, seed=0):

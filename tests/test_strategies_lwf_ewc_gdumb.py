@@ -13,26 +13,15 @@ import strategies  # noqa: F401  (registers every strategy)
 from datasets import build_stream, make_synthetic
 from strategies.config import ConfigError
 from strategies.gdumb import GreedyBalancedSampler
-from strategies.loop import LoopConfig, make_strategy, run
+from tests.helpers import tiny_loop_config as _cfg
+from strategies.loop import make_strategy, run
 from strategies.networks import IncrementalNet, build_backbone
-
-
-@pytest.fixture(scope="module")
-def tiny_stream():
-    arrays = make_synthetic(num_classes=6, train_per_class=40, test_per_class=10, image_size=8, seed=0)
-    return build_stream(arrays, num_tasks=3, val_fraction=0.2, seed=0)
 
 
 @pytest.fixture(scope="module")
 def two_tasks():
     arrays = make_synthetic(num_classes=4, train_per_class=40, test_per_class=10, image_size=8, seed=1)
     return build_stream(arrays, num_tasks=2, val_fraction=0.2, seed=0)
-
-
-def _cfg(**kw) -> LoopConfig:
-    base = dict(epochs=2, batch_size=32, augment="none", eval_split="val", seed=0)
-    base.update(kw)
-    return LoopConfig(**base)
 
 
 def _run(method, stream, overrides=None, callback=None, **loop_kw):
