@@ -10,3 +10,14 @@ def tiny_loop_config(**overrides) -> LoopConfig:
     base = dict(epochs=2, batch_size=32, augment="none", eval_split="val", seed=0)
     base.update(overrides)
     return LoopConfig(**base)
+
+
+def assert_lower_triangular(result, num_tasks: int) -> None:
+    """A completed run's class-IL and task-IL matrices are num_tasks x num_tasks,
+    accuracies in [0, 1] on and below the diagonal, None above it."""
+    assert result.status == "completed"
+    for matrix in (result.acc_class_il, result.acc_task_il):
+        assert len(matrix) == num_tasks and all(len(row) == num_tasks for row in matrix)
+        for i in range(num_tasks):
+            for j in range(num_tasks):
+                assert (0.0 <= matrix[i][j] <= 1.0) if j <= i else matrix[i][j] is None

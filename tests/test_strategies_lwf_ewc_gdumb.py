@@ -13,7 +13,7 @@ import strategies  # noqa: F401  (registers every strategy)
 from datasets import build_stream, make_synthetic
 from strategies.config import ConfigError
 from strategies.gdumb import GreedyBalancedSampler
-from tests.helpers import tiny_loop_config as _cfg
+from tests.helpers import assert_lower_triangular, tiny_loop_config as _cfg
 from strategies.loop import make_strategy, run
 from strategies.networks import IncrementalNet, build_backbone
 
@@ -38,15 +38,6 @@ def _state(module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def _assert_lower_triangular(result, T):
-    assert result.status == "completed"
-    for matrix in (result.acc_class_il, result.acc_task_il):
-        assert len(matrix) == T and all(len(row) == T for row in matrix)
-        for i in range(T):
-            for j in range(T):
-                assert (0.0 <= matrix[i][j] <= 1.0) if j <= i else matrix[i][j] is None
-
-
 @pytest.mark.parametrize("method,overrides", [
     ("lwf", {}),
     ("ewc", {}),
@@ -55,7 +46,7 @@ def _assert_lower_triangular(result, T):
 ])
 def test_runs_on_the_shared_loop_and_fills_the_matrix(method, overrides, tiny_stream):
     strategy, result = _run(method, tiny_stream, overrides)
-    _assert_lower_triangular(result, tiny_stream.num_tasks)
+    assert_lower_triangular(result, tiny_stream.num_tasks)
     assert strategy.model.num_classes == tiny_stream.num_classes
     assert set(result.metrics["class_il"]) >= {"final_acc", "forgetting", "bwt"}
 
