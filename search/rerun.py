@@ -22,6 +22,7 @@ task-IL accuracy matrices and the metrics of DESIGN §4 and writes
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -34,9 +35,37 @@ from search.common import (REPO_ROOT, UsageError, add_protocol_args, build_proto
                            format_matrix, format_metrics, load_arrays, loop_config, parse_sets, protocol_from_args)
 
 
+# Protocol fields that say where a run ran, not what it computed: a finished seed
+# is reused whatever they were.
+HARDWARE_KEYS = ("threads", "device")
+
+
+def finished_run(path: Path, result_like: dict[str, Any]) -> dict[str, Any] | None:
+    """The completed result at ``path`` if it ran exactly this method, config,
+    protocol (hardware keys aside) and stream; else None (it will be rerun)."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    def same_protocol(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        return {k: v for k, v in a.items() if k not in HARDWARE_KEYS} == {k: v for k, v in b.items() if k not in HARDWARE_KEYS}
+    if (d.get("status") == "completed" and d.get("method") == result_like["method"]
+            and d.get("config") == result_like["config"] and d.get("stream") == result_like["stream"]
+            and same_protocol(d.get("protocol") or {}, result_like["protocol"])):
+        return d
+    return None
+
+
 def run_seeds(method: str, overrides: dict[str, Any], proto: dict[str, Any], stream, seeds: list[int],
               eval_split: str, out_dir: Path, quiet: bool = False) -> list[dict[str, Any]]:
-    """Train ``method`` once per seed on ``stream``; write and return each result dict."""
+    """Train ``method`` once per seed on ``stream``; write and return each result dict.
+
+    A seed whose ``result.json`` already holds a completed run of the same method,
+    config, protocol and stream is kept, not retrained: an interrupted rerun of many
+    configs and seeds continues where it stopped.
+    """
+    import dataclasses
+
     import strategies  # noqa: F401  (registers the strategies)
     from strategies.loop import make_strategy, run
     from strategies.result import write_json_atomic
@@ -45,9 +74,17 @@ def run_seeds(method: str, overrides: dict[str, Any], proto: dict[str, Any], str
     for seed in seeds:
         cfg = loop_config(proto, seed=seed, eval_split=eval_split)
         strategy = make_strategy(method, overrides, stream, cfg)
+        path = out_dir / f"seed{seed}" / "result.json"
+        earlier = finished_run(path, {"method": strategy.name, "config": dataclasses.asdict(strategy.config),
+                                      "protocol": json.loads(json.dumps(dataclasses.asdict(cfg))),
+                                      "stream": json.loads(json.dumps(stream.describe()))})
+        if earlier is not None:
+            print(f"{method} seed {seed}: kept the finished run in {path.parent}", file=sys.stderr, flush=True)
+            results.append(earlier)
+            continue
         result = run(strategy, stream, cfg, log=None if quiet else _log)
         d = result.to_dict()
-        write_json_atomic(out_dir / f"seed{seed}" / "result.json", d)
+        write_json_atomic(path, d)
         results.append(d)
         if result.status != "completed":
             raise UsageError(f"{method} seed {seed} {result.status}: {result.error} (partial result in {out_dir / f'seed{seed}'})")

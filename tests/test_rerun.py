@@ -99,3 +99,23 @@ def test_strategy_table_of_direct_run_folders(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no seed*/result.json" in proc.stderr
     assert not (tmp_path / "t2").exists()
+
+
+def test_a_rerun_keeps_finished_seeds_and_reruns_changed_ones(tmp_path):
+    out = tmp_path / "d"
+    args = ("--method", "replay", "--set", "memory=20", "--dataset", "synthetic", "--seeds", "2", "--out", str(out))
+    assert rerun(*args, cwd=tmp_path).returncode == 0
+    first = {s: (out / f"seed{s}" / "result.json").read_bytes() for s in (0, 1)}
+    (out / "seed1" / "result.json").unlink()  # as if interrupted during seed 1
+    proc = rerun(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "seed 0: kept the finished run" in proc.stderr and "seed 1: kept" not in proc.stderr
+    assert (out / "seed0" / "result.json").read_bytes() == first[0]
+    # Seed 1 retrained from scratch gives the same matrix (CPU runs are deterministic).
+    again = json.loads((out / "seed1" / "result.json").read_text())
+    assert again["acc_class_il"] == json.loads(first[1])["acc_class_il"]
+    # A different config is not "the same run": both seeds are retrained.
+    changed = ("--method", "replay", "--set", "memory=30", "--dataset", "synthetic", "--seeds", "2", "--out", str(out))
+    proc = rerun(*changed, cwd=tmp_path)
+    assert proc.returncode == 0 and "kept" not in proc.stderr
+    assert json.loads((out / "seed0" / "result.json").read_text())["config"]["memory"] == 30
