@@ -242,6 +242,13 @@ def trial_resources(args) -> dict[str, float]:
         raise UsageError(f"--gpus-per-trial {gpus}: the Ray cluster has {total_gpus:g} GPUs")
     if cpus > ray.cluster_resources().get("CPU", 0):
         raise UsageError(f"--cpus-per-trial {cpus:g} is more than the cluster's {ray.cluster_resources().get('CPU', 0):g} CPUs")
+    # A trial runs on ONE node: on a cluster a request that only the sum of the
+    # nodes could meet would leave every trial pending forever.
+    for flag, need, key in (("--cpus-per-trial", cpus, "CPU"), ("--gpus-per-trial", gpus, "GPU")):
+        largest = max((n["Resources"].get(key, 0) for n in ray.nodes() if n.get("Alive")), default=0)
+        if need > largest:
+            raise UsageError(f"{flag} {need:g} is more than any node of the cluster has "
+                             f"(largest node: {largest:g} {key}s, {ray.cluster_resources().get(key, 0):g} in all)")
     return {"cpu": cpus, "gpu": gpus}
 
 

@@ -11,6 +11,8 @@ DESIGN §5 and §9:
   each on two cores collapse to a fraction of the throughput, DESIGN §8);
 - the trial writes its own ``trials/<id>/result.json`` after every task (atomic),
   so a report can be rebuilt from the folder even if the driver dies;
+- the result records where the trial ran (``node``: Ray node id and hostname),
+  so a search on a cluster shows how its trials spread over the nodes;
 - a diverged (NaN/inf) or crashing trial writes its result with the error and
   then raises, so Tune marks it ERROR, Optuna records it as failed, the search
   goes on, and it never reaches a front.
@@ -18,6 +20,7 @@ DESIGN §5 and §9:
 from __future__ import annotations
 
 import math
+import socket
 import traceback
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,14 @@ def tune_metrics(result) -> dict[str, Any]:
     return out
 
 
+def node_info() -> dict[str, Any]:
+    """Where this process runs: its Ray node id (None outside Ray) and hostname."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    return {"ray_node_id": node_id, "hostname": socket.gethostname()}
+
+
 def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], proto: dict[str, Any],
                results_dir: str, stream=None) -> None:
     from ray import tune
@@ -56,11 +67,13 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], pr
     device = "cuda" if resources.get("GPU", 0) > 0 else "cpu"
     params = {**fixed, **config}
     out_file = Path(results_dir) / "trials" / trial_id / "result.json"
+    node = node_info()
 
     def save(result: RunResult) -> None:
         d = result.to_dict()
         d["trial_id"] = trial_id
         d["params"] = params
+        d["node"] = node
         write_json_atomic(out_file, d)
 
     cfg = loop_config(proto, seed=proto.get("seed", 0), eval_split="val", threads=threads, device=device)
@@ -75,7 +88,7 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], pr
     except Exception as exc:
         # Record why the trial failed next to the others, then let Tune see it.
         write_json_atomic(out_file, {
-            "format": "clsearch-result/1", "trial_id": trial_id, "params": params, "method": method,
+            "format": "clsearch-result/1", "trial_id": trial_id, "params": params, "node": node, "method": method,
             "status": "error", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
             "traceback": traceback.format_exc(), "acc_class_il": [], "acc_task_il": [], "eval_sizes": [],
             "metrics": {}, "timings": [], "protocol": {}, "stream": {"num_tasks": stream.num_tasks if stream else None},

@@ -1,0 +1,100 @@
+"""search/run.py --address on a real multi-node Ray cluster (issue "Reliability", 4).
+
+The fixture starts a head and a worker node on this machine with Ray's own
+multi-node tooling (``ray.cluster_utils.Cluster``: separate raylets, object
+stores and node ids, one GCS), each with ONE CPU, so trials of one CPU can only
+run two at a time by using both nodes. The search driver is a subprocess that
+connects with ``--address``, as a user on a cluster's head would; the project's
+code reaches the trial workers as Ray's ``working_dir``.
+
+Ray's state of this cluster lives in a private temp folder (``RAY_TMPDIR``):
+``Cluster`` writes its address to ``<temp>/ray/ray_current_cluster``, and in
+the shared /tmp/ray that file would make every later plain ``ray.init()`` on
+the machine (another search, the other tests) join this cluster or, once it is
+gone, fail to connect. Only the processes this fixture started are stopped.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = [sys.executable, str(ROOT / "search" / "run.py")]
+# Each trial must outlast a trial worker's start-up on the other node (1-3 s
+# here): with reuse_actors Tune hands a pending trial to an actor that just
+# became free and drops the actor still starting for it, so sub-second trials
+# (1-4 epochs of the synthetic stream) can all end up on one node on a loaded
+# machine. 40 epochs: ~5 s a trial, ~8 s for a worker's first one.
+EPOCHS = "40"
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="Ray's multi-node cluster utilities need Linux/macOS")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and a worker node, one CPU each; yields (cluster, environment for the driver)."""
+    from ray.cluster_utils import Cluster
+
+    # Short path: Ray's unix sockets live below it (107-character limit).
+    temp_root = tempfile.mkdtemp(prefix="clray", dir="/tmp")
+    c = None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_TMPDIR", temp_root)
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        mp.delenv("RAY_ADDRESS", raising=False)
+        try:
+            c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+            c.add_node(num_cpus=1)
+            c.wait_for_nodes(timeout=60)
+            env = dict(os.environ)
+            env.pop("CL_DATA_DIR", None)
+            yield c, env
+        finally:
+            if c is not None:
+                c.shutdown()  # kills this cluster's processes only; removes <temp>/ray/ray_current_cluster
+            shutil.rmtree(temp_root, ignore_errors=True)
+
+
+def search(cluster, tmp_path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    c, env = cluster
+    return subprocess.run([*RUN, "--address", c.address, "--dataset", "synthetic", "--epochs", EPOCHS,
+                           "--results-root", str(tmp_path), "--no-report", *args],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
+
+
+def test_search_on_two_nodes_spreads_its_trials(cluster, tmp_path):
+    c, _ = cluster
+    node_ids = {n.node_id for n in c.list_all_nodes()}
+    assert len(node_ids) == 2
+    proc = search(cluster, tmp_path, "--method", "replay", "--trials", "4", "--cpus-per-trial", "1",
+                  "--name", "two-nodes")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = tmp_path / "two-nodes"
+    df = pd.read_csv(out / "trials.csv", dtype={"trial_id": str})
+    assert len(df) == 4 and df["trial_id"].is_unique
+    assert set(df["status"]) == {"completed"}
+    results = [json.loads((out / "trials" / tid / "result.json").read_text()) for tid in df["trial_id"]]
+    assert all(r["status"] == "completed" and len(r["acc_class_il"]) == 3 for r in results)
+    where = collections.Counter(r["node"]["ray_node_id"] for r in results)
+    assert set(where) <= node_ids, where  # the ids are this cluster's nodes
+    assert len(where) > 1, f"all trials ran on one node: {dict(where)}\n{proc.stdout[-3000:]}"
+    assert all(r["node"]["hostname"] for r in results)
+    print(f"trials per node: {sorted(where.values(), reverse=True)}")
+
+
+def test_trial_larger_than_every_node_is_refused_before_it_hangs(cluster, tmp_path):
+    # 2 CPUs in all, but no node has 2: Ray would keep the trials pending forever.
+    proc = search(cluster, tmp_path, "--method", "replay", "--trials", "2", "--cpus-per-trial", "2",
+                  "--name", "too-big", timeout=120)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --cpus-per-trial 2 is more than any node"), proc.stderr[-3000:]
