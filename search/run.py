@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="search name = results folder name (default METHOD-DATASET-TIME)")
     p.add_argument("--results-root", default=str(REPO_ROOT / "results"), help="folder that holds the search folders")
     p.add_argument("--resume", action="store_true", help="continue the interrupted search called --name")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="restarts of a trial whose worker died or raised, each from its last per-task checkpoint "
+                        "(a diverged trial is not retrained; -1 = unlimited)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's training")
     p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     add_protocol_args(p)
@@ -146,6 +149,11 @@ class ProgressPrinter:
 
             def on_trial_error(self, iteration, trials, trial, **info):
                 printer.finished(trial, failed=True)
+
+            def on_trial_recover(self, iteration, trials, trial, **info):
+                done = printer.last.get(trial.trial_id, {}).get("tasks_done", 0)
+                printer.print_line(f"trial {trial.trial_id} failed (worker died or raised); retrying from its "
+                                   f"checkpoint after task {done}")
 
         self.callback = _Cb()
         self.total, self.objectives, self.num_tasks = total, objectives, num_tasks
@@ -253,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.trials < 1:
         raise UsageError(f"--trials must be at least 1, got {args.trials}")
+    if args.max_failures < -1:
+        raise UsageError(f"--max-failures must be -1 (unlimited) or at least 0, got {args.max_failures}")
     method = args.method
     fixed_raw = parse_sets(args.set)
     space, fixed = resolve_space(method, args.range, fixed_raw)
@@ -318,7 +328,10 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
         progress = ProgressPrinter(spec["trials"], objectives, stream.num_tasks, results_dir)
         run_config = tune.RunConfig(
             name="tune", storage_path=str(results_dir), verbose=0, callbacks=[progress.callback],
-            failure_config=tune.FailureConfig(max_failures=0),
+            # A trial whose worker dies is restarted from its last per-task
+            # checkpoint (search/trainable.py); one checkpoint per trial is kept.
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         )
         tune_dir = results_dir / "tune"
         if resuming:
