@@ -361,9 +361,45 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
         grid = tuner.fit()
         errors = len(grid.errors)
         print(f"search finished: {len(grid)} trials, {errors} failed")
+        set_aside_orphans(results_dir, known_trial_ids(grid))
         return 0
     finally:
         ray.shutdown()
+
+
+def known_trial_ids(grid) -> set[str]:
+    """Ids of the trials Tune ran or restored in this experiment."""
+    analysis = getattr(grid, "_experiment_analysis", None)
+    if analysis is not None and hasattr(analysis, "trials"):
+        return {str(t.trial_id) for t in analysis.trials}
+    return {str(r.metrics["trial_id"]) for r in grid if r.metrics and "trial_id" in r.metrics}
+
+
+def set_aside_orphans(results_dir: Path, known: set[str]) -> list[str]:
+    """Move result folders of trials Tune does not know to ``trials_orphaned/``.
+
+    After a hard kill (SIGKILL, power loss) ``Tuner.restore`` goes back to the
+    last saved experiment state: a trial started after that snapshot is unknown
+    to Tune and to Optuna, which start a replacement, but its worker may have
+    written ``trials/<id>/result.json`` already. Left there it would be one row
+    too many in trials.csv (and a truncated one). Its files are kept, aside.
+    """
+    trials_dir = results_dir / "trials"
+    if not known or not trials_dir.is_dir():
+        return []
+    orphans = sorted(d.name for d in trials_dir.iterdir() if d.is_dir() and d.name not in known)
+    for name in orphans:
+        target = results_dir / "trials_orphaned" / name
+        n = 1
+        while target.exists():
+            n += 1
+            target = results_dir / "trials_orphaned" / f"{name}.{n}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(trials_dir / name, target)
+    if orphans:
+        print(f"set aside {len(orphans)} trial folder(s) that a killed driver had started after its last saved "
+              f"state (Tune ran replacements): {', '.join(orphans)} -> trials_orphaned/")
+    return orphans
 
 
 def finish(results_dir: Path, args, objectives) -> None:
