@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="search name = results folder name (default METHOD-DATASET-TIME)")
     p.add_argument("--results-root", default=str(REPO_ROOT / "results"), help="folder that holds the search folders")
     p.add_argument("--resume", action="store_true", help="continue the interrupted search called --name")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="restarts of a trial whose worker died or raised, each from its last per-task checkpoint "
+                        "(a diverged trial is not retrained; -1 = unlimited)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's training")
     p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     add_protocol_args(p)
@@ -146,6 +149,11 @@ class ProgressPrinter:
 
             def on_trial_error(self, iteration, trials, trial, **info):
                 printer.finished(trial, failed=True)
+
+            def on_trial_recover(self, iteration, trials, trial, **info):
+                done = printer.last.get(trial.trial_id, {}).get("tasks_done", 0)
+                printer.print_line(f"trial {trial.trial_id} failed (worker died or raised); retrying from its "
+                                   f"checkpoint after task {done}")
 
         self.callback = _Cb()
         self.total, self.objectives, self.num_tasks = total, objectives, num_tasks
@@ -260,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.trials < 1:
         raise UsageError(f"--trials must be at least 1, got {args.trials}")
+    if args.max_failures < -1:
+        raise UsageError(f"--max-failures must be -1 (unlimited) or at least 0, got {args.max_failures}")
     method = args.method
     fixed_raw = parse_sets(args.set)
     space, fixed = resolve_space(method, args.range, fixed_raw)
@@ -325,7 +335,10 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
         progress = ProgressPrinter(spec["trials"], objectives, stream.num_tasks, results_dir)
         run_config = tune.RunConfig(
             name="tune", storage_path=str(results_dir), verbose=0, callbacks=[progress.callback],
-            failure_config=tune.FailureConfig(max_failures=0),
+            # A trial whose worker dies is restarted from its last per-task
+            # checkpoint (search/trainable.py); one checkpoint per trial is kept.
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         )
         tune_dir = results_dir / "tune"
         if resuming:
@@ -355,9 +368,45 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
         grid = tuner.fit()
         errors = len(grid.errors)
         print(f"search finished: {len(grid)} trials, {errors} failed")
+        set_aside_orphans(results_dir, known_trial_ids(grid))
         return 0
     finally:
         ray.shutdown()
+
+
+def known_trial_ids(grid) -> set[str]:
+    """Ids of the trials Tune ran or restored in this experiment."""
+    analysis = getattr(grid, "_experiment_analysis", None)
+    if analysis is not None and hasattr(analysis, "trials"):
+        return {str(t.trial_id) for t in analysis.trials}
+    return {str(r.metrics["trial_id"]) for r in grid if r.metrics and "trial_id" in r.metrics}
+
+
+def set_aside_orphans(results_dir: Path, known: set[str]) -> list[str]:
+    """Move result folders of trials Tune does not know to ``trials_orphaned/``.
+
+    After a hard kill (SIGKILL, power loss) ``Tuner.restore`` goes back to the
+    last saved experiment state: a trial started after that snapshot is unknown
+    to Tune and to Optuna, which start a replacement, but its worker may have
+    written ``trials/<id>/result.json`` already. Left there it would be one row
+    too many in trials.csv (and a truncated one). Its files are kept, aside.
+    """
+    trials_dir = results_dir / "trials"
+    if not known or not trials_dir.is_dir():
+        return []
+    orphans = sorted(d.name for d in trials_dir.iterdir() if d.is_dir() and d.name not in known)
+    for name in orphans:
+        target = results_dir / "trials_orphaned" / name
+        n = 1
+        while target.exists():
+            n += 1
+            target = results_dir / "trials_orphaned" / f"{name}.{n}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(trials_dir / name, target)
+    if orphans:
+        print(f"set aside {len(orphans)} trial folder(s) that a killed driver had started after its last saved "
+              f"state (Tune ran replacements): {', '.join(orphans)} -> trials_orphaned/")
+    return orphans
 
 
 def finish(results_dir: Path, args, objectives) -> None:

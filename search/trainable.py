@@ -15,12 +15,21 @@ DESIGN §5 and §9:
   so a search on a cluster shows how its trials spread over the nodes;
 - a diverged (NaN/inf) or crashing trial writes its result with the error and
   then raises, so Tune marks it ERROR, Optuna records it as failed, the search
-  goes on, and it never reaches a front.
+  goes on, and it never reaches a front;
+- faults: every report after a task carries a Tune checkpoint, the loop's
+  ``LoopState`` (``strategies/checkpoint.py``: strategy, result so far, RNG
+  states). A trial whose worker died is restarted by Tune (``FailureConfig``)
+  and, through ``tune.get_checkpoint()``, continues after its last finished
+  task with the same numbers an uninterrupted run gives. result.json records
+  the worker's ``pid`` and ``restores`` (the tasks_done of each restart).
 """
 from __future__ import annotations
 
+import logging
 import math
+import os
 import socket
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -57,9 +66,12 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], pr
 
     import strategies  # noqa: F401  (registers the strategies in this worker)
     from search.common import loop_config
+    from strategies.checkpoint import STATE_FILE, LoopState, load_state, save_state
     from strategies.loop import make_strategy, run
     from strategies.result import RunResult, write_json_atomic
 
+    # Tune's "Checkpoint successfully created" line after every task is noise here.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     context = tune.get_context()
     trial_id = context.get_trial_id() or "local"
     resources = context.get_trial_resources().required_resources if context.get_trial_resources() else {}
@@ -69,22 +81,42 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], pr
     out_file = Path(results_dir) / "trials" / trial_id / "result.json"
     node = node_info()
 
+    restores: list[int] = []  # tasks_done at each restart from a checkpoint
+
     def save(result: RunResult) -> None:
         d = result.to_dict()
         d["trial_id"] = trial_id
         d["params"] = params
         d["node"] = node
+        d["pid"] = os.getpid()
+        d["restores"] = restores
         write_json_atomic(out_file, d)
 
     cfg = loop_config(proto, seed=proto.get("seed", 0), eval_split="val", threads=threads, device=device)
 
-    def after_task(result: RunResult) -> None:
-        save(result)
-        tune.report(tune_metrics(result))
+    def after_task(state: LoopState) -> None:
+        save(state.result)
+        state.meta["restores"] = restores
+        with tempfile.TemporaryDirectory(prefix="clsearch-ckpt-") as tmp:
+            save_state(state, Path(tmp) / STATE_FILE, stream)
+            # Tune copies the folder into the trial's storage before report returns.
+            tune.report(tune_metrics(state.result), checkpoint=tune.Checkpoint.from_directory(tmp))
 
+    _raise_if_diverged_before(out_file)  # outside the try: keep the record as it is
     try:
-        strategy = make_strategy(method, params, stream, cfg)
-        result = run(strategy, stream, cfg, callback=after_task, log=None)
+        resume = _restore(tune.get_checkpoint(), stream, load_state, STATE_FILE)
+        if resume is None:
+            strategy = make_strategy(method, params, stream, cfg)
+        else:
+            strategy = resume.strategy
+            restores.extend(resume.meta.get("restores", []))
+            restores.append(resume.tasks_done)
+        result = run(strategy, stream, cfg, log=None, resume=resume, checkpoint=after_task)
+        if resume is not None and resume.tasks_done == stream.num_tasks:
+            # Restarted after its last checkpoint: nothing left to train; report
+            # the final metrics again so this attempt ends with them.
+            save(result)
+            tune.report(tune_metrics(result))
     except Exception as exc:
         # Record why the trial failed next to the others, then let Tune see it.
         write_json_atomic(out_file, {
@@ -97,3 +129,34 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], pr
     if result.status != "completed":
         save(result)
         raise TrialFailed(result.error or result.status)
+
+
+def _restore(checkpoint, stream, load_state, state_file: str):
+    """The LoopState of a Tune checkpoint, or None (no checkpoint: a fresh trial).
+
+    A checkpoint whose folder has gone (Tune keeps one per trial and deletes the
+    older one; a driver killed between that and its next experiment snapshot
+    can point a restored trial at the deleted one) restarts the trial from
+    scratch: slower, same numbers (the run is seeded)."""
+    if checkpoint is None:
+        return None
+    try:
+        with checkpoint.as_directory() as folder:
+            return load_state(Path(folder) / state_file, stream)
+    except FileNotFoundError:
+        return None
+
+
+def _raise_if_diverged_before(out_file: Path) -> None:
+    """A retry of a trial whose earlier attempt diverged fails again at once:
+    a NaN/inf loss is deterministic, so training again would only repeat it.
+    (Other exceptions are retried from the last checkpoint: an out-of-memory
+    error, for one, may not recur.)"""
+    import json
+
+    try:
+        previous = json.loads(out_file.read_text())
+    except (OSError, ValueError):
+        return
+    if previous.get("status") == "diverged":
+        raise TrialFailed(previous.get("error") or "diverged")

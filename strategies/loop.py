@@ -12,7 +12,10 @@ a rerun):
 
 R[t, j] is the accuracy on task j's eval data after training through task t. A
 callback receives the partial result after every task (the Tune trainable turns
-it into a report). Loss terms are summed on the device and read once per epoch,
+it into a report). ``checkpoint`` receives a ``LoopState`` after every task
+(``strategies/checkpoint.py``: strategy, result so far, RNG states), and
+``resume=state`` continues such a state at the next task, bit-identically to a
+run that was never interrupted. Loss terms are summed on the device and read once per epoch,
 so training has no per-step host synchronisation; a NaN/inf epoch loss stops the
 run with status ``diverged``.
 """
@@ -31,6 +34,7 @@ from analysis.metrics import summarize
 from datasets.stream import Stream
 from strategies.base import STRATEGIES, RunContext, Strategy
 from strategies.batch_ops import random_crop, random_flip
+from strategies.checkpoint import LoopState, capture, restore_rngs
 from strategies.config import ConfigError, bounded, config_from_dict
 from strategies.networks import BACKBONES
 from strategies.result import RunResult, environment_info
@@ -160,11 +164,20 @@ def run(
     loop_cfg: LoopConfig,
     callback: Callable[[RunResult], None] | None = None,
     log: Callable[[str], None] | None = _log,
+    *,
+    resume: LoopState | None = None,
+    checkpoint: Callable[[LoopState], None] | None = None,
 ) -> RunResult:
     """Train ``strategy`` through ``stream``; return the filled RunResult.
 
     A diverged run returns with ``status='diverged'`` and the rows completed so
     far; other exceptions propagate (the caller records them).
+
+    ``checkpoint(state)`` is called after each task's row is filled (before
+    ``callback``); the state refers to the live strategy, so serialise it there
+    (``strategies.checkpoint.save_state``). ``resume``: a state saved that way
+    (``strategy`` must be ``resume.strategy``); the run goes on at task
+    ``resume.tasks_done`` with the saved result and random-number states.
     """
     split = loop_cfg.eval_split
     if any(len(getattr(t, split)) == 0 for t in stream.tasks):
@@ -173,20 +186,40 @@ def run(
     stream_on_device = [dataclasses.replace(t, train=t.train.to(device), val=t.val.to(device), test=t.test.to(device)) for t in stream.tasks]
     stream = dataclasses.replace(stream, tasks=stream_on_device)
     padding = loop_cfg.crop_padding if loop_cfg.crop_padding >= 0 else max(stream.image_shape[1] // 8, 1)
-    gen = torch.Generator().manual_seed(loop_cfg.seed)
 
     T = stream.num_tasks
-    result = RunResult(
-        method=strategy.name,
-        config=dataclasses.asdict(strategy.config),
-        protocol=dataclasses.asdict(loop_cfg),
-        stream=stream.describe(),
-        task_incremental_only=strategy.task_incremental_only,
-        eval_split=split,
-        environment=environment_info(),
-    )
-    run_start = time.perf_counter()
-    for t, task in enumerate(stream.tasks):
+    if resume is None:
+        gen = torch.Generator().manual_seed(loop_cfg.seed)
+        result = RunResult(
+            method=strategy.name,
+            config=dataclasses.asdict(strategy.config),
+            protocol=dataclasses.asdict(loop_cfg),
+            stream=stream.describe(),
+            task_incremental_only=strategy.task_incremental_only,
+            eval_split=split,
+            environment=environment_info(),
+        )
+        first = 0
+    else:
+        if resume.strategy is not strategy:
+            raise ValueError("run(strategy, ..., resume=state): pass state.strategy as the strategy")
+        result = resume.result
+        first = result.tasks_done
+        if result.protocol != dataclasses.asdict(loop_cfg) and log:
+            log(f"[{strategy.name}] resuming with a different loop config than the checkpoint's")
+        if first > T or result.stream.get("num_tasks") != T:
+            raise ValueError(f"checkpoint after {first} tasks of a {result.stream.get('num_tasks')}-task stream "
+                             f"cannot resume on this {T}-task stream")
+        # The seen tasks point at this run's (device) copies of the stream.
+        strategy.tasks = [stream.tasks[t.task_id] for t in strategy.tasks]
+        if loop_cfg.threads > 0:
+            torch.set_num_threads(loop_cfg.threads)
+        gen = restore_rngs(resume)
+        if log:
+            log(f"[{strategy.name}] resuming after task {first}/{T}")
+    run_start = time.perf_counter() - result.train_time_s
+    for t in range(first, T):
+        task = stream.tasks[t]
         timing: dict[str, float] = {"task": t}
         t0 = time.perf_counter()
         strategy.begin_task(task, loop_cfg.epochs, loop_cfg.batch_size)
@@ -247,6 +280,8 @@ def run(
             log(f"[{strategy.name}] after task {t + 1}/{T}: {head} acc " + " ".join(f"{100 * v:.1f}" for v in row))
         if t == T - 1:
             result.status = "completed"
+        if checkpoint:
+            checkpoint(capture(strategy, result, gen))
         if callback:
             callback(result)
     result.train_time_s = time.perf_counter() - run_start

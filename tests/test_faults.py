@@ -1,0 +1,425 @@
+"""Faults, each one really injected: an interrupted run, a killed trial worker,
+a killed search driver, a write that fails midway.
+
+- unit: a run stopped by an exception after task k and resumed from the
+  checkpoint saved after task k ends with EXACTLY the accuracy matrices and the
+  model weights of an uninterrupted run, for every registered strategy;
+- search: the test SIGKILLs a trial's worker process mid-run (pid from the
+  trial's result.json); Tune restarts the trial from its last per-task
+  checkpoint and its final matrices equal a direct run of the same config;
+- driver: the test SIGKILLs the search driver mid-search, then ``--resume``
+  finishes the search with the requested number of trials, none lost, none
+  duplicated;
+- atomic writes: ENOSPC in the middle of a write, and a writer SIGKILLed in the
+  middle of one, leave the previous file intact and the report buildable.
+
+The two Ray searches cost ~30-60 s each on two cores (Ray start-up dominates).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import strategies
+from strategies.checkpoint import LoopState, load_state, save_state
+from strategies.loop import make_strategy, run
+from strategies.result import write_json_atomic
+from tests.helpers import tiny_loop_config
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = [sys.executable, str(ROOT / "search" / "run.py")]
+
+# Overrides that make every strategy hold its characteristic state on the tiny
+# stream: replay with KD (memory + old model), iCaRL (memory, old model, class
+# means), EWC (Fisher + anchors), PackNet (masks, per-task BN), DER (extractors).
+OVERRIDES = {
+    "replay": {"memory": 24, "kd_weight": 1.0},
+    "icarl": {"memory": 24},
+    "gem": {"memory": 24},
+    "gdumb": {"memory": 24, "passes": 2},
+    "ewc": {"ewc_lambda": 10.0},
+    "lwf": {"kd_weight": 1.0},
+}
+
+
+class Interrupted(Exception):
+    """The injected fault of the unit tests."""
+
+
+def _same(a, b) -> bool:
+    """Exact equality of accuracy matrices, NaN == NaN (PackNet's class-IL)."""
+    return json.dumps(a) == json.dumps(b)
+
+
+def _weights(strategy) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in strategy.model.state_dict().items()}
+
+
+def _run_interrupted(method, stream, cfg, folder: Path, stop_after: int):
+    """Run until the callback raises after task ``stop_after``; return the
+    checkpoint file written after that task."""
+    def checkpoint(state: LoopState) -> None:
+        save_state(state, folder / f"after{state.tasks_done}.pt", stream)
+
+    def callback(result) -> None:
+        if result.tasks_done == stop_after:
+            raise Interrupted(f"fault injected after task {stop_after}")
+
+    strategy = make_strategy(method, OVERRIDES.get(method, {}), stream, cfg)
+    with pytest.raises(Interrupted):
+        run(strategy, stream, cfg, callback, log=None, checkpoint=checkpoint)
+    assert sorted(p.name for p in folder.glob("*.pt")) == [f"after{k}.pt" for k in range(1, stop_after + 1)]
+    return folder / f"after{stop_after}.pt"
+
+
+# -- a: interrupted and resumed runs are bit-identical --------------------------------
+
+@pytest.mark.parametrize("method", sorted(strategies.STRATEGIES))
+def test_run_resumed_after_an_interruption_is_bit_identical(method, tiny_stream, tmp_path):
+    cfg = tiny_loop_config(augment="crop")  # the loop's generator also drives the crops
+    reference_strategy = make_strategy(method, OVERRIDES.get(method, {}), tiny_stream, cfg)
+    reference = run(reference_strategy, tiny_stream, cfg, log=None)
+    assert reference.status == "completed"
+
+    for stop_after in (1, 2):
+        folder = tmp_path / f"stop{stop_after}"
+        ckpt = _run_interrupted(method, tiny_stream, cfg, folder, stop_after)
+        # A fresh start would have reseeded; scramble every global RNG so only the
+        # restored states can give the same numbers.
+        torch.manual_seed(987654)
+        np.random.seed(4321)
+        random.seed(4321)
+        state = load_state(ckpt, tiny_stream)
+        assert state.tasks_done == stop_after and state.result.status == "running"
+        # Stream data are referenced, not stored: the seen tasks are the stream's own.
+        assert all(t is tiny_stream.tasks[i] for i, t in enumerate(state.strategy.tasks))
+        resumed = run(state.strategy, tiny_stream, cfg, log=None, resume=state)
+
+        assert resumed.status == "completed" and resumed.tasks_done == tiny_stream.num_tasks
+        assert _same(resumed.acc_class_il, reference.acc_class_il), (method, stop_after)
+        assert _same(resumed.acc_task_il, reference.acc_task_il), (method, stop_after)
+        assert resumed.eval_sizes == reference.eval_sizes and resumed.memory_size == reference.memory_size
+        assert _same(resumed.metrics, reference.metrics)
+        ref_w, res_w = _weights(reference_strategy), _weights(state.strategy)
+        assert ref_w.keys() == res_w.keys()
+        for k in ref_w:  # the weights too, bit for bit: stronger than accuracies of 1.0
+            assert torch.equal(ref_w[k], res_w[k]), (method, stop_after, k)
+        assert len(resumed.timings) == tiny_stream.num_tasks
+
+
+def test_resume_without_the_saved_random_state_would_differ(tiny_stream, tmp_path):
+    """Control: the comparison above can fail. Resuming replay+KD with the loop's
+    generator reset instead of restored gives other weights."""
+    cfg = tiny_loop_config(augment="crop")
+    reference_strategy = make_strategy("replay", OVERRIDES["replay"], tiny_stream, cfg)
+    run(reference_strategy, tiny_stream, cfg, log=None)
+    ckpt = _run_interrupted("replay", tiny_stream, cfg, tmp_path, 1)
+    state = load_state(ckpt, tiny_stream)
+    state.loop_rng = torch.Generator().manual_seed(cfg.seed).get_state()
+    run(state.strategy, tiny_stream, cfg, log=None, resume=state)
+    ref_w, res_w = _weights(reference_strategy), _weights(state.strategy)
+    assert any(not torch.equal(ref_w[k], res_w[k]) for k in ref_w)
+
+
+def test_checkpoint_refuses_another_stream_and_another_loop_start(tiny_stream, tmp_path):
+    from datasets import build_stream, make_synthetic
+
+    cfg = tiny_loop_config()
+    ckpt = _run_interrupted("icarl", tiny_stream, cfg, tmp_path, 1)
+    other = build_stream(make_synthetic(num_classes=6, train_per_class=30, test_per_class=10, image_size=8, seed=0),
+                         num_tasks=3, val_fraction=0.2, seed=0)
+    with pytest.raises(ValueError, match="does not match"):
+        load_state(ckpt, other)
+    state = load_state(ckpt, tiny_stream)
+    with pytest.raises(ValueError, match="pass state.strategy"):
+        run(make_strategy("icarl", OVERRIDES["icarl"], tiny_stream, cfg), tiny_stream, cfg, log=None, resume=state)
+
+
+# -- helpers for the Ray searches ----------------------------------------------------------
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["RAY_AUTH_MODE"] = "disabled"
+    env.pop("CL_DATA_DIR", None)
+    return env
+
+
+def _results(trials_dir: Path) -> dict[str, dict]:
+    out = {}
+    for f in trials_dir.glob("*/result.json"):
+        try:
+            out[f.parent.name] = json.loads(f.read_text())
+        except (OSError, ValueError):
+            pass  # being replaced right now: read it next time
+    return out
+
+
+def _session_processes(sid: int) -> list[int]:
+    """Pids of the processes in session ``sid``: the driver this test started
+    with ``start_new_session=True`` and what it spawned (Ray's raylet, workers...)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # field 6 of /proc/PID/stat: session id
+            pids.append(int(d.name))
+    return pids
+
+
+def _kill_session(sid: int) -> list[int]:
+    pids = _session_processes(sid)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids
+
+
+def _direct_run_matrices(results_dir: Path, d: dict) -> tuple[list, list]:
+    """The matrices of a trial's config run directly through the loop (no Ray)."""
+    from search.common import build_protocol_stream, load_arrays, loop_config
+
+    spec = json.loads((results_dir / "search.json").read_text())
+    proto = spec["protocol"]
+    stream = build_protocol_stream(load_arrays(proto), proto)
+    cfg = loop_config(proto, seed=proto["seed"], eval_split="val", threads=1, device="cpu")
+    result = run(make_strategy(spec["method"], d["params"], stream, cfg), stream, cfg, log=None)
+    return result.acc_class_il, result.acc_task_il
+
+
+# -- b: a trial's worker SIGKILLed mid-run ---------------------------------------------
+
+def test_killed_trial_worker_is_resumed_from_its_last_task_checkpoint(tmp_path):
+    name = "workerkill"
+    args = [*RUN, "--dataset", "synthetic", "--cpus-per-trial", "1", "--results-root", str(tmp_path),
+            "--method", "replay", "--set", "memory=30", "--trials", "2", "--max-concurrent", "1",
+            "--epochs", "40", "--name", name, "--no-report"]
+    log = tmp_path / "driver.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path,
+                                start_new_session=True)
+    trials_dir = tmp_path / name / "trials"
+    try:
+        victim = None
+        deadline = time.time() + 240
+        while victim is None and time.time() < deadline and proc.poll() is None:
+            for tid, d in _results(trials_dir).items():
+                # Running, past its first task, and its checkpoint is in Tune's storage.
+                if (d["status"] == "running" and 1 <= len(d["acc_task_il"]) < 3
+                        and list((tmp_path / name / "tune").glob(f"*_{tid}_*/checkpoint_*"))):
+                    victim = (tid, d["pid"], len(d["acc_task_il"]))
+            time.sleep(0.05)
+        assert victim is not None, "no trial was seen running after its first task\n" + log.read_text()[-3000:]
+        tid, pid, done_at_kill = victim
+        os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _kill_session(proc.pid)
+    text = log.read_text()
+    assert proc.returncode == 0, text[-3000:]
+    assert f"trial {tid} failed (worker died or raised); retrying" in text
+
+    df = pd.read_csv(tmp_path / name / "trials.csv")
+    assert len(df) == 2 and df["trial_id"].is_unique and set(df["status"]) == {"completed"}, df
+    d = json.loads((trials_dir / tid / "result.json").read_text())
+    assert d["status"] == "completed" and d["pid"] != pid  # finished by another worker process
+    # Restarted once, from a per-task checkpoint (task 1 or later), not from scratch.
+    assert len(d["restores"]) == 1 and 1 <= d["restores"][0] <= done_at_kill + 1, d["restores"]
+    # ...and the result is exactly an uninterrupted run's.
+    class_il, task_il = _direct_run_matrices(tmp_path / name, d)
+    assert _same(d["acc_class_il"], class_il) and _same(d["acc_task_il"], task_il)
+    print(f"worker {pid} of trial {tid} killed after task {done_at_kill}; restored from task "
+          f"{d['restores'][0]}; final class-IL row {d['acc_class_il'][-1]} == direct run")
+
+
+# -- c: the driver SIGKILLed mid-search, then --resume ----------------------------------------
+
+def test_killed_driver_resumes_with_every_trial_kept_and_none_duplicated(tmp_path):
+    """The moment of the kill is chosen: just after the driver starts a new trial
+    (its "started" line), the driver is frozen (SIGSTOP) until that trial's worker
+    has written its first result, then SIGKILLed. The trial is then on disk but,
+    most likely, not yet in Tune's last saved experiment state -- the case that
+    gives one row too many if nothing is done about it."""
+    name = "driverkill"
+    args = [*RUN, "--dataset", "synthetic", "--cpus-per-trial", "1", "--results-root", str(tmp_path),
+            "--method", "finetune", "--trials", "4", "--max-concurrent", "1", "--epochs", "30",
+            "--name", name, "--no-report"]
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path,
+                                start_new_session=True)
+    trials_dir = tmp_path / name / "trials"
+    try:
+        newcomer = None
+        deadline = time.time() + 240
+        while newcomer is None and time.time() < deadline and proc.poll() is None:
+            results = _results(trials_dir)
+            if any(d["status"] == "completed" for d in results.values()):
+                started = [line.split()[2] for line in log.read_text().splitlines() if " started: " in line]
+                fresh = [t for t in started if t not in results]
+                if fresh:
+                    newcomer = fresh[-1]
+                    os.kill(proc.pid, signal.SIGSTOP)
+            time.sleep(0.02)
+        assert newcomer is not None, "the search did not get to a second trial\n" + log.read_text()[-3000:]
+        before = {t: d for t, d in _results(trials_dir).items() if d["status"] == "completed"}
+        deadline = time.time() + 60
+        while time.time() < deadline and newcomer not in _results(trials_dir):
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        time.sleep(1)
+        _kill_session(proc.pid)  # what the driver left behind (its Ray workers)
+    on_disk = _results(trials_dir)
+    states = sorted((tmp_path / name / "tune").glob("experiment_state-*.json"))
+    in_snapshot = bool(states) and newcomer in states[-1].read_text()
+
+    again = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300, env=_env(),
+                           cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resuming" in again.stdout
+    df = pd.read_csv(tmp_path / name / "trials.csv")
+    assert len(df) == 4 and df["trial_id"].is_unique, df  # the requested number, no duplicates
+    assert set(df["status"]) == {"completed"}, df
+    final = _results(trials_dir)
+    for t, d in before.items():  # every trial finished before the kill is kept, same numbers
+        assert t in final and _same(final[t]["acc_class_il"], d["acc_class_il"])
+    if in_snapshot:  # Tune knew the trial: it continues it from its checkpoint
+        assert newcomer in final and final[newcomer]["status"] == "completed"
+    else:  # Tune never heard of it: it ran a replacement; its files are set aside
+        assert newcomer not in final and (tmp_path / name / "trials_orphaned" / newcomer / "result.json").is_file()
+        assert "set aside 1 trial folder(s)" in again.stdout
+    print(f"driver killed with {len(before)} trial(s) completed and {newcomer} on disk "
+          f"({len(on_disk[newcomer]['acc_task_il']) if newcomer in on_disk else 0} task(s)), "
+          f"{'in' if in_snapshot else 'not in'} Tune's last snapshot; resumed: {len(df)} trials; "
+          f"restores of the kept ones: {[final[t]['restores'] for t in before]}")
+
+
+# -- d: atomic writes ---------------------------------------------------------------------------
+
+def _failing_fdopen(real_fdopen):
+    """os.fdopen whose file writes half of the data, then fails like a full disk."""
+    class HalfThenENOSPC:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[: len(data) // 2])
+            self.f.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    return lambda fd, *a, **k: HalfThenENOSPC(real_fdopen(fd, *a, **k))
+
+
+def _search_folder(tmp_path: Path) -> Path:
+    from tests.fixtures_results import write_search_fixture
+
+    out = tmp_path / "search"
+    write_search_fixture(out)
+    return out
+
+
+def test_full_disk_midway_keeps_the_previous_result_and_checkpoint(tmp_path, tiny_stream, monkeypatch):
+    from analysis.report import build_report
+    from analysis.results import trials_frame_from_results
+
+    folder = _search_folder(tmp_path)
+    target = sorted(folder.glob("trials/*/result.json"))[0]
+    old = target.read_bytes()
+    ckpt = _run_interrupted("replay", tiny_stream, tiny_loop_config(), tmp_path / "ckpt", 1)
+    old_ckpt = ckpt.read_bytes()
+    state = load_state(ckpt, tiny_stream)
+
+    real = os.fdopen
+    monkeypatch.setattr(os, "fdopen", _failing_fdopen(real))
+    with pytest.raises(OSError) as info:
+        write_json_atomic(target, {"format": "clsearch-result/1", "status": "completed", "junk": "x" * 10000})
+    assert info.value.errno == errno.ENOSPC
+    with pytest.raises(OSError):
+        save_state(state, ckpt, tiny_stream)
+    monkeypatch.setattr(os, "fdopen", real)
+
+    assert target.read_bytes() == old and ckpt.read_bytes() == old_ckpt
+    assert not list(folder.rglob("*.tmp")) and not list(ckpt.parent.glob("*.tmp"))
+    assert load_state(ckpt, tiny_stream).tasks_done == 1
+    assert len(trials_frame_from_results(folder)) == 9
+    assert build_report([folder]).stat().st_size > 0
+
+
+def test_writer_killed_midway_leaves_the_old_file_and_a_harmless_temp_file(tmp_path):
+    from analysis.report import build_report
+    from analysis.results import load_search, trials_frame_from_results, write_trials_csv
+
+    folder = _search_folder(tmp_path)
+    write_trials_csv(folder)
+    target = sorted(folder.glob("trials/*/result.json"))[0]
+    old, old_csv = target.read_bytes(), (folder / "trials.csv").read_bytes()
+    ready = tmp_path / "ready"
+    # A writer that stops inside os.fsync (the data are in the temporary file,
+    # the rename has not happened): the test SIGKILLs it there.
+    script = textwrap.dedent(f"""
+        import os, time, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from pathlib import Path
+        from strategies.result import write_json_atomic
+        from analysis.results import write_trials_csv
+        def stuck(fd):
+            Path({str(ready)!r}).touch()
+            time.sleep(600)
+        os.fsync = stuck
+        what = sys.argv[1]
+        if what == "result":
+            write_json_atomic({str(target)!r}, {{"format": "clsearch-result/1", "status": "completed", "x": "y" * 100000}})
+        else:
+            write_trials_csv({str(folder)!r})
+    """)
+    for what in ("result", "csv"):
+        ready.unlink(missing_ok=True)
+        writer = subprocess.Popen([sys.executable, "-c", script, what])
+        deadline = time.time() + 60
+        while not ready.exists() and time.time() < deadline and writer.poll() is None:
+            time.sleep(0.05)
+        assert ready.exists(), f"the {what} writer never reached fsync"
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait(timeout=30)
+        assert writer.returncode == -signal.SIGKILL
+
+    leftovers = sorted(p.name for p in folder.rglob("*.tmp"))
+    assert len(leftovers) == 2 and all(p.startswith((".result.json.", ".trials.csv.")) for p in leftovers)
+    assert target.read_bytes() == old and (folder / "trials.csv").read_bytes() == old_csv
+    assert len(trials_frame_from_results(folder)) == 9 and len(load_search(folder).trials) == 9
+    assert build_report([folder]).stat().st_size > 0
+    write_trials_csv(folder)  # the next write goes through, temp files or not
+    assert len(pd.read_csv(folder / "trials.csv")) == 9
