@@ -95,6 +95,8 @@ def protocol_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--classes must be positive, got {proto['classes']}")
     if proto["tasks"] is not None and proto["tasks"] < 1:
         raise UsageError(f"--tasks must be positive, got {proto['tasks']}")
+    if proto["stream_seed"] < 0:
+        raise UsageError(f"--stream-seed must be >= 0, got {proto['stream_seed']}")
     if not 0.0 <= proto["val_fraction"] < 1.0:
         raise UsageError(f"--val-fraction must be in [0, 1), got {proto['val_fraction']}")
     return proto

@@ -236,6 +236,16 @@ def init_ray(address: str | None) -> None:
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
 
 
+def check_resource_args(args) -> None:
+    """What can be checked about the resource flags without Ray (before anything starts)."""
+    if args.cpus_per_trial is not None and not args.cpus_per_trial > 0:
+        raise UsageError(f"--cpus-per-trial must be positive, got {args.cpus_per_trial:g}")
+    if args.gpus_per_trial is not None and not args.gpus_per_trial >= 0:
+        raise UsageError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial:g}")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise UsageError(f"--max-concurrent must be at least 1, got {args.max_concurrent}")
+
+
 def trial_resources(args) -> dict[str, float]:
     import ray
 
@@ -244,9 +254,7 @@ def trial_resources(args) -> dict[str, float]:
     gpus = args.gpus_per_trial
     if gpus is None:
         gpus = 0.25 if total_gpus > 0 else 0.0
-    if cpus <= 0:
-        raise UsageError(f"--cpus-per-trial must be positive, got {cpus}")
-    if gpus < 0 or (gpus > 0 and total_gpus == 0):
+    if gpus > 0 and total_gpus == 0:
         raise UsageError(f"--gpus-per-trial {gpus}: the Ray cluster has {total_gpus:g} GPUs")
     if cpus > ray.cluster_resources().get("CPU", 0):
         raise UsageError(f"--cpus-per-trial {cpus:g} is more than the cluster's {ray.cluster_resources().get('CPU', 0):g} CPUs")
@@ -270,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--trials must be at least 1, got {args.trials}")
     if args.max_failures < -1:
         raise UsageError(f"--max-failures must be -1 (unlimited) or at least 0, got {args.max_failures}")
+    check_resource_args(args)
     method = args.method
     fixed_raw = parse_sets(args.set)
     space, fixed = resolve_space(method, args.range, fixed_raw)
@@ -306,9 +315,6 @@ def main(argv: list[str] | None = None) -> int:
         probe = {k: (getattr(d, end) if d.type != "categorical" else d.choices[0]) for k, d in space.items()}
         make_strategy(method, {**fixed, **probe}, stream, probe_cfg)
 
-    from strategies.result import write_json_atomic
-    if not resuming:
-        write_json_atomic(results_dir / "search.json", spec)
     print(f"search {name}: {method} on {stream.name} ({stream.num_tasks} tasks, {stream.num_classes} classes), "
           f"{args.trials} trials, objectives {', '.join(f'{n} ({s})' for n, s in objectives)}")
     print(f"results folder: {results_dir}")
@@ -328,6 +334,11 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
     init_ray(args.address)
     try:
         resources = trial_resources(args)
+        # Written only now, after every check (the cluster's resources are the last):
+        # a search that fails to start leaves no results folder behind.
+        if not resuming:
+            from strategies.result import write_json_atomic
+            write_json_atomic(results_dir / "search.json", spec)
         trainable = tune.with_resources(
             tune.with_parameters(trial_main, method=spec["method"], fixed=spec["fixed"], proto=spec["protocol"],
                                  results_dir=str(results_dir), stream=stream),

@@ -102,6 +102,8 @@ def parse_range(method: str, item: str, space: dict[str, Dist]) -> tuple[str, Di
     base = space.get(key)
     if ":" in text:
         lo_txt, _, hi_txt = text.partition(":")
+        if not lo_txt.strip() or not hi_txt.strip() or ":" in hi_txt:
+            raise ConfigError(f"--range {key}={text}: give one low and one high bound, key=low:high")
         lo = check_value(cls, key, lo_txt, owner=method)
         hi = check_value(cls, key, hi_txt, owner=method)
         if isinstance(lo, (bool, str)):

@@ -6,6 +6,7 @@ or a full disk never leaves a half-written ``result.json`` that breaks a report.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import math
 import os
@@ -100,6 +101,13 @@ def environment_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+    # Versions of the search stack from the installed package metadata: importing
+    # ray (~1 s, and not needed by a direct run) just to read its version is waste.
+    for package in ("ray", "optuna"):
+        try:
+            info[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            info[package] = None
     repo = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)

@@ -1,0 +1,192 @@
+"""Bad input to the three command-line tools, table-driven (issue "Reliability", item 2).
+
+Each row runs ``search/run.py``, ``search/rerun.py`` or ``analysis/report.py`` as a
+subprocess, as a user would, on a fresh workspace (``tmp_path``) holding small
+data files and results folders, some of them broken. Every row must:
+
+- exit non-zero (2: an expected error, never the crash path's 1);
+- print exactly ONE line on stderr, ``error: ...``, that names the problem
+  (the expected substring), and no traceback;
+- leave the workspace exactly as it was: every path, its bytes (sha256) and its
+  mtime, so nothing was written, replaced, touched or created -- no results
+  folder from a search that failed, no crash log in the working directory;
+- fail before Ray starts and before any training: the subprocesses see a
+  poisoned ``ray`` package first on PYTHONPATH (importing it raises), and
+  training would write under the workspace (caught by the snapshot).
+
+The data files are tiny fakes in the ``gtsrb32.npz`` layout (shared/data/README.md):
+a valid one (checked to load), the same cut in half, and wrong-shape variants.
+``CL_DATA_DIR`` is removed and the working directory has no ``./data``, so a
+missing file is really missing (no fallback to the real 121 MB file).
+
+Cost: each row is one short Python process, ~1.6 s of CPU, almost all of it
+``import torch`` (the strategy registry behind the method/key checks imports it).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.fixtures_results import write_search_fixture
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIS = {"run": ROOT / "search" / "run.py", "rerun": ROOT / "search" / "rerun.py",
+        "report": ROOT / "analysis" / "report.py"}
+# Every run.py / rerun.py row works on the synthetic stream (3 tasks, 6 classes, 360 training images)
+# unless it names --dataset gtsrb; outputs go under the workspace.
+BASE = {"run": ["--dataset", "synthetic", "--epochs", "1", "--results-root", "{ws}/results"],
+        "rerun": ["--dataset", "synthetic", "--epochs", "1", "--threads", "1", "--quiet", "--out", "{ws}/out"],
+        "report": []}
+GTSRB = ["--dataset", "gtsrb", "--data-dir"]
+POISON = 'raise RuntimeError("bad-input test: Ray was imported, so this case did not fail before Ray starts")\n'
+
+# (cli, args, expected substring of the one stderr line)
+CASES = [
+    # unknown methods
+    ("run", ["--method", "icarll"], "unknown method 'icarll'"),
+    ("rerun", ["--method", "icarll"], "unknown method 'icarll'"),
+    # unknown or misspelt config keys in --set and --range
+    ("run", ["--method", "icarl", "--set", "lrr=0.1"], "unknown key 'lrr' (did you mean 'lr'?)"),
+    ("run", ["--method", "icarl", "--range", "memroy=10:100"], "unknown key 'memroy' (did you mean 'memory'?)"),
+    ("run", ["--method", "finetune", "--range", "memory=10:100"], "finetune: unknown key 'memory'"),
+    ("rerun", ["--method", "replay", "--set", "kd_wieght=1"], "unknown key 'kd_wieght' (did you mean 'kd_weight'?)"),
+    # empty or inverted ranges
+    ("run", ["--method", "icarl", "--range", "lr=1:0.1"], "--range lr=1:0.1: empty or inverted range"),
+    ("run", ["--method", "icarl", "--range", "lr=:"], "--range lr=:: give one low and one high bound"),
+    # negative or zero sizes
+    ("run", ["--method", "icarl", "--trials", "0"], "--trials must be at least 1, got 0"),
+    ("run", ["--method", "icarl", "--trials", "-3"], "--trials must be at least 1, got -3"),
+    ("run", ["--method", "icarl", "--epochs", "0"], "epochs=0 is below its minimum 1"),
+    ("run", ["--method", "icarl", "--cpus-per-trial", "0"], "--cpus-per-trial must be positive, got 0"),
+    ("run", ["--method", "icarl", "--set", "memory=-5"], "icarl: memory=-5 is below its minimum 0"),
+    ("rerun", ["--method", "icarl", "--classes", "0"], "--classes must be positive, got 0"),
+    ("rerun", ["--method", "icarl", "--tasks", "0"], "--tasks must be positive, got 0"),
+    ("rerun", ["--method", "icarl", "--batch-size", "0"], "batch_size=0 is below its minimum 2"),
+    ("rerun", ["--method", "icarl", "--seeds", "0"], "--seeds must be at least 1, got 0"),
+    # more tasks than classes
+    ("run", ["--method", "icarl", "--tasks", "7"], "num_tasks=7 is more than the 6 selected classes"),
+    ("rerun", ["--method", "icarl", "--classes", "3", "--tasks", "5"], "num_tasks=5 is more than the 3 selected classes"),
+    # a memory larger than the data
+    ("run", ["--method", "icarl", "--set", "memory=100000"], "memory=100000 is larger than the stream's"),
+    ("rerun", ["--method", "replay", "--set", "memory=100000"], "memory=100000 is larger than the stream's"),
+    # data files: missing, truncated, wrong shape
+    ("run", ["--method", "icarl", *GTSRB, "{ws}/data/missing"], "GTSRB not found: looked for gtsrb32.npz in {ws}/data/missing"),
+    ("rerun", ["--method", "icarl", *GTSRB, "{ws}/data/truncated"], "{ws}/data/truncated/gtsrb32.npz: cannot open the archive (truncated or corrupt?"),
+    ("run", ["--method", "icarl", *GTSRB, "{ws}/data/truncated"], "{ws}/data/truncated/gtsrb32.npz: cannot open the archive (truncated or corrupt?"),
+    ("rerun", ["--method", "icarl", *GTSRB, "{ws}/data/dims"], "array x_train has shape (86, 32, 96) but needs N x H x W x C"),
+    ("rerun", ["--method", "icarl", *GTSRB, "{ws}/data/channels"], "array x_train has shape (86, 32, 32, 1), i.e. 1 channel(s), but needs 3"),
+    ("rerun", ["--method", "icarl", *GTSRB, "{ws}/data/lengths"], "train arrays have different lengths (x_train 86, y_train 80, track_train 86)"),
+    # results folders: missing, empty, another version
+    ("report", ["{ws}/results/missing"], "results folder {ws}/results/missing does not exist"),
+    ("report", ["{ws}/results/empty"], "results folder {ws}/results/empty is empty"),
+    ("report", ["{ws}/results/old"], "has format 'clsearch-search/0'; this version reads 'clsearch-search/1'"),
+    ("rerun", ["{ws}/results/old", "--seeds", "1"], "has format 'clsearch-search/0'; this version reads 'clsearch-search/1'"),
+    ("run", ["--method", "icarl", "--name", "old"], "search.json is from another version (clsearch-search/0)"),
+]
+
+
+def _tiny_gtsrb(**replace: np.ndarray) -> dict[str, np.ndarray]:
+    """43 classes x 2 training images (2 tracks) and 1 test image each, 32x32 RGB,
+    dtypes as in the real file (uint8 images, int16 labels, int32 tracks)."""
+    rng = np.random.default_rng(0)
+    y_train = np.repeat(np.arange(43), 2)
+    arrays = {
+        "x_train": rng.integers(0, 256, (86, 32, 32, 3), dtype=np.uint8),
+        "y_train": y_train.astype(np.int16),
+        "x_test": rng.integers(0, 256, (43, 32, 32, 3), dtype=np.uint8),
+        "y_test": np.arange(43, dtype=np.int16),
+        "track_train": (y_train * 10000 + np.tile([0, 1], 43)).astype(np.int32),
+    }
+    arrays.update(replace)
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """The workspace every row starts from (copied per row, so no row sees another's leftovers)."""
+    ws = tmp_path_factory.mktemp("bad-input-template")
+    (ws / "cwd").mkdir()                       # the subprocesses' working directory: no ./data here
+    data = ws / "data"
+    (data / "missing").mkdir(parents=True)     # a data folder without gtsrb32.npz
+    good = _tiny_gtsrb()
+    variants = {
+        "good": good,
+        "dims": _tiny_gtsrb(x_train=good["x_train"].reshape(86, 32, 96)),       # 3-D, not N x H x W x C
+        "channels": _tiny_gtsrb(x_train=good["x_train"][..., :1].copy()),       # grayscale: 1 channel
+        "lengths": _tiny_gtsrb(y_train=good["y_train"][:80].copy()),            # 80 labels for 86 images
+    }
+    for name, arrays in variants.items():
+        (data / name).mkdir()
+        np.savez_compressed(data / name / "gtsrb32.npz", **arrays)
+    whole = (data / "good" / "gtsrb32.npz").read_bytes()
+    (data / "truncated").mkdir()
+    (data / "truncated" / "gtsrb32.npz").write_bytes(whole[: len(whole) // 2])
+
+    results = ws / "results"
+    (results / "empty").mkdir(parents=True)
+    old = write_search_fixture(results / "old")  # a complete search folder, then made another version's
+    spec = json.loads((old / "search.json").read_text())
+    spec["format"] = "clsearch-search/0"
+    (old / "search.json").write_text(json.dumps(spec, indent=1))
+    (old / "tune").mkdir()                      # Tune state: run.py --name old tries to resume it
+
+    (ws / "poison" / "ray").mkdir(parents=True)
+    (ws / "poison" / "ray" / "__init__.py").write_text(POISON)
+    return ws
+
+
+def test_template_data_is_valid_apart_from_the_breakage(template):
+    """The valid file loads, so each broken variant fails for its breakage alone."""
+    from datasets import load_gtsrb
+
+    arrays = load_gtsrb(template / "data" / "good")
+    assert arrays.x_train.shape == (86, 32, 32, 3) and arrays.groups_train is not None
+    whole = (template / "data" / "good" / "gtsrb32.npz").stat().st_size
+    assert (template / "data" / "truncated" / "gtsrb32.npz").stat().st_size == whole // 2
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """path -> (kind, sha256 of the bytes, mtime in ns) for everything under ``root``."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+            out[str(p.relative_to(root))] = ("file" if p.is_file() else "dir", digest, st.st_mtime_ns)
+    return out
+
+
+@pytest.mark.parametrize("cli, args, message", CASES,
+                         ids=[f"{c}:{' '.join(a)}" for c, a, _ in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(template, tmp_path, cli, args, message):
+    ws = tmp_path / "ws"
+    shutil.copytree(template, ws, symlinks=True)
+    argv = [sys.executable, str(CLIS[cli]), *(a.format(ws=ws) for a in BASE[cli] + args)]
+    env = {k: v for k, v in os.environ.items() if k != "CL_DATA_DIR"}
+    env.update(RAY_AUTH_MODE="disabled", PYTHONPATH=str(ws / "poison"))
+    before = snapshot(ws)
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=ws / "cwd", env=env)
+    seconds = time.perf_counter() - t0
+    after = snapshot(ws)
+
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, f"exit {proc.returncode}; stderr:\n{proc.stderr[-3000:]}"
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    assert message.format(ws=ws) in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr and "Ray was imported" not in proc.stderr
+    assert proc.stdout == "", proc.stdout[-2000:]  # nothing was started, so nothing to report
+    assert after == before, {"created": sorted(set(after) - set(before)),
+                             "removed": sorted(set(before) - set(after)),
+                             "changed": sorted(k for k in before.keys() & after.keys() if before[k] != after[k])}
+    assert seconds < 60, f"{seconds:.1f} s: too slow for a failure that comes before any work"
