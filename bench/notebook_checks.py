@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
     root = Path(argv[0]) if argv else Path("results/strategy-table")
     print("| method | seed | all seen classes after task 1..5 (pooled %) | final acc (macro) % | check |")
     print("|---|---|---|---|---|")
-    for method in ("finetune", "joint", "replay+kd", "icarl"):
+    for method in ("finetune", "joint", "replay+kd", "replay+kd-lr0.02", "icarl"):
         for seed, curve, final in curves(root / method):
             if method == "finetune":
                 ok, rule = final < 25, "final < 25 %"
