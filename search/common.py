@@ -54,6 +54,8 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, default=None, help="epochs per task")
     g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--backbone", default=None, choices=("simplecnn", "resnet32", "vgg16"))
+    g.add_argument("--pretrained", action="store_true",
+                   help="vgg16: start from ImageNet weights if they are in torch's hub cache (never downloaded; the output says which init was used)")
     g.add_argument("--augment", default=None, choices=("none", "crop", "crop+flip"))
     g.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16 autocast (CPUs with AMX, GPUs)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -89,7 +91,7 @@ def protocol_from_args(args: argparse.Namespace) -> dict[str, Any]:
     proto.update(
         dataset=args.dataset, data_dir=args.data_dir, download=args.download, task_sizes=task_sizes,
         class_order=args.class_order, stream_seed=args.stream_seed, val_fraction=args.val_fraction,
-        precision=args.precision, device=args.device, threads=args.threads,
+        precision=args.precision, device=args.device, threads=args.threads, pretrained=args.pretrained,
     )
     if proto["classes"] is not None and proto["classes"] < 1:
         raise UsageError(f"--classes must be positive, got {proto['classes']}")
@@ -135,6 +137,7 @@ def loop_config(proto: dict[str, Any], seed: int, eval_split: str, threads: int 
     return config_from_dict(LoopConfig, {
         "epochs": proto["epochs"], "batch_size": proto["batch_size"], "backbone": proto["backbone"],
         "augment": proto["augment"], "precision": proto["precision"], "eval_split": eval_split,
+        "pretrained": proto.get("pretrained", False),
         "device": device or proto["device"], "threads": proto["threads"] if threads is None else threads,
         "seed": seed,
     }, owner="protocol")

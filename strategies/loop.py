@@ -59,6 +59,10 @@ class LoopConfig:
     seed: int = bounded(0, min=0, max=2**31 - 1, help="seed for init, data order and augmentation")
 
 
+# Smallest image side each backbone can take (VGG-16: five 2x max-poolings).
+MIN_IMAGE_SIDE = {"vgg16": 32}
+
+
 class DivergedError(RuntimeError):
     """Training loss became NaN or infinite."""
 
@@ -85,6 +89,10 @@ def strategy_config(method: str, overrides: dict[str, Any] | None = None):
 def make_strategy(method: str, overrides: dict[str, Any] | None, stream: Stream, loop_cfg: LoopConfig) -> Strategy:
     """Validate the config and build the strategy (seeded, on the right device)."""
     config = strategy_config(method, overrides)
+    side = min(stream.image_shape[1:])
+    if side < MIN_IMAGE_SIDE.get(loop_cfg.backbone, 1):
+        raise ConfigError(f"backbone {loop_cfg.backbone} needs images of at least {MIN_IMAGE_SIDE[loop_cfg.backbone]} px "
+                          f"(its poolings); this stream's are {stream.image_shape[1]}x{stream.image_shape[2]}")
     device = resolve_device(loop_cfg.device)
     if loop_cfg.threads > 0:
         torch.set_num_threads(loop_cfg.threads)

@@ -15,6 +15,8 @@ the 8x8 digits, 32x32 GTSRB/CIFAR and larger ImageFolder images all work.
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -83,6 +85,24 @@ class ResNet32(nn.Module):
         return torch.flatten(self.pool(self.stages(self.stem(x))), 1)
 
 
+_VGG16_INIT_SAID: set[tuple[bool, bool]] = set()
+
+
+def _say_vgg16_init(asked: bool, loaded: bool, cache: str | None) -> None:
+    """Tell the user once per process which initialisation vgg16 got (DER builds
+    one extractor per task; one line is enough)."""
+    if (asked, loaded) in _VGG16_INIT_SAID:
+        return
+    _VGG16_INIT_SAID.add((asked, loaded))
+    if loaded:
+        msg = f"vgg16: ImageNet weights loaded from the torch hub cache ({cache})"
+    elif asked:
+        msg = f"vgg16: random init (ImageNet weights asked for but not cached at {cache}; nothing is downloaded)"
+    else:
+        msg = "vgg16: random init (use --pretrained to start from cached ImageNet weights)"
+    print(msg, file=sys.stderr, flush=True)
+
+
 class VGG16Features(nn.Module):
     """torchvision VGG-16 convolutional trunk + global pooling (512-d features).
 
@@ -104,6 +124,7 @@ class VGG16Features(nn.Module):
             if not os.path.exists(cache):
                 weights = None
         self.pretrained_loaded = weights is not None
+        _say_vgg16_init(pretrained, self.pretrained_loaded, cache if pretrained else None)
         if weights is None:
             # Only the convolutional trunk: building vgg16() would also create and
             # initialise its unused 102M-parameter classifier (~0.4 GB, seconds).

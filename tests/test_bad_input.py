@@ -72,6 +72,8 @@ CASES = [
     ("rerun", ["--method", "icarl", "--tasks", "0"], "--tasks must be positive, got 0"),
     ("rerun", ["--method", "icarl", "--batch-size", "0"], "batch_size=0 is below its minimum 2"),
     ("rerun", ["--method", "icarl", "--seeds", "0"], "--seeds must be at least 1, got 0"),
+    # a backbone that cannot take the images (VGG-16's five poolings on 8x8 synthetic images)
+    ("rerun", ["--method", "packnet", "--backbone", "vgg16"], "backbone vgg16 needs images of at least 32 px"),
     # more tasks than classes
     ("run", ["--method", "icarl", "--tasks", "7"], "num_tasks=7 is more than the 6 selected classes"),
     ("rerun", ["--method", "icarl", "--classes", "3", "--tasks", "5"], "num_tasks=5 is more than the 3 selected classes"),

@@ -163,6 +163,7 @@ def test_cli_runs_packnet_on_folders_with_vgg16(roots, tmp_path):
                   "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--set", "retrain_epochs=0",
                   "--seeds", "1", "--out", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("vgg16: random init") == 1  # said once, although each task builds nothing new
     result = json.loads((out / "seed0" / "result.json").read_text())
     assert result["protocol"]["backbone"] == "vgg16" and result["task_incremental_only"]
     assert [len(c) for c in result["stream"]["task_classes"]] == [3, 2]  # birds, then cars
