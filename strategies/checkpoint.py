@@ -35,10 +35,8 @@ import contextvars
 import copy
 import dataclasses
 import io
-import os
 import pickle
 import random
-import tempfile
 import types
 from pathlib import Path
 from typing import Any
@@ -47,7 +45,7 @@ import numpy as np
 import torch
 
 from datasets.stream import Stream, Task
-from strategies.result import RunResult
+from strategies.result import RunResult, write_bytes_atomic
 
 STATE_FORMAT = "clsearch-loopstate/1"
 STATE_FILE = "loop_state.pt"
@@ -166,23 +164,7 @@ def state_from_bytes(data: bytes, stream: Stream, device: torch.device | str | N
 
 def save_state(state: LoopState, path: str | Path, stream: Stream) -> Path:
     """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
-    data = state_bytes(state, stream)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    return write_bytes_atomic(path, state_bytes(state, stream))
 
 
 def load_state(path: str | Path, stream: Stream, device: torch.device | str | None = None) -> LoopState:

@@ -68,14 +68,19 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write to a temporary file in the same folder, fsync, then rename: readers
-    see the old file or the new one, never half of one."""
+    see the old file or the new one, never half of one (a full disk or a killed
+    writer leaves the old file and at most a hidden ``.NAME.*.tmp``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
@@ -86,6 +91,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         except OSError:
             pass
         raise
+    return path
 
 
 def environment_info() -> dict[str, Any]:
