@@ -114,8 +114,11 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], pr
         result = run(strategy, stream, cfg, log=None, resume=resume, checkpoint=after_task)
         if resume is not None and resume.tasks_done == stream.num_tasks:
             # Restarted after its last checkpoint: nothing left to train; report
-            # the final metrics again so this attempt ends with them.
-            save(result)
+            # the final metrics again so this attempt ends with them. A finished
+            # record already on disk is kept as it is (same numbers: the resume is
+            # bit-identical), so a resumed search never rewrites a finished trial.
+            if not _completed_on_disk(out_file):
+                save(result)
             tune.report(tune_metrics(result))
     except Exception as exc:
         # Record why the trial failed next to the others, then let Tune see it.
@@ -145,6 +148,15 @@ def _restore(checkpoint, stream, load_state, state_file: str):
             return load_state(Path(folder) / state_file, stream)
     except FileNotFoundError:
         return None
+
+
+def _completed_on_disk(out_file: Path) -> bool:
+    import json
+
+    try:
+        return json.loads(out_file.read_text()).get("status") == "completed"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _raise_if_diverged_before(out_file: Path) -> None:
