@@ -77,8 +77,12 @@ def protocol_from_args(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError("with --dataset folders the tasks are the folders: drop --tasks/--task-sizes/--classes")
         if args.image_size < 1:
             raise UsageError(f"--image-size must be positive, got {args.image_size}")
-        if proto["backbone"] == "vgg16" and args.image_size < 32:
-            raise UsageError(f"--image-size {args.image_size} is too small for vgg16 (five 2x poolings need at least 32)")
+        from strategies.loop import MIN_IMAGE_SIDE  # the loop's own limit, checked here before images are read
+
+        smallest = MIN_IMAGE_SIDE.get(proto["backbone"], 1)
+        if args.image_size < smallest:
+            raise UsageError(f"--image-size {args.image_size} is too small for {proto['backbone']} "
+                             f"(its poolings need at least {smallest})")
         proto.update(folders=[r for r in args.folders.split(",") if r], image_size=args.image_size)
     elif args.folders:
         raise UsageError("--folders is only used with --dataset folders")

@@ -150,13 +150,20 @@ def _restore(checkpoint, stream, load_state, state_file: str):
         return None
 
 
-def _completed_on_disk(out_file: Path) -> bool:
+def _record_on_disk(out_file: Path) -> dict[str, Any]:
+    """The trial's result.json as an earlier attempt left it ({} when there is
+    none or it cannot be read)."""
     import json
 
     try:
-        return json.loads(out_file.read_text()).get("status") == "completed"
-    except (OSError, ValueError, AttributeError):
-        return False
+        record = json.loads(out_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _completed_on_disk(out_file: Path) -> bool:
+    return _record_on_disk(out_file).get("status") == "completed"
 
 
 def _raise_if_diverged_before(out_file: Path) -> None:
@@ -164,11 +171,6 @@ def _raise_if_diverged_before(out_file: Path) -> None:
     a NaN/inf loss is deterministic, so training again would only repeat it.
     (Other exceptions are retried from the last checkpoint: an out-of-memory
     error, for one, may not recur.)"""
-    import json
-
-    try:
-        previous = json.loads(out_file.read_text())
-    except (OSError, ValueError):
-        return
+    previous = _record_on_disk(out_file)
     if previous.get("status") == "diverged":
         raise TrialFailed(previous.get("error") or "diverged")
