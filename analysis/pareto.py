@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["SENSES", "non_dominated", "front_ranks", "pareto_table"]
+__all__ = ["SENSES", "non_dominated", "front_ranks", "crowding_distance", "pareto_table"]
 
 SENSES = ("max", "min")
 
@@ -110,6 +110,30 @@ def front_ranks(points: Any, senses: Sequence[str]) -> np.ndarray:
         remaining_dominators -= D[front].sum(axis=0)
         rank += 1
     return ranks
+
+
+def crowding_distance(points: Any, senses: Sequence[str]) -> np.ndarray:
+    """NSGA-II crowding distance of each row inside its own front (Deb et al.
+    2002, §III-B): per objective, sort the front, give its two extremes +inf and
+    every other row the gap between its neighbours divided by the front's range;
+    sum over objectives. Larger = a lonelier point, preferred when a front has
+    to be cut. Rows with any NaN/inf get NaN.
+    """
+    Q, valid = _oriented(points, senses)
+    ranks = front_ranks(points, senses)
+    dist = np.full(Q.shape[0], np.nan)
+    dist[valid] = 0.0
+    for rank in np.unique(ranks[ranks >= 0]):
+        members = np.flatnonzero(ranks == rank)
+        for k in range(Q.shape[1]):
+            order = members[np.argsort(Q[members, k], kind="stable")]
+            span = Q[order[-1], k] - Q[order[0], k]
+            dist[order[0]] = dist[order[-1]] = np.inf
+            if len(order) < 3 or span == 0:
+                continue
+            gaps = (Q[order[2:], k] - Q[order[:-2], k]) / span
+            dist[order[1:-1]] += gaps
+    return dist
 
 
 def _truthy(values: np.ndarray) -> np.ndarray:

@@ -147,6 +147,10 @@ def _objectives_text(res: SearchResults) -> str:
     text = ", ".join(parts)
     if res.spec.get("asha"):
         text += " (single objective, ASHA early stopping)"
+    elif res.spec.get("mo_asha"):
+        rf, grace = res.spec.get("reduction_factor", 2), res.spec.get("grace_tasks", 1)
+        text += (f" (multi-objective ASHA early stopping: 1 in {rf} trials goes on at {grace}, {grace}x{rf}, ... tasks"
+                 + ("; a 1-task comparison ranks by accuracy alone" if grace == 1 else "") + ")")
     if res.task_incremental_only:
         text += " — task-incremental metrics (task identity given at test time)"
     return text

@@ -11,7 +11,11 @@ cluster with ``--address``); Optuna's TPE sampler proposes the knobs (DESIGN §5
   truncated metrics; ``--memory-objective`` adds memory size as a third
   objective (minimise);
 - ``--asha METRIC``: a single scalar objective with ASHA early stopping over
-  tasks (then stopped trials are "truncated" and never on a front).
+  tasks (then stopped trials are "truncated" and never on a front);
+- ``--mo-asha``: the Pareto objectives with multi-objective ASHA early stopping
+  (search/mo_asha.py): at ``--grace-tasks`` x ``--reduction-factor``**i tasks a
+  trial goes on only if it ranks in the top 1/reduction-factor of the trials
+  compared there (non-dominated sorting, then crowding distance).
 
 It writes RESULTS_DIR/search.json (the spec), trials/<id>/result.json per trial,
 trials.csv (one row per trial) and the Pareto report; an interrupted search
@@ -53,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-objective", action="store_true", help="add memory size (minimise) as an objective")
     p.add_argument("--asha", metavar="METRIC", default=None,
                    help="single scalar objective with ASHA early stopping (e.g. final_acc)")
+    p.add_argument("--mo-asha", action="store_true",
+                   help="multi-objective ASHA early stopping over the --objectives (trials stopped early never reach a front)")
+    p.add_argument("--grace-tasks", type=int, default=1,
+                   help="early stopping: tasks every trial trains before its first comparison (default 1)")
+    p.add_argument("--reduction-factor", type=int, default=2,
+                   help="early stopping: 1 in this many trials goes on at each comparison (default 2)")
     p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default 1; torch threads follow)")
     p.add_argument("--gpus-per-trial", type=float, default=None,
                    help="GPUs per trial, fractional to share a GPU (default 0.25 when a GPU is visible, else 0)")
@@ -71,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_objectives(args: argparse.Namespace) -> list[tuple[str, str]]:
+    if args.asha and args.mo_asha:
+        raise UsageError("--asha (one objective) and --mo-asha (the Pareto objectives) exclude each other; pick one")
     if args.asha:
         if args.asha not in DIRECTIONS or args.asha == "memory":
             raise UsageError(f"--asha {args.asha!r}: choose one of {', '.join(k for k in DIRECTIONS if k != 'memory')}")
@@ -99,6 +111,9 @@ def search_spec(args, method, space, fixed, objectives, proto) -> dict[str, Any]
         "task_incremental_only": strategies.STRATEGIES[method].task_incremental_only,
         "objectives": [list(o) for o in objectives],
         "asha": bool(args.asha),
+        "mo_asha": bool(args.mo_asha),
+        "grace_tasks": args.grace_tasks,
+        "reduction_factor": args.reduction_factor,
         "space": {k: d.to_json() for k, d in space.items()},
         "fixed": fixed,
         "protocol": proto,
@@ -124,8 +139,12 @@ def check_resumable(results_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
 
 def _same_search(old: dict[str, Any], new: dict[str, Any]) -> bool:
     keys = ("method", "objectives", "asha", "space", "fixed", "trials")
+    # Early-stopping keys came later: a spec without them ran with these values.
+    later = {"mo_asha": False, "grace_tasks": 1, "reduction_factor": 2}
     proto_keys = [k for k in new["protocol"] if k not in ("data_dir", "device", "threads")]
-    return all(old.get(k) == new.get(k) for k in keys) and all(old["protocol"].get(k) == new["protocol"].get(k) for k in proto_keys)
+    return (all(old.get(k) == new.get(k) for k in keys)
+            and all(old.get(k, d) == new.get(k, d) for k, d in later.items())
+            and all(old["protocol"].get(k) == new["protocol"].get(k) for k in proto_keys))
 
 
 class ProgressPrinter:
@@ -279,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_failures < -1:
         raise UsageError(f"--max-failures must be -1 (unlimited) or at least 0, got {args.max_failures}")
     check_resource_args(args)
+    if args.reduction_factor < 2:
+        raise UsageError(f"--reduction-factor must be at least 2, got {args.reduction_factor}")
+    if args.grace_tasks < 1:
+        raise UsageError(f"--grace-tasks must be at least 1, got {args.grace_tasks}")
     method = args.method
     fixed_raw = parse_sets(args.set)
     space, fixed = resolve_space(method, args.range, fixed_raw)
@@ -304,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     stream = build_protocol_stream(arrays, proto)
     del arrays
     space = fit_space_to_stream(space, stream)
+    if (args.asha or args.mo_asha) and args.grace_tasks >= stream.num_tasks:
+        raise UsageError(f"--grace-tasks {args.grace_tasks}: early stopping needs a comparison before the last of "
+                         f"the stream's {stream.num_tasks} tasks (use 1..{stream.num_tasks - 1})")
     spec = search_spec(args, method, space, fixed, objectives, proto)
     if resuming:
         spec = check_resumable(results_dir, spec)
@@ -369,7 +395,12 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
             if spec["asha"]:
                 scheduler = tune.schedulers.ASHAScheduler(
                     time_attr="tasks_done", metric=metrics[0], mode=modes[0], max_t=stream.num_tasks,
-                    grace_period=1, reduction_factor=2)
+                    grace_period=spec["grace_tasks"], reduction_factor=spec["reduction_factor"])
+            elif spec.get("mo_asha"):
+                from search.mo_asha import MultiObjectiveASHA
+                scheduler = MultiObjectiveASHA(objectives, stream.num_tasks, grace=spec["grace_tasks"],
+                                               eta=spec["reduction_factor"], results_dir=str(results_dir),
+                                               task_incremental_only=spec["task_incremental_only"])
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec["trials"],

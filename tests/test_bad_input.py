@@ -72,6 +72,11 @@ CASES = [
     ("rerun", ["--method", "icarl", "--tasks", "0"], "--tasks must be positive, got 0"),
     ("rerun", ["--method", "icarl", "--batch-size", "0"], "batch_size=0 is below its minimum 2"),
     ("rerun", ["--method", "icarl", "--seeds", "0"], "--seeds must be at least 1, got 0"),
+    # early stopping: conflicting modes, a factor that stops nothing, no comparison before the last task
+    ("run", ["--method", "icarl", "--asha", "final_acc", "--mo-asha"], "--asha (one objective) and --mo-asha (the Pareto objectives) exclude each other"),
+    ("run", ["--method", "icarl", "--mo-asha", "--reduction-factor", "1"], "--reduction-factor must be at least 2, got 1"),
+    ("run", ["--method", "icarl", "--mo-asha", "--grace-tasks", "0"], "--grace-tasks must be at least 1, got 0"),
+    ("run", ["--method", "icarl", "--mo-asha", "--grace-tasks", "3"], "--grace-tasks 3: early stopping needs a comparison before the last of the stream's 3 tasks"),
     # a backbone that cannot take the images (VGG-16's five poolings on 8x8 synthetic images)
     ("rerun", ["--method", "packnet", "--backbone", "vgg16"], "backbone vgg16 needs images of at least 32 px"),
     # more tasks than classes

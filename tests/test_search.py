@@ -122,6 +122,28 @@ def test_asha_scalar_search_never_puts_truncated_trials_on_a_front(tmp_path):
     assert (df.loc[df["status"] == "truncated", "tasks_done"] < 3).all()
 
 
+def test_mo_asha_search_stops_dominated_trials_and_keeps_them_off_the_front(tmp_path):
+    proc = search(tmp_path, "--method", "finetune", "--trials", "6", "--name", "moasha", "--mo-asha",
+                  "--max-concurrent", "2")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = tmp_path / "moasha"
+    df = _trials(out)
+    assert len(df) == 6 and df["trial_id"].is_unique
+    spec = json.loads((out / "search.json").read_text())
+    assert spec["mo_asha"] is True and spec["grace_tasks"] == 1 and spec["reduction_factor"] == 2
+    assert spec["objectives"] == [["final_acc", "max"], ["forgetting", "min"]]
+    # Rungs at 1 and 2 of 3 tasks: with 6 trials some are stopped there, and
+    # a stopped trial is recorded with the tasks it did, never on the front.
+    truncated = df[df["status"] == "truncated"]
+    assert len(truncated) >= 1 and set(truncated["tasks_done"]) <= {1, 2}
+    assert set(df["status"]) <= {"completed", "truncated"} and (df["status"] == "completed").any()
+    from analysis.pareto import pareto_table
+    table = pareto_table(df, {"final_acc": "max", "forgetting": "min"}, eligible=df["status"] == "completed")
+    assert table["on_front"].any() and not table.loc[table["on_front"], "status"].ne("completed").any()
+    assert "stopped early after" in proc.stdout
+    assert "multi-objective ASHA" in (out / "report.md").read_text()
+
+
 def test_interrupted_search_resumes_without_losing_or_duplicating_trials(tmp_path):
     args = [*RUN, *TINY, "--results-root", str(tmp_path), "--method", "finetune", "--trials", "5",
             "--name", "resume", "--no-report", "--max-concurrent", "1", "--epochs", "3"]

@@ -1,0 +1,153 @@
+"""Multi-objective early stopping over tasks: MO-ASHA.
+
+Asynchronous successive halving (ASHA; Li et al., MLSys 2020, Alg. 2) extended
+to several objectives as in MO-ASHA (Schmucker et al., "Multi-objective
+Asynchronous Successive Halving", arXiv:2106.12639, 2021): the time axis is
+``tasks_done``; rungs sit at ``grace * eta**i`` tasks (below the stream's last
+task). When a trial reports at a rung, its objective vector joins that rung's
+record, and the trial goes on only if it ranks in the top ``ceil(n / eta)`` of the
+n trials recorded there. Ranking is non-dominated sorting, and inside the front
+that the cut splits, the NSGA-II crowding distance (Deb et al. 2002, §III-B):
+lonelier points first, so a cut front keeps its spread along the trade-off
+instead of one end of it. This is the NSGA-II selection variant of MO-ASHA.
+
+Why a separate scheduler: Ray's ``ASHAScheduler`` refuses metric lists (DESIGN
+§9), and a scalarised objective would decide in advance where on the
+stability-plasticity trade-off the survivors lie.
+
+What the rest of the harness does with a stopped trial: its result.json says it
+stopped after k tasks, Optuna is told PRUNED (search/searcher.py), the report
+lists it as truncated and never puts it on a front (analysis/pareto.py).
+
+Resume: Tune does not save a scheduler's state in its experiment checkpoints,
+so after ``--resume`` the rung records are rebuilt from the trials' result.json
+files (each holds the accuracy matrix so far, and the metrics at rung k are those
+of its leading k x k block: the same numbers the trial reported then).
+
+A caveat the report repeats: at a rung of ONE task nothing can have been
+forgotten yet, so that rung ranks by accuracy alone and favours plastic
+configurations; ``--prune-grace 2`` puts the first rung where forgetting exists.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from analysis.pareto import crowding_distance, front_ranks
+
+
+def rung_tasks(num_tasks: int, grace: int, eta: int) -> list[int]:
+    """Task counts at which trials are compared: grace, grace*eta, ... < num_tasks."""
+    if grace < 1 or eta < 2:
+        raise ValueError(f"need grace >= 1 and reduction factor >= 2, got {grace} and {eta}")
+    rungs, t = [], grace
+    while t < num_tasks:
+        rungs.append(t)
+        t *= eta
+    return rungs
+
+
+def survivors(records: dict[str, tuple[float, ...]], senses: list[str], eta: int) -> set[str]:
+    """Ids among ``records`` (id -> objective vector) that rank in the top
+    ceil(n / eta): by front, then by crowding distance (larger first), then by id
+    (trial ids grow with submission order, so earlier trials win exact ties).
+    Vectors with a NaN/inf rank last."""
+    if not records:
+        return set()
+    ids = sorted(records)
+    points = np.array([records[i] for i in ids], dtype=float)
+    ranks = front_ranks(points, senses)
+    crowd = crowding_distance(points, senses)
+    big = len(ids) + 1  # after every front
+    keys = [(ranks[n] if ranks[n] >= 0 else big, np.inf if np.isnan(crowd[n]) else -crowd[n], n)
+            for n in range(len(ids))]
+    keep = math.ceil(len(ids) / eta)
+    return {ids[k[2]] for k in sorted(keys)[:keep]}
+
+
+class MultiObjectiveASHA(FIFOScheduler):
+    """MO-ASHA over ``tasks_done`` for Tune (see the module docstring).
+
+    ``objectives``: (metric name, "max"/"min") pairs, as the trials report them.
+    ``results_dir``: the search folder, read once (on the first result this
+    object sees) to rebuild the rung records of a resumed search.
+    """
+
+    def __init__(self, objectives: list[tuple[str, str]], num_tasks: int, grace: int = 1, eta: int = 2,
+                 results_dir: str | None = None, task_incremental_only: bool = False) -> None:
+        super().__init__()
+        self.objectives = [(str(n), str(s)) for n, s in objectives]
+        self.senses = [s for _, s in self.objectives]
+        self.eta = int(eta)
+        self.rungs = rung_tasks(num_tasks, grace, eta)
+        self.records: dict[int, dict[str, tuple[float, ...]]] = {r: {} for r in self.rungs}
+        self.stopped: dict[str, int] = {}  # trial id -> rung it was stopped at
+        self.results_dir = results_dir
+        self.task_incremental_only = task_incremental_only
+        self._read_disk = results_dir is None
+
+    def vector(self, metrics: dict[str, Any]) -> tuple[float, ...]:
+        out = []
+        for name, _ in self.objectives:
+            try:
+                out.append(float(metrics.get(name, math.nan)))
+            except (TypeError, ValueError):
+                out.append(math.nan)
+        return tuple(out)
+
+    def decide(self, trial_id: str, tasks_done: int, metrics: dict[str, Any]) -> str:
+        """CONTINUE or STOP for a trial that has just finished ``tasks_done`` tasks."""
+        if tasks_done not in self.records:
+            return TrialScheduler.CONTINUE
+        recorded = self.records[tasks_done]
+        recorded.setdefault(trial_id, self.vector(metrics))
+        if trial_id in survivors(recorded, self.senses, self.eta):
+            return TrialScheduler.CONTINUE
+        self.stopped[trial_id] = tasks_done
+        return TrialScheduler.STOP
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if not self._read_disk:
+            self._read_disk = True
+            self.seed_from_results(Path(self.results_dir))
+        done = result.get("tasks_done")
+        if done is None:
+            return TrialScheduler.CONTINUE
+        return self.decide(str(trial.trial_id), int(done), result)
+
+    def seed_from_results(self, results_dir: Path) -> int:
+        """Add each trial's rung vectors computed from its result.json; returns
+        how many (trial, rung) records were added."""
+        from analysis.metrics import summarize
+        from analysis.results import result_matrix
+
+        kind = "task_il" if self.task_incremental_only else "class_il"
+        added = 0
+        for path in sorted((results_dir / "trials").glob("*/result.json")):
+            try:
+                d = json.loads(path.read_text())
+                M = result_matrix(d, kind)
+                sizes = list(d.get("eval_sizes") or [])
+            except (OSError, ValueError):
+                continue  # a half-written or foreign file: the trial reports again anyway
+            if M is None:
+                continue
+            for rung in self.rungs:
+                if M.shape[0] < rung or len(sizes) < rung or path.parent.name in self.records[rung]:
+                    continue
+                metrics = summarize(M[:rung, :rung], sizes[:rung])
+                # Memory as the file has it now (a rehearsal memory is full from
+                # the first task on, so it is the same at every rung).
+                metrics.update(memory=d.get("memory_size"))
+                self.records[rung][path.parent.name] = self.vector(metrics)
+                added += 1
+        return added
+
+    def debug_string(self) -> str:
+        counts = ", ".join(f"{r} task(s): {len(self.records[r])} recorded" for r in self.rungs)
+        return f"MO-ASHA (eta {self.eta}): {len(self.stopped)} stopped; rungs {counts}"

@@ -1,0 +1,119 @@
+"""Multi-objective ASHA (search/mo_asha.py) and the NSGA-II crowding distance it
+ranks by (analysis/pareto.py), on hand-computed cases; the end-to-end search
+with --mo-asha is in tests/test_search.py."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from analysis.metrics import summarize
+from analysis.pareto import crowding_distance
+from search.mo_asha import MultiObjectiveASHA, rung_tasks, survivors
+
+SENSES = ["max", "min"]  # final accuracy up, forgetting down
+OBJ = [("final_acc", "max"), ("forgetting", "min")]
+
+
+def test_crowding_distance_by_hand():
+    # Front 0 = the first three points (each better in one objective); the fourth
+    # is dominated by (0.9, 0.3). Middle point: accuracy gap (0.9-0.6)/0.3 = 1,
+    # forgetting gap (0.3-0.1)/0.2 = 1 -> 2. Extremes and a lone front: inf.
+    pts = [(0.9, 0.3), (0.8, 0.2), (0.6, 0.1), (0.5, 0.3)]
+    d = crowding_distance(pts, SENSES)
+    assert np.isinf(d[0]) and np.isinf(d[2]) and np.isinf(d[3])
+    assert d[1] == pytest.approx(2.0)
+    # Two middle points: each gets its neighbours' gaps, per objective divided by the front's range.
+    pts = [(0.9, 0.3), (0.85, 0.25), (0.7, 0.15), (0.6, 0.1)]
+    d = crowding_distance(pts, SENSES)
+    assert d[1] == pytest.approx((0.9 - 0.7) / 0.3 + (0.3 - 0.15) / 0.2)
+    assert d[2] == pytest.approx((0.85 - 0.6) / 0.3 + (0.25 - 0.1) / 0.2)
+    assert np.isnan(crowding_distance([(math.nan, 0.1), (0.5, 0.2)], SENSES)[0])
+
+
+def test_rungs_follow_grace_and_factor():
+    assert rung_tasks(5, 1, 2) == [1, 2, 4]
+    assert rung_tasks(5, 2, 2) == [2, 4]
+    assert rung_tasks(10, 1, 3) == [1, 3, 9]
+    assert rung_tasks(3, 3, 2) == []
+    with pytest.raises(ValueError):
+        rung_tasks(5, 0, 2)
+    with pytest.raises(ValueError):
+        rung_tasks(5, 1, 1)
+
+
+def test_survivors_cut_a_front_by_crowding_not_by_one_objective():
+    # Four trials, eta 2 -> two go on. All of a, b, c are on the front; the cut
+    # falls inside it, and crowding keeps its two ends (the best accuracy AND the
+    # least forgetting), not the two most accurate points.
+    records = {"a": (0.9, 0.3), "b": (0.8, 0.2), "c": (0.6, 0.1), "d": (0.5, 0.3)}
+    assert survivors(records, SENSES, 2) == {"a", "c"}
+    # eta 3 on 6 trials: the 2 of front 0 go on, nothing of front 1.
+    records = {"a": (0.9, 0.1), "b": (0.95, 0.2), "c": (0.5, 0.3), "d": (0.4, 0.4), "e": (0.3, 0.5), "f": (0.2, 0.6)}
+    assert survivors(records, SENSES, 3) == {"a", "b"}
+    # A NaN vector ranks after every valid one.
+    assert survivors({"a": (math.nan, 0.0), "b": (0.1, 0.9)}, SENSES, 2) == {"b"}
+    assert survivors({}, SENSES, 2) == set()
+
+
+def test_decisions_are_asynchronous_successive_halving():
+    s = MultiObjectiveASHA(OBJ, num_tasks=5, grace=1, eta=2)
+    assert s.rungs == [1, 2, 4]
+    go, stop = "CONTINUE", "STOP"
+    # The first trial at a rung always goes on (nothing to compare with).
+    assert s.decide("t1", 1, {"final_acc": 0.5, "forgetting": 0.0}) == go
+    # A worse second trial stops (top ceil(2/2) = 1 of 2), a better third goes on.
+    assert s.decide("t2", 1, {"final_acc": 0.4, "forgetting": 0.0}) == stop
+    assert s.decide("t3", 1, {"final_acc": 0.7, "forgetting": 0.0}) == go
+    # Between rungs and at the last task nothing is decided.
+    assert s.decide("t1", 3, {"final_acc": 0.0, "forgetting": 1.0}) == go
+    assert s.decide("t1", 5, {"final_acc": 0.0, "forgetting": 1.0}) == go
+    # At rung 2, two trials on one front (each better in one objective): one of
+    # two goes on, and the tie goes to the earlier trial.
+    assert s.decide("t1", 2, {"final_acc": 0.6, "forgetting": 0.20}) == go
+    assert s.decide("t3", 2, {"final_acc": 0.4, "forgetting": 0.05}) == stop
+    # A third that dominates t1 is on the front with t3: 2 of 3 go on, it among them.
+    assert s.decide("t4", 2, {"final_acc": 0.7, "forgetting": 0.10}) == go
+    assert s.stopped == {"t2": 1, "t3": 2}
+    assert s.records[1]["t2"] == (0.4, 0.0)
+
+
+def _result_json(path, rows, sizes, status="running"):
+    T = 4
+    padded = [list(r) + [None] * (T - len(r)) for r in rows]
+    path.mkdir(parents=True)
+    (path / "result.json").write_text(json.dumps({
+        "acc_class_il": padded, "acc_task_il": padded, "eval_sizes": sizes, "status": status,
+        "memory_size": 40, "stream": {"num_tasks": T}}))
+
+
+def test_a_resumed_scheduler_rebuilds_its_rungs_from_the_result_files(tmp_path):
+    rows_a = [[0.9], [0.5, 0.8], [0.4, 0.6, 0.7]]
+    rows_b = [[0.7]]
+    _result_json(tmp_path / "trials" / "a", rows_a, [10, 20, 30])
+    _result_json(tmp_path / "trials" / "b", rows_b, [10])
+    (tmp_path / "trials" / "broken").mkdir()
+    (tmp_path / "trials" / "broken" / "result.json").write_text("{ half")  # skipped, not fatal
+    s = MultiObjectiveASHA(OBJ, num_tasks=4, grace=1, eta=2, results_dir=str(tmp_path))
+    assert s.rungs == [1, 2]
+    assert s.seed_from_results(tmp_path) == 3  # a at rungs 1 and 2, b at rung 1
+    m2 = summarize(np.array([[0.9, np.nan], [0.5, 0.8]]), [10, 20])
+    assert s.records[2]["a"] == (m2["final_acc"], m2["forgetting"])
+    assert s.records[1] == {"a": (0.9, 0.0), "b": (0.7, 0.0)}
+    # A trial arriving after the restore is compared with the rebuilt records:
+    # at rung 1 it is third of three (ceil(3/2) = 2 go on) and stops.
+    assert s.decide("c", 1, {"final_acc": 0.6, "forgetting": 0.0}) == "STOP"
+
+
+def test_scheduler_reads_the_folder_once_on_its_first_result(tmp_path):
+    _result_json(tmp_path / "trials" / "a", [[0.9]], [10])
+
+    class Trial:
+        trial_id = "z"
+
+    s = MultiObjectiveASHA(OBJ, num_tasks=3, grace=1, eta=2, results_dir=str(tmp_path))
+    assert s.records[1] == {}
+    assert s.on_trial_result(None, Trial(), {"tasks_done": 1, "final_acc": 0.1, "forgetting": 0.0}) == "STOP"
+    assert set(s.records[1]) == {"a", "z"}
