@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["SENSES", "non_dominated", "front_ranks", "crowding_distance", "pareto_table"]
+__all__ = ["SENSES", "non_dominated", "front_ranks", "crowding_distance", "hypervolume", "pareto_table"]
 
 SENSES = ("max", "min")
 
@@ -134,6 +134,44 @@ def crowding_distance(points: Any, senses: Sequence[str]) -> np.ndarray:
             gaps = (Q[order[2:], k] - Q[order[:-2], k]) / span
             dist[order[1:-1]] += gaps
     return dist
+
+
+def hypervolume(points: Any, senses: Sequence[str], reference: Sequence[float]) -> float:
+    """Volume of objective space that ``points`` dominate, bounded by ``reference``
+    (Zitzler & Thiele 1998, the "S metric"): one number for a whole front, larger
+    = better, so two searches' fronts can be compared. ``reference`` is a point
+    every useful point beats (e.g. accuracy 0 and forgetting 1); rows with NaN/inf
+    or not strictly better than it in every objective add nothing.
+
+    Exact, by slicing along the last objective (HSO, While et al. 2006): fine for
+    the few objectives and few hundred points of a search.
+    """
+    Q, valid = _oriented(points, senses)
+    sign = np.array([1.0 if s == "max" else -1.0 for s in senses])
+    ref = np.asarray(reference, dtype=float)
+    if ref.shape != sign.shape or not np.all(np.isfinite(ref)):
+        raise ValueError(f"reference must be {len(sign)} finite numbers, got {list(reference)!r}")
+    ref = ref * sign
+    Q = Q[valid & np.all(Q > ref, axis=1)]
+    return float(_hso(Q, ref))
+
+
+def _hso(Q: np.ndarray, ref: np.ndarray) -> float:
+    if len(Q) == 0:
+        return 0.0
+    if Q.shape[1] == 1:
+        return float(Q[:, 0].max() - ref[0])
+    # Slabs along the last objective, from the highest value down: in the slab
+    # between the i-th and (i+1)-th highest values, exactly the first i+1 points
+    # reach, so its volume is their (K-1)-dimensional hypervolume times its height.
+    Q = Q[np.argsort(-Q[:, -1], kind="stable")]
+    levels = np.append(Q[:, -1], ref[-1])
+    total = 0.0
+    for i in range(len(Q)):
+        height = levels[i] - levels[i + 1]
+        if height > 0:
+            total += height * _hso(Q[: i + 1, :-1], ref[:-1])
+    return total
 
 
 def _truthy(values: np.ndarray) -> np.ndarray:

@@ -1,19 +1,27 @@
-"""Search throughput from a finished results folder (issue "Speed", bench 3).
+"""Search throughput from finished results folders (issue "Speed", bench 3), and
+what early stopping buys: the same table for several searches side by side.
 
 Reads files only (DESIGN §2): ``search.json`` (when the search was created) and
-every ``trials/<id>/result.json`` (the loop's own run time ``train_time_s`` and
-the file's modification time = when the trial finished). Prints:
+every ``trials/<id>/result.json`` (the loop's own run time ``train_time_s``, the
+images it trained, the file's modification time = when the trial ended; the
+status -- completed, or truncated = stopped early -- as the report reads it).
+Prints one column per folder:
 
-- trials finished and the search's wall time (creation of the folder to the last
-  trial's result);
-- trials per hour;
+- trials ended, completed and stopped early; the wall time (creation of the
+  folder to the last trial's result) and trials per hour;
+- training images and loop seconds summed over trials: the compute spent;
 - the share of the wall time the trial slots spent inside the training loop:
   sum(train_time_s) / (wall x slots), where ``slots`` is how many trials can run
-  at once (CPUs / CPUs per trial; pass it with ``--slots``). The rest is Ray
-  overhead (ray.init, worker start-up, result reporting, scheduling gaps), the
-  driver's dataset loading and each trial's stream/model set-up.
+  at once (CPUs / CPUs per trial: ``--slots``). The rest is Ray overhead
+  (ray.init, worker start-up, reporting, scheduling gaps), the driver's data
+  loading and each trial's set-up;
+- the Pareto front of the completed trials on the search's objectives (size,
+  best value per objective) and its hypervolume (analysis/pareto.py) against a
+  fixed reference: accuracy 0, forgetting 1 (the worst possible fractions), so
+  two searches' fronts compare as one number (larger = better).
 
     python bench/search_throughput.py results/icarl-gtsrb-64 --slots 2
+    python bench/search_throughput.py results/icarl-gtsrb-64 results/icarl-gtsrb-64-moasha --slots 2
 """
 from __future__ import annotations
 
@@ -23,43 +31,82 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from analysis.pareto import hypervolume, non_dominated  # noqa: E402
+from analysis.results import ResultsError, load_search, objective_column  # noqa: E402
+
+# Worst possible value of each fraction objective: the hypervolume's reference.
+WORST = {"final_acc": 0.0, "final_acc_pooled": 0.0, "avg_inc_acc": 0.0, "plasticity": 0.0, "forgetting": 1.0,
+         "bwt": -1.0}
+
+
+def summarise(root: Path, slots: int) -> dict[str, str]:
+    res = load_search(root)
+    spec, df = res.spec, res.trials
+    created = time.mktime(time.strptime(spec["created"], "%Y-%m-%d %H:%M:%S"))
+    ends, images, loop_s = [], 0, 0.0
+    for path in sorted(root.glob("trials/*/result.json")):
+        d = json.loads(path.read_text())
+        ends.append(path.stat().st_mtime)
+        images += sum(int(t.get("images_trained", 0)) for t in d.get("timings") or [])
+        loop_s += float(d.get("train_time_s") or 0.0)
+    if not ends:
+        raise ResultsError(f"{root} has no trial results")
+    wall = max(ends) - created
+    counts = df["status"].value_counts()
+    ended = len(df) - int(counts.get("running", 0))
+    objectives = [(n, s) for n, s in res.objectives]
+    done = df[df["status"] == "completed"]
+    cols = [objective_column(n, res.task_incremental_only) for n, _ in objectives]
+    senses = [s for _, s in objectives]
+    front = done[non_dominated(done[cols].to_numpy(float), senses)] if len(done) else done
+    early = "none"
+    if spec.get("asha") or spec.get("mo_asha"):
+        early = (f"{'MO-ASHA' if spec.get('mo_asha') else 'ASHA'} grace {spec.get('grace_tasks', 1)} "
+                 f"factor {spec.get('reduction_factor', 2)}")
+    out = {
+        "search": f"{spec['method']} on {spec['protocol']['dataset']}, {spec['trials']} trials",
+        "precision": str(spec["protocol"].get("precision")),
+        "early stopping": early,
+        "trials ended": f"{ended} ({int(counts.get('completed', 0))} completed, "
+                        f"{int(counts.get('truncated', 0))} stopped early)",
+        "wall time": f"{wall / 60:.1f} min",
+        "trials / hour": f"{ended / (wall / 3600):.1f}",
+        "training images": f"{images / 1e6:.2f} M ({images / max(ended, 1) / 1e3:.0f} k per trial)",
+        "loop time": f"{loop_s / 60:.1f} min ({loop_s / max(ended, 1):.0f} s per trial)",
+        "in the loop": f"{100 * loop_s / (wall * slots):.1f} % of {slots} slots' time",
+        "front size": str(len(front)),
+    }
+    for (name, sense), col in zip(objectives, cols):
+        if len(front):
+            best = front[col].max() if sense == "max" else front[col].min()
+            out[f"front {'best' if sense == 'max' else 'lowest'} {name}"] = (
+                f"{100 * best:.1f} %" if name in WORST else f"{best:g}")
+    if all(n in WORST for n, _ in objectives) and len(done):
+        hv = hypervolume(done[cols].to_numpy(float), senses, [WORST[n] for n, _ in objectives])
+        out["front hypervolume"] = f"{hv:.4f}"
+    if counts.get("running", 0):
+        out["note"] = f"{int(counts['running'])} trials still running: the figures are partial"
+    return out
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("results_dir")
+    p.add_argument("results_dirs", nargs="+", metavar="results_dir")
     p.add_argument("--slots", type=int, required=True, help="trials that can run at once (CPUs / CPUs per trial)")
     args = p.parse_args(argv)
-    root = Path(args.results_dir)
     try:
-        search = json.loads((root / "search.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"error: {root / 'search.json'}: {type(exc).__name__}", file=sys.stderr)
+        columns = [summarise(Path(d), args.slots) for d in args.results_dirs]
+    except (ResultsError, OSError, json.JSONDecodeError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    created = time.mktime(time.strptime(search["created"], "%Y-%m-%d %H:%M:%S"))
-    runs, ends = [], []
-    for path in sorted(root.glob("trials/*/result.json")):
-        d = json.loads(path.read_text())
-        runs.append(d)
-        ends.append(path.stat().st_mtime)
-    if not runs:
-        print(f"error: {root} has no trial results", file=sys.stderr)
-        return 2
-    wall = max(ends) - created
-    completed = [d for d in runs if d.get("status") == "completed"]
-    running = [d for d in runs if d.get("status") == "running"]
-    if running:
-        print(f"note: {len(running)} trials are still running: the figures are partial")
-    loop_s = sum(float(d.get("train_time_s") or 0.0) for d in runs)
-    busy = loop_s / (wall * args.slots)
-    print(f"search          {search['method']} on {search['protocol']['dataset']}, {search['trials']} trials requested, "
-          f"precision {search['protocol'].get('precision')}")
-    print(f"trials ended    {len(runs) - len(running)} ({len(completed)} completed)")
-    print(f"wall time       {wall / 60:.1f} min (folder created -> last trial result)")
-    print(f"trials / hour   {(len(runs) - len(running)) / (wall / 3600):.1f}")
-    print(f"mean loop time  {loop_s / len(runs):.1f} s per trial (inside the training loop)")
-    print(f"slots           {args.slots}")
-    print(f"in the loop     {100 * busy:.1f} % of slot time")
-    print(f"overhead        {100 * (1 - busy):.1f} % (Ray start-up and scheduling, worker start, reporting, set-up)")
+    rows = list(dict.fromkeys(k for c in columns for k in c))
+    names = [Path(d).name for d in args.results_dirs]
+    print("| | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for row in rows:
+        print(f"| {row} | " + " | ".join(c.get(row, "") for c in columns) + " |")
     return 0
 
 

@@ -199,7 +199,8 @@ class ProgressPrinter:
             what = f"FAILED ({self.failure_reason(trial.trial_id)})"
         elif int(result.get("tasks_done", 0)) < self.num_tasks:
             self.truncated += 1
-            what = f"stopped early after {result.get('tasks_done', 0)} tasks"
+            n = int(result.get('tasks_done', 0))
+            what = f"stopped early after {n} task{'' if n == 1 else 's'}"
         else:
             self.done += 1
             for name, sense in self.objectives:

@@ -117,3 +117,22 @@ def test_scheduler_reads_the_folder_once_on_its_first_result(tmp_path):
     assert s.records[1] == {}
     assert s.on_trial_result(None, Trial(), {"tasks_done": 1, "final_acc": 0.1, "forgetting": 0.0}) == "STOP"
     assert set(s.records[1]) == {"a", "z"}
+
+
+def test_hypervolume_by_hand():
+    from analysis.pareto import hypervolume
+    # Accuracy up, forgetting down, reference (0, 1). One point (0.8, 0.2)
+    # dominates the box 0.8 x 0.8 = 0.64.
+    assert hypervolume([(0.8, 0.2)], SENSES, (0.0, 1.0)) == pytest.approx(0.64)
+    # Two front points: union of boxes 0.9 x 0.7 and 0.6 x 0.9, overlap 0.6 x 0.7:
+    # 0.63 + 0.54 - 0.42 = 0.75; a dominated point and a NaN add nothing.
+    pts = [(0.9, 0.3), (0.6, 0.1), (0.5, 0.4), (math.nan, 0.0)]
+    assert hypervolume(pts, SENSES, (0.0, 1.0)) == pytest.approx(0.75)
+    # Three objectives (memory down, reference 100): two boxes 0.9*0.7*50 and
+    # 0.6*0.9*80, overlap 0.6*0.7*50: 31.5 + 43.2 - 21 = 53.7.
+    pts3 = [(0.9, 0.3, 50), (0.6, 0.1, 20)]
+    assert hypervolume(pts3, ["max", "min", "min"], (0.0, 1.0, 100)) == pytest.approx(53.7)
+    # Points not better than the reference count for nothing; a bad reference is refused.
+    assert hypervolume([(0.5, 1.2)], SENSES, (0.0, 1.0)) == 0.0
+    with pytest.raises(ValueError):
+        hypervolume(pts, SENSES, (0.0,))

@@ -142,6 +142,19 @@ def test_mo_asha_search_stops_dominated_trials_and_keeps_them_off_the_front(tmp_
     assert table["on_front"].any() and not table.loc[table["on_front"], "status"].ne("completed").any()
     assert "stopped early after" in proc.stdout
     assert "multi-objective ASHA" in (out / "report.md").read_text()
+    # The search-throughput bench reads the same folder: its counts and the
+    # hypervolume of the completed trials (reference: accuracy 0, forgetting 1).
+    from analysis.pareto import hypervolume
+    bench = subprocess.run([sys.executable, str(ROOT / "bench" / "search_throughput.py"), str(out), "--slots", "2"],
+                           capture_output=True, text=True, timeout=120, env=_env())
+    assert bench.returncode == 0, bench.stderr
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1].strip(" |") for line in bench.stdout.splitlines()[2:]}
+    n_trunc, n_done = len(truncated), int((df["status"] == "completed").sum())
+    assert rows["trials ended"] == f"6 ({n_done} completed, {n_trunc} stopped early)"
+    assert rows["early stopping"] == "MO-ASHA grace 1 factor 2"
+    done = df[df["status"] == "completed"]
+    hv = hypervolume(done[["final_acc", "forgetting"]].to_numpy(float), ["max", "min"], [0.0, 1.0])
+    assert rows["front hypervolume"] == f"{hv:.4f}" and hv > 0
 
 
 def test_interrupted_search_resumes_without_losing_or_duplicating_trials(tmp_path):
