@@ -149,8 +149,13 @@ def _objectives_text(res: SearchResults) -> str:
         text += " (single objective, ASHA early stopping)"
     elif res.spec.get("mo_asha"):
         rf, grace = res.spec.get("reduction_factor", 2), res.spec.get("grace_tasks", 1)
-        text += (f" (multi-objective ASHA early stopping: 1 in {rf} trials goes on at {grace}, {grace}x{rf}, ... tasks"
-                 + ("; a 1-task comparison ranks by accuracy alone" if grace == 1 else "") + ")")
+        rungs, t = [], grace  # the comparison points, as search/mo_asha.py places them
+        while res.num_tasks is not None and t < res.num_tasks:
+            rungs.append(str(t))
+            t *= rf
+        where = f"after {', '.join(rungs)} of {res.num_tasks} tasks" if rungs else f"every {grace} x {rf}^i tasks"
+        text += (f" (multi-objective ASHA early stopping: 1 in {rf} trials goes on {where}"
+                 + ("; the 1-task comparison ranks by accuracy alone" if grace == 1 else "") + ")")
     if res.task_incremental_only:
         text += " — task-incremental metrics (task identity given at test time)"
     return text

@@ -54,12 +54,13 @@ def rung_tasks(num_tasks: int, grace: int, eta: int) -> list[int]:
 
 def survivors(records: dict[str, tuple[float, ...]], senses: list[str], eta: int) -> set[str]:
     """Ids among ``records`` (id -> objective vector) that rank in the top
-    ceil(n / eta): by front, then by crowding distance (larger first), then by id
-    (trial ids grow with submission order, so earlier trials win exact ties).
+    ceil(n / eta): by front, then by crowding distance (larger first), then by
+    the order of ``records`` (arrival at the rung: the earlier trial wins an
+    exact tie, as a trial already let through cannot be called back).
     Vectors with a NaN/inf rank last."""
     if not records:
         return set()
-    ids = sorted(records)
+    ids = list(records)
     points = np.array([records[i] for i in ids], dtype=float)
     ranks = front_ranks(points, senses)
     crowd = crowding_distance(points, senses)
@@ -120,32 +121,38 @@ class MultiObjectiveASHA(FIFOScheduler):
             return TrialScheduler.CONTINUE
         return self.decide(str(trial.trial_id), int(done), result)
 
-    def seed_from_results(self, results_dir: Path) -> int:
-        """Add each trial's rung vectors computed from its result.json; returns
-        how many (trial, rung) records were added."""
+    def rung_metrics(self, d: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        """The metrics a trial reported at each rung it reached, recomputed from
+        its result.json ``d``: those of the leading k x k block of its matrix."""
         from analysis.metrics import summarize
         from analysis.results import result_matrix
 
-        kind = "task_il" if self.task_incremental_only else "class_il"
+        M = result_matrix(d, "task_il" if self.task_incremental_only else "class_il")
+        sizes = list(d.get("eval_sizes") or [])
+        out: dict[int, dict[str, Any]] = {}
+        for rung in self.rungs:
+            if M is None or M.shape[0] < rung or len(sizes) < rung:
+                break
+            metrics: dict[str, Any] = summarize(M[:rung, :rung], sizes[:rung])
+            # Memory as the file has it now (a rehearsal memory is full from the
+            # first task on, so it is the same at every rung).
+            metrics["memory"] = d.get("memory_size")
+            out[rung] = metrics
+        return out
+
+    def seed_from_results(self, results_dir: Path) -> int:
+        """Add each trial's rung vectors computed from its result.json; returns
+        how many (trial, rung) records were added."""
         added = 0
         for path in sorted((results_dir / "trials").glob("*/result.json")):
             try:
-                d = json.loads(path.read_text())
-                M = result_matrix(d, kind)
-                sizes = list(d.get("eval_sizes") or [])
+                at_rungs = self.rung_metrics(json.loads(path.read_text()))
             except (OSError, ValueError):
                 continue  # a half-written or foreign file: the trial reports again anyway
-            if M is None:
-                continue
-            for rung in self.rungs:
-                if M.shape[0] < rung or len(sizes) < rung or path.parent.name in self.records[rung]:
-                    continue
-                metrics = summarize(M[:rung, :rung], sizes[:rung])
-                # Memory as the file has it now (a rehearsal memory is full from
-                # the first task on, so it is the same at every rung).
-                metrics.update(memory=d.get("memory_size"))
-                self.records[rung][path.parent.name] = self.vector(metrics)
-                added += 1
+            for rung, metrics in at_rungs.items():
+                if path.parent.name not in self.records[rung]:
+                    self.records[rung][path.parent.name] = self.vector(metrics)
+                    added += 1
         return added
 
     def debug_string(self) -> str:

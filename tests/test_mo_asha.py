@@ -56,6 +56,8 @@ def test_survivors_cut_a_front_by_crowding_not_by_one_objective():
     # A NaN vector ranks after every valid one.
     assert survivors({"a": (math.nan, 0.0), "b": (0.1, 0.9)}, SENSES, 2) == {"b"}
     assert survivors({}, SENSES, 2) == set()
+    # An exact tie (both alone at an end of the front) goes to the trial that arrived first.
+    assert survivors({"b": (0.5, 0.1), "a": (0.6, 0.2)}, SENSES, 2) == {"b"}
 
 
 def test_decisions_are_asynchronous_successive_halving():
@@ -136,3 +138,36 @@ def test_hypervolume_by_hand():
     assert hypervolume([(0.5, 1.2)], SENSES, (0.0, 1.0)) == 0.0
     with pytest.raises(ValueError):
         hypervolume(pts, SENSES, (0.0,))
+
+
+def test_replay_of_a_full_search_applies_the_scheduler_in_simulated_time():
+    """bench/early_stopping_replay.py on four hand-made trials, one slot, 3 tasks,
+    rungs at 1 and 2 tasks: A passes both rungs (first there); B is below A
+    at rung 1; C beats A at rung 1 and dominates it at rung 2 (0.675 accuracy,
+    0.05 forgetting against 0.5, 0.1); D is last at rung 1 (2 of 4 go on)."""
+    import importlib.util
+    import types
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "early_stopping_replay.py"
+    spec = importlib.util.spec_from_file_location("early_stopping_replay", path)
+    replay_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replay_mod)
+
+    def trial(tid, rows, seconds):
+        padded = [list(r) + [None] * (3 - len(r)) for r in rows]
+        d = {"acc_class_il": padded, "eval_sizes": [10, 10, 10], "memory_size": 20}
+        return {"id": tid, "result": d, "durations": [seconds] * 3, "images": [100] * 3}
+
+    trials = [trial("A", [[0.5], [0.4, 0.6], [0.4, 0.5, 0.6]], 1.0),
+              trial("B", [[0.3], [0.3, 0.3], [0.3, 0.3, 0.3]], 2.0),
+              trial("C", [[0.7], [0.65, 0.7], [0.6, 0.6, 0.7]], 3.0),
+              trial("D", [[0.2], [0.2, 0.2], [0.2, 0.2, 0.2]], 4.0)]
+    res = types.SimpleNamespace(objectives=OBJ, num_tasks=3, task_incremental_only=False)
+    out = replay_mod.replay(res, trials, grace=1, factor=2, slots=1)
+    assert out["tasks_run"] == {"A": 3, "B": 1, "C": 3, "D": 1}
+    assert out["makespan"] == pytest.approx(3 * 1.0 + 2.0 + 3 * 3.0 + 4.0)
+    # Two slots: A and B start together; B reaches rung 1 after A (2 s > 1 s) and stops.
+    out2 = replay_mod.replay(res, trials, grace=1, factor=2, slots=2)
+    assert out2["tasks_run"]["B"] == 1 and out2["tasks_run"]["A"] == 3
+    assert replay_mod.full_makespan(trials, 1) == pytest.approx(3 * (1 + 2 + 3 + 4))
