@@ -123,7 +123,8 @@ def test_asha_scalar_search_never_puts_truncated_trials_on_a_front(tmp_path):
 
 
 def test_mo_asha_search_stops_dominated_trials_and_keeps_them_off_the_front(tmp_path):
-    proc = search(tmp_path, "--method", "finetune", "--trials", "6", "--name", "moasha", "--mo-asha",
+    # replay: finetune forgets everything here, and a front at forgetting 1 has no hypervolume to check.
+    proc = search(tmp_path, "--method", "replay", "--trials", "6", "--name", "moasha", "--mo-asha",
                   "--max-concurrent", "2")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = tmp_path / "moasha"
