@@ -55,6 +55,9 @@ MAX_FRONT_CONFIGS = 8
 MIN_TRIALS_FOR_IMPORTANCE = 4
 FIGURES = ("pareto.png", "pareto_task_il.png", "front_curves.png", "front_matrices.png", "importance.png")
 
+# Above this many not-completed trials the Pareto plot leaves their crosses unlabelled.
+MAX_GREY_LABELS = 12
+
 METRIC_LABELS = {
     "final_acc": "final accuracy", "final_acc_pooled": "final accuracy (pooled)",
     "avg_inc_acc": "average incremental accuracy", "forgetting": "average forgetting",
@@ -277,10 +280,13 @@ def _pareto_figure(searches: list[_Search], color: str | None, path: Path, task_
         if color is not None and not single and k == 0:
             notes.append(f"--color {color} is ignored when several searches are compared (colour = method).")
     if grey_x:
-        for xi, yi, txt in grey_txt:
+        # Labels only while they stay readable: an early-stopped search has dozens of
+        # grey crosses, and the report's table of failed and stopped trials names them all.
+        for xi, yi, txt in grey_txt if len(grey_txt) <= MAX_GREY_LABELS else ():
             ax.annotate(txt, (xi, yi), xytext=(6, -10), textcoords="offset points", fontsize=7.5, color="0.4")
         ax.scatter(grey_x, grey_y, marker="x", s=40, color="0.55", linewidths=1.2, zorder=2,
-                   label=f"not completed: diverged / error / stopped early ({len(grey_x)})")
+                   label=f"not completed: diverged / error / stopped early ({len(grey_x)})"
+                         + (", listed in the report" if len(grey_txt) > MAX_GREY_LABELS else ""))
     if no_metrics:
         ax.plot([], [], ls="none", label=f"{no_metrics} failed trial(s) without metrics (not shown)")
     kind = "task-incremental (task identity given at test time)\n" if task_il else "class-incremental, "
