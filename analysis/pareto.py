@@ -112,15 +112,17 @@ def front_ranks(points: Any, senses: Sequence[str]) -> np.ndarray:
     return ranks
 
 
-def crowding_distance(points: Any, senses: Sequence[str]) -> np.ndarray:
+def crowding_distance(points: Any, senses: Sequence[str], ranks: np.ndarray | None = None) -> np.ndarray:
     """NSGA-II crowding distance of each row inside its own front (Deb et al.
     2002, §III-B): per objective, sort the front, give its two extremes +inf and
     every other row the gap between its neighbours divided by the front's range;
     sum over objectives. Larger = a lonelier point, preferred when a front has
-    to be cut. Rows with any NaN/inf get NaN.
+    to be cut. Rows with any NaN/inf get NaN. ``ranks``: ``front_ranks`` of the
+    same points when the caller has them already.
     """
     Q, valid = _oriented(points, senses)
-    ranks = front_ranks(points, senses)
+    if ranks is None:
+        ranks = front_ranks(points, senses)
     dist = np.full(Q.shape[0], np.nan)
     dist[valid] = 0.0
     for rank in np.unique(ranks[ranks >= 0]):

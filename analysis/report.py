@@ -47,7 +47,7 @@ from analysis.metrics import accuracy_curves  # noqa: E402
 from analysis.pareto import non_dominated, pareto_table  # noqa: E402
 from strategies.result import write_text_atomic  # noqa: E402
 from analysis.results import (PARAM_PREFIX, TASK_IL_PREFIX, ResultsError, SearchResults,  # noqa: E402
-                              load_search, result_matrix, trial_number)
+                              load_search, result_matrix, rung_tasks, trial_number)
 
 __all__ = ["build_report", "main", "MAX_FRONT_CONFIGS", "MIN_TRIALS_FOR_IMPORTANCE"]
 
@@ -152,11 +152,12 @@ def _objectives_text(res: SearchResults) -> str:
         text += " (single objective, ASHA early stopping)"
     elif res.spec.get("mo_asha"):
         rf, grace = res.spec.get("reduction_factor", 2), res.spec.get("grace_tasks", 1)
-        rungs, t = [], grace  # the comparison points, as search/mo_asha.py places them
-        while res.num_tasks is not None and t < res.num_tasks:
-            rungs.append(str(t))
-            t *= rf
-        where = f"after {', '.join(rungs)} of {res.num_tasks} tasks" if rungs else f"every {grace} x {rf}^i tasks"
+        try:
+            rungs = rung_tasks(res.num_tasks, grace, rf) if res.num_tasks is not None else []
+        except (TypeError, ValueError):  # a hand-edited search.json: say the settings, not the rungs
+            rungs = []
+        where = (f"after {', '.join(map(str, rungs))} of {res.num_tasks} tasks" if rungs
+                 else f"every {grace} x {rf}^i tasks")
         text += (f" (multi-objective ASHA early stopping: 1 in {rf} trials goes on {where}"
                  + ("; the 1-task comparison ranks by accuracy alone" if grace == 1 else "") + ")")
     if res.task_incremental_only:

@@ -51,6 +51,7 @@ __all__ = [
     "result_matrix",
     "trial_number",
     "objective_column",
+    "rung_tasks",
 ]
 
 SEARCH_FORMAT = "clsearch-search/1"
@@ -123,6 +124,19 @@ def read_result(path: str | Path) -> dict[str, Any]:
     if d.get("format") != RESULT_FORMAT:
         raise ResultsError(f"{path} has format {d.get('format')!r}; this version reads {RESULT_FORMAT!r}")
     return d
+
+
+def rung_tasks(num_tasks: int, grace: int, factor: int) -> list[int]:
+    """Where an early-stopped search compares its trials (search/mo_asha.py, and
+    Tune's ASHA with the same settings): after grace, grace*factor, ... tasks,
+    below the stream's last task."""
+    if grace < 1 or factor < 2:
+        raise ValueError(f"need grace >= 1 and reduction factor >= 2, got {grace} and {factor}")
+    rungs, t = [], grace
+    while t < num_tasks:
+        rungs.append(t)
+        t *= factor
+    return rungs
 
 
 def trial_number(trial_id: str, default: int | None = None) -> int | None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import heapq
 import itertools
-import json
 import sys
 from pathlib import Path
 
@@ -32,12 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
+from analysis.metrics import WORST_VALUE  # noqa: E402
 from analysis.pareto import hypervolume, non_dominated  # noqa: E402
 from analysis.results import ResultsError, load_search, objective_column  # noqa: E402
 from search.mo_asha import MultiObjectiveASHA  # noqa: E402
-
-REFERENCE = {"final_acc": 0.0, "final_acc_pooled": 0.0, "avg_inc_acc": 0.0, "plasticity": 0.0, "forgetting": 1.0,
-             "bwt": -1.0}
 
 
 def load_trials(root: Path) -> tuple[object, list[dict]]:
@@ -45,7 +42,7 @@ def load_trials(root: Path) -> tuple[object, list[dict]]:
     trials = []
     for tid in res.trials.loc[res.trials["status"] == "completed", "trial_id"]:
         path = root / "trials" / str(tid) / "result.json"
-        d = json.loads(path.read_text())
+        d = res.result(tid)
         durations = [sum(float(t.get(k, 0.0)) for k in ("begin_task_s", "train_s", "end_task_s", "eval_s"))
                      for t in d["timings"]]
         trials.append({"id": str(tid), "result": d, "durations": durations,
@@ -104,19 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.results_dir)
     try:
         res, trials = load_trials(root)
-    except (ResultsError, OSError, json.JSONDecodeError, KeyError) as exc:
+    except (ResultsError, OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if res.spec.get("asha") or res.spec.get("mo_asha"):
         print(f"error: {root} stopped trials early itself; replay a search run without early stopping", file=sys.stderr)
         return 2
     objectives = res.objectives
-    if not all(n in REFERENCE for n, _ in objectives):
+    if not all(n in WORST_VALUE for n, _ in objectives):
         print(f"error: the hypervolume needs fraction objectives; this search has {[n for n, _ in objectives]}",
               file=sys.stderr)
         return 2
     senses = [s for _, s in objectives]
-    reference = [REFERENCE[n] for n, _ in objectives]
+    reference = [WORST_VALUE[n] for n, _ in objectives]
     cols = [objective_column(n, res.task_incremental_only) for n, _ in objectives]
     table = res.trials.set_index("trial_id").loc[[t["id"] for t in trials], cols].to_numpy(float)
     on_front = non_dominated(table, senses)

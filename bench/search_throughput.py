@@ -26,19 +26,15 @@ Prints one column per folder:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from analysis.metrics import WORST_VALUE  # noqa: E402
 from analysis.pareto import hypervolume, non_dominated  # noqa: E402
 from analysis.results import ResultsError, load_search, objective_column  # noqa: E402
-
-# Worst possible value of each fraction objective: the hypervolume's reference.
-WORST = {"final_acc": 0.0, "final_acc_pooled": 0.0, "avg_inc_acc": 0.0, "plasticity": 0.0, "forgetting": 1.0,
-         "bwt": -1.0}
 
 
 def summarise(root: Path, slots: int) -> dict[str, str]:
@@ -46,9 +42,9 @@ def summarise(root: Path, slots: int) -> dict[str, str]:
     spec, df = res.spec, res.trials
     created = time.mktime(time.strptime(spec["created"], "%Y-%m-%d %H:%M:%S"))
     ends, images, loop_s = [], 0, 0.0
-    for path in sorted(root.glob("trials/*/result.json")):
-        d = json.loads(path.read_text())
-        ends.append(path.stat().st_mtime)
+    for tid in df["trial_id"]:
+        d = res.result(tid)
+        ends.append((root / "trials" / str(tid) / "result.json").stat().st_mtime)
         images += sum(int(t.get("images_trained", 0)) for t in d.get("timings") or [])
         loop_s += float(d.get("train_time_s") or 0.0)
     if not ends:
@@ -82,9 +78,9 @@ def summarise(root: Path, slots: int) -> dict[str, str]:
         if len(front):
             best = front[col].max() if sense == "max" else front[col].min()
             out[f"front {'best' if sense == 'max' else 'lowest'} {name}"] = (
-                f"{100 * best:.1f} %" if name in WORST else f"{best:g}")
-    if all(n in WORST for n, _ in objectives) and len(done):
-        hv = hypervolume(done[cols].to_numpy(float), senses, [WORST[n] for n, _ in objectives])
+                f"{100 * best:.1f} %" if name in WORST_VALUE else f"{best:g}")
+    if all(n in WORST_VALUE for n, _ in objectives) and len(done):
+        hv = hypervolume(done[cols].to_numpy(float), senses, [WORST_VALUE[n] for n, _ in objectives])
         out["front hypervolume"] = f"{hv:.4f}"
     if counts.get("running", 0):
         out["note"] = f"{int(counts['running'])} trials still running: the figures are partial"
@@ -98,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         columns = [summarise(Path(d), args.slots) for d in args.results_dirs]
-    except (ResultsError, OSError, json.JSONDecodeError, KeyError) as exc:
+    except (ResultsError, OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rows = list(dict.fromkeys(k for c in columns for k in c))

@@ -26,11 +26,10 @@ of its leading k x k block: the same numbers the trial reported then).
 
 A caveat the report repeats: at a rung of ONE task nothing can have been
 forgotten yet, so that rung ranks by accuracy alone and favours plastic
-configurations; ``--prune-grace 2`` puts the first rung where forgetting exists.
+configurations; ``--grace-tasks 2`` puts the first rung where forgetting exists.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -38,18 +37,11 @@ from typing import Any
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from analysis.metrics import summarize
 from analysis.pareto import crowding_distance, front_ranks
+from analysis.results import read_result, result_matrix, rung_tasks
 
-
-def rung_tasks(num_tasks: int, grace: int, eta: int) -> list[int]:
-    """Task counts at which trials are compared: grace, grace*eta, ... < num_tasks."""
-    if grace < 1 or eta < 2:
-        raise ValueError(f"need grace >= 1 and reduction factor >= 2, got {grace} and {eta}")
-    rungs, t = [], grace
-    while t < num_tasks:
-        rungs.append(t)
-        t *= eta
-    return rungs
+__all__ = ["MultiObjectiveASHA", "rung_tasks", "survivors"]
 
 
 def survivors(records: dict[str, tuple[float, ...]], senses: list[str], eta: int) -> set[str]:
@@ -63,7 +55,7 @@ def survivors(records: dict[str, tuple[float, ...]], senses: list[str], eta: int
     ids = list(records)
     points = np.array([records[i] for i in ids], dtype=float)
     ranks = front_ranks(points, senses)
-    crowd = crowding_distance(points, senses)
+    crowd = crowding_distance(points, senses, ranks)
     big = len(ids) + 1  # after every front
     keys = [(ranks[n] if ranks[n] >= 0 else big, np.inf if np.isnan(crowd[n]) else -crowd[n], n)
             for n in range(len(ids))]
@@ -124,9 +116,6 @@ class MultiObjectiveASHA(FIFOScheduler):
     def rung_metrics(self, d: dict[str, Any]) -> dict[int, dict[str, Any]]:
         """The metrics a trial reported at each rung it reached, recomputed from
         its result.json ``d``: those of the leading k x k block of its matrix."""
-        from analysis.metrics import summarize
-        from analysis.results import result_matrix
-
         M = result_matrix(d, "task_il" if self.task_incremental_only else "class_il")
         sizes = list(d.get("eval_sizes") or [])
         out: dict[int, dict[str, Any]] = {}
@@ -146,9 +135,9 @@ class MultiObjectiveASHA(FIFOScheduler):
         added = 0
         for path in sorted((results_dir / "trials").glob("*/result.json")):
             try:
-                at_rungs = self.rung_metrics(json.loads(path.read_text()))
-            except (OSError, ValueError):
-                continue  # a half-written or foreign file: the trial reports again anyway
+                at_rungs = self.rung_metrics(read_result(path))
+            except ValueError:  # ResultsError: unreadable, half-written or another format
+                continue  # the trial reports again anyway
             for rung, metrics in at_rungs.items():
                 if path.parent.name not in self.records[rung]:
                     self.records[rung][path.parent.name] = self.vector(metrics)

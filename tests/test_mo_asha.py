@@ -11,6 +11,7 @@ import pytest
 
 from analysis.metrics import summarize
 from analysis.pareto import crowding_distance
+from analysis.results import RESULT_FORMAT
 from search.mo_asha import MultiObjectiveASHA, rung_tasks, survivors
 
 SENSES = ["max", "min"]  # final accuracy up, forgetting down
@@ -87,7 +88,7 @@ def _result_json(path, rows, sizes, status="running"):
     padded = [list(r) + [None] * (T - len(r)) for r in rows]
     path.mkdir(parents=True)
     (path / "result.json").write_text(json.dumps({
-        "acc_class_il": padded, "acc_task_il": padded, "eval_sizes": sizes, "status": status,
+        "format": RESULT_FORMAT, "acc_class_il": padded, "acc_task_il": padded, "eval_sizes": sizes, "status": status,
         "memory_size": 40, "stream": {"num_tasks": T}}))
 
 
@@ -98,6 +99,9 @@ def test_a_resumed_scheduler_rebuilds_its_rungs_from_the_result_files(tmp_path):
     _result_json(tmp_path / "trials" / "b", rows_b, [10])
     (tmp_path / "trials" / "broken").mkdir()
     (tmp_path / "trials" / "broken" / "result.json").write_text("{ half")  # skipped, not fatal
+    _result_json(tmp_path / "trials" / "old", rows_a, [10, 20, 30])
+    old_file = tmp_path / "trials" / "old" / "result.json"
+    old_file.write_text(old_file.read_text().replace(RESULT_FORMAT, "clsearch-result/0"))  # another version: skipped
     s = MultiObjectiveASHA(OBJ, num_tasks=4, grace=1, eta=2, results_dir=str(tmp_path))
     assert s.rungs == [1, 2]
     assert s.seed_from_results(tmp_path) == 3  # a at rungs 1 and 2, b at rung 1
