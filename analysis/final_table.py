@@ -28,15 +28,17 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.results import ResultsError  # noqa: E402
+from core.objectives import SUMMARY_KEYS  # noqa: E402
+from core.result import metrics_key  # noqa: E402
 
-METRICS = ("final_acc", "final_acc_pooled", "avg_inc_acc", "forgetting", "bwt", "plasticity")
+METRICS = SUMMARY_KEYS
 PERCENT = set(METRICS)
 OTHER = ("train_time_s", "memory_size", "num_params")
 
 
 def _row(label: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     first = results[0]
-    kind = "task_il" if first["task_incremental_only"] else "class_il"
+    kind = metrics_key(first["task_incremental_only"])
     row: dict[str, Any] = {"config": label, "method": first["method"], "protocol": kind.replace("_", "-").upper(),
                            "seeds": len(results), "eval_split": first["eval_split"]}
     for name in METRICS:
@@ -92,7 +94,7 @@ def table_markdown(df: pd.DataFrame) -> str:
 
 
 def write_final_table(df: pd.DataFrame, out_dir: Path, title: str, notes: list[str] | None = None) -> tuple[Path, Path]:
-    from strategies.result import write_text_atomic
+    from core.files import write_text_atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / "final_table.csv", out_dir / "final_table.md"
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = runs_of_folders([Path(f) for f in args.folders])
         df = build_final_table(runs)
         _, md_path = write_final_table(df, Path(args.out), args.title, args.note)
-        from strategies.result import write_text_atomic
+        from core.files import write_text_atomic
         breakdown = "# Where the time went (mean seconds per run)\n\n" + breakdown_markdown(time_breakdown(runs))
         write_text_atomic(Path(args.out) / "time_breakdown.md", breakdown)
     except (ResultsError, OSError) as exc:

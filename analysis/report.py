@@ -43,11 +43,13 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.metrics import accuracy_curves  # noqa: E402
+from core.metrics import accuracy_curves  # noqa: E402
 from analysis.pareto import non_dominated, pareto_table  # noqa: E402
-from strategies.result import write_text_atomic  # noqa: E402
+from core.files import write_text_atomic  # noqa: E402
+from core.rungs import rung_tasks  # noqa: E402
+from core.objectives import LABELS  # noqa: E402
 from analysis.results import (PARAM_PREFIX, TASK_IL_PREFIX, ResultsError, SearchResults,  # noqa: E402
-                              load_search, result_matrix, rung_tasks, trial_number)
+                              load_search, result_matrix, trial_number)
 
 __all__ = ["build_report", "main", "MAX_FRONT_CONFIGS", "MIN_TRIALS_FOR_IMPORTANCE"]
 
@@ -58,11 +60,7 @@ FIGURES = ("pareto.png", "pareto_task_il.png", "front_curves.png", "front_matric
 # Above this many not-completed trials the Pareto plot leaves their crosses unlabelled.
 MAX_GREY_LABELS = 12
 
-METRIC_LABELS = {
-    "final_acc": "final accuracy", "final_acc_pooled": "final accuracy (pooled)",
-    "avg_inc_acc": "average incremental accuracy", "forgetting": "average forgetting",
-    "bwt": "backward transfer", "plasticity": "plasticity", "memory": "memory (exemplars)",
-}
+METRIC_LABELS = LABELS
 MARKERS = ("o", "s", "^", "D", "v", "P", "*", "h", "<", ">")
 
 

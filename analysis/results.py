@@ -33,9 +33,11 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from strategies.result import write_text_atomic
+from core.errors import UserError
+from core.files import write_text_atomic
+from core.result import RESULT_FORMAT, SEARCH_FORMAT
 
-from analysis.metrics import SUMMARY_KEYS, as_matrix, summarize
+from core.metrics import SUMMARY_KEYS, as_matrix, summarize
 
 __all__ = [
     "SEARCH_FORMAT",
@@ -51,18 +53,15 @@ __all__ = [
     "result_matrix",
     "trial_number",
     "objective_column",
-    "rung_tasks",
 ]
 
-SEARCH_FORMAT = "clsearch-search/1"
-RESULT_FORMAT = "clsearch-result/1"
 STATUSES = ("completed", "diverged", "error", "truncated", "running")
 TASK_IL_PREFIX = "task_il."
 PARAM_PREFIX = "param."
 TAIL_COLUMNS = ("memory", "num_params", "tasks_done", "wall_time_s")
 
 
-class ResultsError(ValueError):
+class ResultsError(UserError, ValueError):
     """A results folder or one of its files is missing, of another version, or unreadable."""
 
 
@@ -124,19 +123,6 @@ def read_result(path: str | Path) -> dict[str, Any]:
     if d.get("format") != RESULT_FORMAT:
         raise ResultsError(f"{path} has format {d.get('format')!r}; this version reads {RESULT_FORMAT!r}")
     return d
-
-
-def rung_tasks(num_tasks: int, grace: int, factor: int) -> list[int]:
-    """Where an early-stopped search compares its trials (search/mo_asha.py, and
-    Tune's ASHA with the same settings): after grace, grace*factor, ... tasks,
-    below the stream's last task."""
-    if grace < 1 or factor < 2:
-        raise ValueError(f"need grace >= 1 and reduction factor >= 2, got {grace} and {factor}")
-    rungs, t = [], grace
-    while t < num_tasks:
-        rungs.append(t)
-        t *= factor
-    return rungs
 
 
 def trial_number(trial_id: str, default: int | None = None) -> int | None:

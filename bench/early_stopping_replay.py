@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from analysis.metrics import WORST_VALUE  # noqa: E402
+from core.metrics import WORST_VALUE  # noqa: E402
 from analysis.pareto import hypervolume, non_dominated  # noqa: E402
 from analysis.results import ResultsError, load_search, objective_column  # noqa: E402
 from search.mo_asha import MultiObjectiveASHA  # noqa: E402

@@ -2,7 +2,7 @@
 
 Reads the direct-run folders written by ``bench/strategy_table.sh`` (files only)
 and prints, per method and seed, the iCaRL-style curve: pooled class-IL test
-accuracy on all classes seen so far after each task (``analysis.metrics.
+accuracy on all classes seen so far after each task (``core.metrics.
 accuracy_curves``), next to the notebook's figures:
 
 - finetune: final accuracy below 25 % (notebook 12.9 %);
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis.metrics import accuracy_curves  # noqa: E402
+from core.metrics import accuracy_curves  # noqa: E402
 
 NOTEBOOK_KD_CURVE = [90.2, 74.7, 68.3, 56.0, 56.8]
 

@@ -10,13 +10,12 @@ messages short, specific and free of newlines.
 from __future__ import annotations
 
 
-class DatasetError(Exception):
-    """A dataset could not be found, read, validated or split as asked."""
+from core.errors import UserError
 
-    def __init__(self, message: str) -> None:
-        # Collapse whitespace: wrapped library messages (zipfile, zlib, pickle)
-        # sometimes contain newlines, and the CLI promises one-line errors.
-        super().__init__(" ".join(str(message).split()))
+
+class DatasetError(UserError):
+    """A dataset could not be found, read, validated or split as asked (one
+    line: ``UserError`` collapses the newlines of wrapped library messages)."""
 
 
 class DataNotFoundError(DatasetError):

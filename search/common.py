@@ -9,18 +9,16 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class UsageError(Exception):
-    """A user mistake in the command line or the files it names."""
+# The CLI's error type and printer live in the leaf package (core.cli), so that
+# every entry point shares them; re-exported for the two search CLIs.
+from core.cli import cli_main, format_matrix, format_metrics  # noqa: E402,F401
+from core.errors import UsageError  # noqa: E402,F401
 
 
 # Defaults per dataset; every value can be overridden on the command line.
@@ -136,7 +134,7 @@ def build_protocol_stream(arrays, proto: dict[str, Any], val_fraction: float | N
 
 def loop_config(proto: dict[str, Any], seed: int, eval_split: str, threads: int | None = None, device: str | None = None):
     from strategies.loop import LoopConfig
-    from strategies.config import config_from_dict
+    from core.config import config_from_dict
 
     return config_from_dict(LoopConfig, {
         "epochs": proto["epochs"], "batch_size": proto["batch_size"], "backbone": proto["backbone"],
@@ -158,52 +156,3 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
             raise UsageError(f"--set {key.strip()!r} given twice")
         out[key.strip()] = value.strip()
     return out
-
-
-def format_matrix(rows: list[list[float | None]]) -> str:
-    lines = []
-    for i, row in enumerate(rows):
-        cells = " ".join("   .  " if v is None else f"{100 * v:6.1f}" for v in row)
-        lines.append(f"  after task {i + 1}: {cells}")
-    return "\n".join(lines)
-
-
-def format_metrics(metrics: dict[str, Any] | None) -> str:
-    if not metrics:
-        return "  (not defined for this method)"
-    names = [("final_acc", "final accuracy (macro)"), ("final_acc_pooled", "final accuracy (pooled)"),
-             ("avg_inc_acc", "average incremental accuracy"), ("forgetting", "average forgetting"),
-             ("bwt", "backward transfer"), ("plasticity", "plasticity")]
-    return "\n".join(f"  {label:30s} {100 * metrics[key]:6.2f} %" for key, label in names)
-
-
-def expected_errors() -> tuple[type[BaseException], ...]:
-    from analysis.results import ResultsError
-    from datasets.errors import DatasetError
-    from strategies.config import ConfigError
-
-    return (UsageError, ConfigError, DatasetError, ResultsError, FileNotFoundError, json.JSONDecodeError)
-
-
-def cli_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run ``main``; expected failures become one stderr line and exit code 2."""
-    try:
-        return main(argv)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # output piped into head & co.: not an error
-        return 0
-    except expected_errors() as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # a bug: say so in one line, keep the trace in a file
-        log = Path.cwd() / "clsearch-crash.log"
-        try:
-            log.write_text(traceback.format_exc())
-            where = f" (traceback in {log})"
-        except OSError:
-            where = ""
-        print(f"error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{where}", file=sys.stderr)
-        return 1

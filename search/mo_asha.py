@@ -37,9 +37,11 @@ from typing import Any
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from analysis.metrics import summarize
+from core.metrics import summarize
 from analysis.pareto import crowding_distance, front_ranks
-from analysis.results import read_result, result_matrix, rung_tasks
+from analysis.results import read_result, result_matrix
+from core.result import metrics_key
+from core.rungs import rung_tasks
 
 __all__ = ["MultiObjectiveASHA", "rung_tasks", "survivors"]
 
@@ -116,7 +118,7 @@ class MultiObjectiveASHA(FIFOScheduler):
     def rung_metrics(self, d: dict[str, Any]) -> dict[int, dict[str, Any]]:
         """The metrics a trial reported at each rung it reached, recomputed from
         its result.json ``d``: those of the leading k x k block of its matrix."""
-        M = result_matrix(d, "task_il" if self.task_incremental_only else "class_il")
+        M = result_matrix(d, metrics_key(self.task_incremental_only))
         sizes = list(d.get("eval_sizes") or [])
         out: dict[int, dict[str, Any]] = {}
         for rung in self.rungs:

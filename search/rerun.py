@@ -68,7 +68,7 @@ def run_seeds(method: str, overrides: dict[str, Any], proto: dict[str, Any], str
 
     import strategies  # noqa: F401  (registers the strategies)
     from strategies.loop import make_strategy, run
-    from strategies.result import write_json_atomic
+    from core.files import write_json_atomic
 
     results = []
     for seed in seeds:
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def list_methods() -> None:
     import strategies
-    from strategies.config import config_help
+    from core.config import config_help
 
     for name, cls in sorted(strategies.STRATEGIES.items()):
         kind = "task-incremental" if cls.task_incremental_only else "class-incremental"
@@ -259,7 +259,7 @@ def rerun_search(args) -> int:
 def print_seed_summary(results: list[dict[str, Any]]) -> None:
     import numpy as np
 
-    key = "task_il" if results[0]["task_incremental_only"] else "class_il"
+    key = metrics_key(results[0]["task_incremental_only"])
     print(f"\nmean ± std over {len(results)} seeds ({key}):")
     for metric in ("final_acc", "avg_inc_acc", "forgetting", "bwt", "plasticity"):
         vals = np.array([r["metrics"][key][metric] for r in results]) * 100

@@ -40,9 +40,8 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 from search.common import (REPO_ROOT, UsageError, add_protocol_args, build_protocol_stream, cli_main,  # noqa: E402
                            load_arrays, parse_sets, protocol_from_args)
 
-SEARCH_FORMAT = "clsearch-search/1"
-DIRECTIONS = {"final_acc": "max", "final_acc_pooled": "max", "avg_inc_acc": "max", "forgetting": "min",
-              "bwt": "max", "plasticity": "max", "memory": "min"}
+from core.objectives import DIRECTIONS  # noqa: E402
+from core.result import SEARCH_FORMAT  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +101,7 @@ def parse_objectives(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 def search_spec(args, method, space, fixed, objectives, proto) -> dict[str, Any]:
     import strategies
-    from strategies.result import environment_info
+    from core.result import environment_info
 
     proto = {**proto, "seed": args.seed}
     return {
@@ -364,7 +363,7 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
         # Written only now, after every check (the cluster's resources are the last):
         # a search that fails to start leaves no results folder behind.
         if not resuming:
-            from strategies.result import write_json_atomic
+            from core.files import write_json_atomic
             write_json_atomic(results_dir / "search.json", spec)
         trainable = tune.with_resources(
             tune.with_parameters(trial_main, method=spec["method"], fixed=spec["fixed"], proto=spec["protocol"],

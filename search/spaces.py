@@ -17,7 +17,7 @@ import dataclasses
 import math
 from typing import Any
 
-from strategies.config import ConfigError, check_value, field_specs
+from core.config import ConfigError, check_value, field_specs
 
 
 @dataclasses.dataclass(frozen=True)

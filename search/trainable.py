@@ -34,8 +34,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-# Metrics reported to Tune after each task (fractions; memory in images).
-REPORTED = ("final_acc", "final_acc_pooled", "avg_inc_acc", "forgetting", "bwt", "plasticity")
+from core.objectives import SUMMARY_KEYS
+from core.result import metrics_key
+
+# Metrics reported to Tune after each task: the summary metrics (fractions),
+# plus tasks done, memory (images), parameters and train time.
+REPORTED = SUMMARY_KEYS
 
 
 class TrialFailed(RuntimeError):
@@ -44,8 +48,7 @@ class TrialFailed(RuntimeError):
 
 def tune_metrics(result) -> dict[str, Any]:
     """The flat dict a trial reports to Tune for a (partial) RunResult."""
-    key = "task_il" if result.task_incremental_only else "class_il"
-    m = result.metrics.get(key) or {}
+    m = result.metrics.get(metrics_key(result.task_incremental_only)) or {}
     out = {name: float(m.get(name, math.nan)) for name in REPORTED}
     out.update(tasks_done=result.tasks_done, memory=int(result.memory_size), num_params=int(result.num_params),
                train_time_s=float(result.train_time_s))
@@ -68,7 +71,8 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], pr
     from search.common import loop_config
     from strategies.checkpoint import STATE_FILE, LoopState, load_state, save_state
     from strategies.loop import make_strategy, run
-    from strategies.result import RunResult, write_json_atomic
+    from core.files import write_json_atomic
+    from core.result import RunResult
 
     # Tune's "Checkpoint successfully created" line after every task is noise here.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)

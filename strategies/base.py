@@ -31,7 +31,7 @@ from torch import nn
 
 from datasets.stream import Task
 from strategies.batch_ops import InputNormalizer
-from strategies.config import bounded
+from core.config import bounded
 from strategies.networks import IncrementalNet, build_backbone, count_parameters
 
 

@@ -45,7 +45,8 @@ import numpy as np
 import torch
 
 from datasets.stream import Stream, Task
-from strategies.result import RunResult, write_bytes_atomic
+from core.files import write_bytes_atomic
+from core.result import RunResult
 
 STATE_FORMAT = "clsearch-loopstate/1"
 STATE_FILE = "loop_state.pt"

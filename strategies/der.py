@@ -53,7 +53,7 @@ from torch import nn
 
 from datasets.stream import Task
 from strategies.base import count_batches, register, shuffled_batches
-from strategies.config import bounded
+from core.config import bounded
 from strategies.memory import update_balanced_memory
 from strategies.networks import count_parameters
 from strategies.rehearsal import RehearsalConfig, RehearsalStrategy

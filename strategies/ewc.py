@@ -44,7 +44,7 @@ from torch.func import functional_call, grad, vmap
 
 from datasets.stream import Task
 from strategies.base import Strategy, StrategyConfig, register
-from strategies.config import bounded
+from core.config import bounded
 
 # Per-sample gradients of one chunk are (chunk x num_params) floats; keep that
 # under ~256 MB (SimpleCNN: 256 samples per chunk, VGG-16: a few).

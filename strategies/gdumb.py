@@ -32,7 +32,7 @@ import torch
 
 from datasets.stream import Task
 from strategies.base import Strategy, StrategyConfig, count_batches, register, shuffled_batches
-from strategies.config import bounded
+from core.config import bounded
 from strategies.memory import ClassMemory
 
 

@@ -63,7 +63,7 @@ import torch.nn.functional as F
 
 from datasets.stream import Task
 from strategies.base import register
-from strategies.config import ConfigError, bounded
+from core.config import ConfigError, bounded
 from strategies.memory import per_class_budget
 from strategies.rehearsal import RehearsalConfig, RehearsalStrategy
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from datasets.stream import Task
 from strategies.base import register
-from strategies.config import ConfigError, bounded
+from core.config import ConfigError, bounded
 from strategies.distill import sigmoid_kd_targets
 from strategies.rehearsal import RehearsalConfig, RehearsalStrategy
 

@@ -30,14 +30,14 @@ from typing import Any
 
 import torch
 
-from analysis.metrics import summarize
+from core.metrics import summarize
 from datasets.stream import Stream
 from strategies.base import STRATEGIES, RunContext, Strategy
 from strategies.batch_ops import random_crop, random_flip
 from strategies.checkpoint import LoopState, capture, restore_rngs
-from strategies.config import ConfigError, bounded, config_from_dict
+from core.config import ConfigError, bounded, config_from_dict
 from strategies.networks import BACKBONES
-from strategies.result import RunResult, environment_info
+from core.result import RunResult, environment_info, metrics_key
 
 
 @dataclasses.dataclass
@@ -283,7 +283,7 @@ def run(
         result.extra = strategy.extra_report()
         result.metrics = result_metrics(result)
         if log:
-            head = "task-IL" if strategy.task_incremental_only else "class-IL"
+            head = metrics_key(strategy.task_incremental_only).replace("_il", "-IL")
             row = row_task if strategy.task_incremental_only else row_class
             log(f"[{strategy.name}] after task {t + 1}/{T}: {head} acc " + " ".join(f"{100 * v:.1f}" for v in row))
         if t == T - 1:

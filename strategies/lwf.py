@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from datasets.stream import Task
 from strategies.base import Strategy, StrategyConfig, register
-from strategies.config import bounded
+from core.config import bounded
 from strategies.distill import softmax_kd
 
 

@@ -70,7 +70,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from datasets.stream import Task
 from strategies.base import Strategy, StrategyConfig, count_batches, register, shuffled_batches
-from strategies.config import ConfigError, bounded
+from core.config import ConfigError, bounded
 from strategies.networks import count_parameters
 
 FREE = 0  # owner code of a weight no task owns; task k owns code k + 1

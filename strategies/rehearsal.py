@@ -14,7 +14,7 @@ import torch
 
 from datasets.stream import Task
 from strategies.base import Strategy, StrategyConfig, count_batches, shuffled_batches
-from strategies.config import ConfigError, bounded
+from core.config import ConfigError, bounded
 from strategies.memory import ClassMemory, herding_order, update_balanced_memory
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from datasets.stream import Task
 from strategies.base import register
-from strategies.config import bounded
+from core.config import bounded
 from strategies.distill import softmax_kd
 from strategies.rehearsal import RehearsalConfig, RehearsalStrategy
 

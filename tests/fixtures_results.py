@@ -35,10 +35,9 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from analysis.metrics import summarize
+from core.metrics import summarize
 
-SEARCH_FORMAT = "clsearch-search/1"
-RESULT_FORMAT = "clsearch-result/1"
+from core.result import RESULT_FORMAT, SEARCH_FORMAT  # noqa: E402
 NUM_TASKS = 3
 EVAL_SIZES = [100, 60, 40]
 TASK_CLASSES = [[0, 1], [2, 3], [4, 5]]

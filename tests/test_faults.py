@@ -36,7 +36,7 @@ import torch
 import strategies
 from strategies.checkpoint import LoopState, load_state, save_state
 from strategies.loop import make_strategy, run
-from strategies.result import write_json_atomic
+from core.files import write_json_atomic
 from tests.helpers import tiny_loop_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -396,7 +396,7 @@ def test_writer_killed_midway_leaves_the_old_file_and_a_harmless_temp_file(tmp_p
         import os, time, sys
         sys.path.insert(0, {str(ROOT)!r})
         from pathlib import Path
-        from strategies.result import write_json_atomic
+        from core.files import write_json_atomic
         from analysis.results import write_trials_csv
         def stuck(fd):
             Path({str(ready)!r}).touch()

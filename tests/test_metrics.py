@@ -1,4 +1,4 @@
-"""analysis.metrics on hand-made accuracy matrices.
+"""core.metrics on hand-made accuracy matrices.
 
 Every expected number is worked out by hand in the comment beside it; the tests
 never re-run the formula under test to get their expectations.
@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis import metrics as m
+from core import metrics as m
 
 approx = pytest.approx
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis.metrics import summarize
+from core.metrics import summarize
 from analysis.pareto import crowding_distance
 from analysis.results import RESULT_FORMAT
 from search.mo_asha import MultiObjectiveASHA, rung_tasks, survivors

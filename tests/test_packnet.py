@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import strategies  # noqa: F401  (registration)
-from strategies.config import ConfigError
+from core.config import ConfigError
 from tests.helpers import tiny_loop_config as _cfg
 from strategies.loop import make_strategy, run
 from strategies.packnet import FREE, PackNet

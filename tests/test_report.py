@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.metrics import SUMMARY_KEYS, summarize
+from core.metrics import SUMMARY_KEYS, summarize
 from analysis.report import build_report
 from analysis.results import (ResultsError, SearchResults, load_search, result_matrix, trial_number,
                               trials_frame_from_results, write_trials_csv)
@@ -300,7 +300,7 @@ def test_report_spec_summary_and_importance(icarl_dir, icarl_report):
     imp = _section(md, "Parameter importance")
     params = _table_column(imp, "parameter")
     assert sorted(params) == ["lr", "memory", "selection"]
-    col = _table_column(imp, "final accuracy (max) %")
+    col = _table_column(imp, "final accuracy (macro) (max) %")
     assert sum(float(v) for v in col) == pytest.approx(100, abs=0.5)
 
 

@@ -108,7 +108,7 @@ def test_another_seed_gives_another_matrix(runs, method):
 @pytest.mark.parametrize("method", METHODS)
 def test_result_records_everything_needed_to_rerun(runs, method):
     import strategies
-    from strategies.config import config_from_dict
+    from core.config import config_from_dict
     from strategies.loop import LoopConfig
 
     d = runs[method]["a0"]

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from search.spaces import Dist, resolve_space
-from strategies.config import ConfigError
+from core.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = [sys.executable, str(ROOT / "search" / "run.py")]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import strategies
-from strategies.config import ConfigError
+from core.config import ConfigError
 from tests.helpers import tiny_loop_config as _cfg
 from strategies.loop import make_strategy, run
 from strategies.memory import ClassMemory, herding_order, per_class_budget, update_balanced_memory

@@ -12,7 +12,7 @@ from scipy.optimize import minimize
 
 import strategies  # noqa: F401  (registration)
 import strategies.gem as gem_module
-from strategies.config import ConfigError
+from core.config import ConfigError
 from strategies.der import DERNet
 from strategies.gem import project_gradient
 from tests.helpers import assert_lower_triangular, tiny_loop_config as _cfg

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import strategies  # noqa: F401  (registers every strategy)
 from datasets import build_stream, make_synthetic
-from strategies.config import ConfigError
+from core.config import ConfigError
 from strategies.gdumb import GreedyBalancedSampler
 from tests.helpers import assert_lower_triangular, tiny_loop_config as _cfg
 from strategies.loop import make_strategy, run

@@ -57,14 +57,8 @@ __all__ = [
 FORGETTING_CONVENTIONS = ("chaudhry", "first_last", "pycil")
 
 # The keys of ``summarize`` (and of ``metrics.class_il`` / ``metrics.task_il``
-# in a result file), in that order.
-SUMMARY_KEYS = ("final_acc", "final_acc_pooled", "avg_inc_acc", "forgetting", "bwt", "plasticity")
-
-# The worst value each summary metric can take (fractions): the reference point
-# of a front's hypervolume (analysis.pareto.hypervolume), so that fronts of
-# different searches compare against the same corner.
-WORST_VALUE = {"final_acc": 0.0, "final_acc_pooled": 0.0, "avg_inc_acc": 0.0, "forgetting": 1.0, "bwt": -1.0,
-               "plasticity": 0.0}
+# in a result file), in that order, and their worst values: core.objectives.
+from core.objectives import SUMMARY_KEYS, WORST_VALUE  # noqa: E402
 
 
 # --------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The result record of one run and its on-disk form (docs/RESULT_FORMAT.md).
 
-Written atomically (temporary file in the same folder, fsync, rename) so a crash
-or a full disk never leaves a half-written ``result.json`` that breaks a report.
+Written atomically (``core.files``) so a crash or a full disk never leaves a
+half-written ``result.json`` that breaks a report. ``SEARCH_FORMAT`` is the
+format tag of a search folder's ``search.json``; both tags live here only.
 """
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 RESULT_FORMAT = "clsearch-result/1"
+SEARCH_FORMAT = "clsearch-search/1"
 
 
 @dataclasses.dataclass
@@ -50,6 +51,12 @@ class RunResult:
         return _jsonable(d)
 
 
+def metrics_key(task_incremental_only: bool) -> str:
+    """Which metrics block describes a method: a task-incremental-only method
+    (PackNet) has no class-IL predictions, so its task-IL block stands in."""
+    return "task_il" if task_incremental_only else "class_il"
+
+
 def _jsonable(obj: Any) -> Any:
     """NaN/inf -> None (strict JSON), tuples -> lists, numpy/torch scalars -> python."""
     if isinstance(obj, dict):
@@ -61,37 +68,6 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item):
         return _jsonable(obj.item())
     return obj
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=1, allow_nan=False))
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write to a temporary file in the same folder, fsync, then rename: readers
-    see the old file or the new one, never half of one (a full disk or a killed
-    writer leaves the old file and at most a hidden ``.NAME.*.tmp``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 def environment_info() -> dict[str, Any]:
@@ -125,3 +101,4 @@ def environment_info() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         info["git_commit"] = None
     return info
+

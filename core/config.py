@@ -12,10 +12,12 @@ import difflib
 import typing
 from typing import Any, TypeVar
 
+from core.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad configuration value or key; the message is one line for the user."""
 
 
