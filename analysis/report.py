@@ -289,7 +289,7 @@ def _pareto_figure(searches: list[_Search], color: str | None, path: Path, task_
     if no_metrics:
         ax.plot([], [], ls="none", label=f"{no_metrics} failed trial(s) without metrics (not shown)")
     kind = "task-incremental (task identity given at test time)\n" if task_il else "class-incremental, "
-    split = searches[0].res.spec.get("protocol", {}).get("dataset")
+    split = searches[0].res.spec.get("stream_protocol", {}).get("dataset")
     what = searches[0].label if single else ", ".join(s.label for s in searches)
     ax.set_title(f"{what}{' on ' + str(split) if split else ''}: final accuracy vs forgetting\n"
                  f"{kind}validation split; circled = Pareto front (completed trials only)", fontsize=11)
@@ -628,7 +628,8 @@ class _Doc:
 
 def _spec_items(s: _Search) -> list[str]:
     spec = s.res.spec
-    proto = spec.get("protocol") or {}
+    # The benchmark (stream protocol) and the loop settings every trial shared.
+    proto = {**(spec.get("loop") or {}), **(spec.get("stream_protocol") or {})}
     df = s.res.trials
     pieces = []
     for key, label in (("dataset", "dataset"), ("tasks", "tasks"), ("classes", "classes"), ("epochs", "epochs per task"),

@@ -35,6 +35,7 @@ import pandas as pd
 
 from core.errors import UserError
 from core.files import write_text_atomic
+from core.protocol import upgrade_search_spec
 from core.result import RESULT_FORMAT, SEARCH_FORMAT
 
 from core.metrics import SUMMARY_KEYS, as_matrix, summarize
@@ -100,6 +101,7 @@ def read_search_spec(results_dir: str | Path) -> dict[str, Any]:
     spec = _read_json(spec_file)
     if not isinstance(spec, dict):
         raise ResultsError(f"{spec_file} must hold a JSON object")
+    spec = upgrade_search_spec(spec)  # a format-1 folder reads as format 2
     fmt = spec.get("format")
     if fmt != SEARCH_FORMAT:
         raise ResultsError(f"{spec_file} has format {fmt!r}; this version reads {SEARCH_FORMAT!r}")
@@ -109,7 +111,8 @@ def read_search_spec(results_dir: str | Path) -> dict[str, Any]:
         raise ResultsError(f"{spec_file}: 'objectives' must be a list of [name, 'max'|'min'], got {objectives!r}")
     spec.setdefault("space", {})
     spec.setdefault("fixed", {})
-    spec.setdefault("protocol", {})
+    spec.setdefault("stream_protocol", {})
+    spec.setdefault("loop", {})
     spec.setdefault("task_incremental_only", False)
     return spec
 
@@ -139,9 +142,16 @@ def _tasks_done(d: dict[str, Any]) -> int:
 
 def _num_tasks(d: dict[str, Any], spec: dict[str, Any]) -> int | None:
     n = (d.get("stream") or {}).get("num_tasks")
-    if n is None:
-        n = (spec.get("protocol") or {}).get("tasks")
-    return int(n) if n is not None else None
+    return int(n) if n is not None else spec_num_tasks(spec)
+
+
+def spec_num_tasks(spec: dict[str, Any]) -> int | None:
+    """Tasks of a search's stream, from its stream protocol (None if unknown)."""
+    protocol = spec.get("stream_protocol") or {}
+    if protocol.get("tasks") is not None:
+        return int(protocol["tasks"])
+    sizes = protocol.get("task_sizes")
+    return len(sizes) if isinstance(sizes, list) and sizes else None
 
 
 def result_matrix(d: dict[str, Any], kind: str = "class_il") -> np.ndarray | None:
@@ -327,8 +337,7 @@ class SearchResults:
 
     @property
     def num_tasks(self) -> int | None:
-        n = (self.spec.get("protocol") or {}).get("tasks")
-        return int(n) if n is not None else None
+        return spec_num_tasks(self.spec)
 
     @property
     def eligible(self) -> pd.Series:

@@ -62,8 +62,8 @@ def summarise(root: Path, slots: int) -> dict[str, str]:
         early = (f"{'MO-ASHA' if spec.get('mo_asha') else 'ASHA'} grace {spec.get('grace_tasks', 1)} "
                  f"factor {spec.get('reduction_factor', 2)}")
     out = {
-        "search": f"{spec['method']} on {spec['protocol']['dataset']}, {spec['trials']} trials",
-        "precision": str(spec["protocol"].get("precision")),
+        "search": f"{spec['method']} on {spec['stream_protocol']['dataset']}, {spec['trials']} trials",
+        "precision": str(spec["loop"].get("precision")),
         "early stopping": early,
         "trials ended": f"{ended} ({int(counts.get('completed', 0))} completed, "
                         f"{int(counts.get('truncated', 0))} stopped early)",

@@ -31,6 +31,17 @@ def bounded(default: Any, *, min: float | None = None, max: float | None = None,
 def _coerce(value: Any, typ: Any, key: str, owner: str) -> Any:
     if isinstance(typ, str):  # postponed annotations
         typ = {"int": int, "float": float, "bool": bool, "str": str}.get(typ, typ)
+    args = typing.get_args(typ)
+    if type(None) in args:  # ``X | None``: None (or JSON null) stays None, else an X
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0] if len(inner) == 1 else inner, key, owner)
+    if typing.get_origin(typ) is tuple:  # ``tuple[X, ...]`` from a list, a tuple or "a,b,c"
+        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"{owner}: {key}={value!r} must be a list")
+        return tuple(_coerce(v, args[0], key, owner) for v in items)
     try:
         if typ is bool:
             if isinstance(value, str):
@@ -88,6 +99,12 @@ def check_value(cls: type, key: str, value: Any, owner: str | None = None) -> An
     meta = spec.metadata or {}
     if meta.get("choices") is not None and value not in meta["choices"]:
         raise ConfigError(f"{owner}: {key}={value!r} must be one of {', '.join(map(str, meta['choices']))}")
+    for item in value if isinstance(value, tuple) else (value,):
+        _check_bounds(item, meta, key, owner)
+    return value
+
+
+def _check_bounds(value: Any, meta: dict[str, Any], key: str, owner: str) -> None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value != value:  # NaN
             raise ConfigError(f"{owner}: {key} must be a number, got NaN")
@@ -95,7 +112,6 @@ def check_value(cls: type, key: str, value: Any, owner: str | None = None) -> An
             raise ConfigError(f"{owner}: {key}={value} is below its minimum {meta['min']}")
         if meta.get("max") is not None and value > meta["max"]:
             raise ConfigError(f"{owner}: {key}={value} is above its maximum {meta['max']}")
-    return value
 
 
 def config_from_dict(cls: type[T], values: dict[str, Any] | None, owner: str | None = None) -> T:

@@ -13,11 +13,12 @@ import math
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 RESULT_FORMAT = "clsearch-result/1"
-SEARCH_FORMAT = "clsearch-search/1"
+SEARCH_FORMAT = "clsearch-search/2"
 
 
 @dataclasses.dataclass
@@ -70,26 +71,33 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def _package_version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def environment_info() -> dict[str, Any]:
     """Versions and git commit: what is needed to reproduce a result."""
     import numpy
-    import torch
 
+    # torch is read from the running process (a run has imported it); the leaf
+    # package never imports it itself.
+    torch = sys.modules.get("torch")
+    cuda = torch is not None and torch.cuda.is_available()
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "torch": torch.__version__,
+        "torch": torch.__version__ if torch is not None else _package_version("torch"),
         "numpy": numpy.__version__,
         "cpu_count": os.cpu_count(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda": torch.cuda.get_device_name(0) if cuda else None,
     }
     # Versions of the search stack from the installed package metadata: importing
     # ray (~1 s, and not needed by a direct run) just to read its version is waste.
     for package in ("ray", "optuna"):
-        try:
-            info[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            info[package] = None
+        info[package] = _package_version(package)
     repo = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)

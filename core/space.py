@@ -3,8 +3,8 @@
 A ``Dist`` is a one-dimensional distribution over one field of a typed config:
 ``F(low, high, log)`` a float, ``I(low, high, log)`` an int, ``C(a, b, ...)`` a
 categorical. It serialises to JSON (``search.json`` stores the space searched)
-and converts to the matching Optuna distribution (imported lazily: defining a
-space needs no Optuna).
+and ``search.spaces.to_optuna`` converts it to the matching Optuna distribution
+(defining a space needs no Optuna).
 """
 from __future__ import annotations
 
@@ -26,15 +26,6 @@ class Dist:
         if self.type == "categorical":
             return {"type": "categorical", "choices": list(self.choices)}
         return {"type": self.type, "low": self.low, "high": self.high, "log": self.log}
-
-    def to_optuna(self):
-        import optuna.distributions as od
-
-        if self.type == "float":
-            return od.FloatDistribution(self.low, self.high, log=self.log)
-        if self.type == "int":
-            return od.IntDistribution(int(self.low), int(self.high), log=self.log)
-        return od.CategoricalDistribution(list(self.choices))
 
 
 def F(low: float, high: float, log: bool = False) -> Dist:

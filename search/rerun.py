@@ -31,13 +31,21 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from search.common import (REPO_ROOT, UsageError, add_protocol_args, build_protocol_stream, cli_main,  # noqa: E402
-                           format_matrix, format_metrics, load_arrays, loop_config, parse_sets, protocol_from_args)
+from core.cli import cli_main, format_matrix, format_metrics  # noqa: E402
+from core.errors import UsageError  # noqa: E402
+from core.result import metrics_key  # noqa: E402
+from search.cli import (REPO_ROOT, add_protocol_args, loop_config_from_args, loop_config_from_dict,  # noqa: E402
+                        parse_sets, stream_protocol_from_args)
 
 
-# Protocol fields that say where a run ran, not what it computed: a finished seed
-# is reused whatever they were.
+# Loop fields that say where a run ran, not what it computed: a finished seed
+# is reused whatever they were. Likewise where the data was read from.
 HARDWARE_KEYS = ("threads", "device")
+
+
+def _without_data_dir(stream: dict[str, Any]) -> dict[str, Any]:
+    protocol = {k: v for k, v in (stream.get("protocol") or {}).items() if k != "data_dir"}
+    return {**stream, "protocol": protocol}
 
 
 def finished_run(path: Path, result_like: dict[str, Any]) -> dict[str, Any] | None:
@@ -50,15 +58,17 @@ def finished_run(path: Path, result_like: dict[str, Any]) -> dict[str, Any] | No
     def same_protocol(a: dict[str, Any], b: dict[str, Any]) -> bool:
         return {k: v for k, v in a.items() if k not in HARDWARE_KEYS} == {k: v for k, v in b.items() if k not in HARDWARE_KEYS}
     if (d.get("status") == "completed" and d.get("method") == result_like["method"]
-            and d.get("config") == result_like["config"] and d.get("stream") == result_like["stream"]
+            and d.get("config") == result_like["config"]
+            and _without_data_dir(d.get("stream") or {}) == _without_data_dir(result_like["stream"])
             and same_protocol(d.get("protocol") or {}, result_like["protocol"])):
         return d
     return None
 
 
-def run_seeds(method: str, overrides: dict[str, Any], proto: dict[str, Any], stream, seeds: list[int],
-              eval_split: str, out_dir: Path, quiet: bool = False) -> list[dict[str, Any]]:
-    """Train ``method`` once per seed on ``stream``; write and return each result dict.
+def run_seeds(method: str, overrides: dict[str, Any], loop, stream, seeds: list[int],
+              out_dir: Path, quiet: bool = False) -> list[dict[str, Any]]:
+    """Train ``method`` once per seed on ``stream`` with the LoopConfig ``loop``
+    (its seed replaced by each of ``seeds``); write and return each result dict.
 
     A seed whose ``result.json`` already holds a completed run of the same method,
     config, protocol and stream is kept, not retrained: an interrupted rerun of many
@@ -72,7 +82,7 @@ def run_seeds(method: str, overrides: dict[str, Any], proto: dict[str, Any], str
 
     results = []
     for seed in seeds:
-        cfg = loop_config(proto, seed=seed, eval_split=eval_split)
+        cfg = dataclasses.replace(loop, seed=seed)
         strategy = make_strategy(method, overrides, stream, cfg)
         path = out_dir / f"seed{seed}" / "result.json"
         earlier = finished_run(path, {"method": strategy.name, "config": dataclasses.asdict(strategy.config),
@@ -156,15 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     import strategies  # noqa: F401
     from strategies.loop import strategy_config
 
+    from datasets.protocol import load_stream
+
     overrides = parse_sets(args.set)
     strategy_config(args.method, overrides)  # fail fast on a bad method/key before loading data
-    proto = protocol_from_args(args)
-    arrays = load_arrays(proto)
-    stream = build_protocol_stream(arrays, proto, val_fraction=0.0 if args.eval == "test" else None)
+    stream_protocol = stream_protocol_from_args(args)
+    loop = loop_config_from_args(args, seed=args.seed, eval_split=args.eval)
+    stream = load_stream(stream_protocol, val_fraction=0.0 if args.eval == "test" else None)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(args.out) if args.out else REPO_ROOT / "results" / f"direct-{args.method}-{stamp}"
     seeds = list(range(args.seed, args.seed + args.seeds))
-    results = run_seeds(args.method, overrides, proto, stream, seeds, args.eval, out_dir, quiet=args.quiet)
+    results = run_seeds(args.method, overrides, loop, stream, seeds, out_dir, quiet=args.quiet)
     for d in results:
         print_result(d)
     if len(results) > 1:
@@ -227,27 +239,30 @@ def rerun_search(args) -> int:
         for baseline in ("finetune", "joint"):
             if baseline != method:
                 configs[baseline] = (baseline, {})
-    proto = dict(spec["protocol"])
+    import dataclasses
+
+    from core.protocol import StreamProtocol
+    from datasets.protocol import load_stream
+
+    stream_protocol = StreamProtocol.from_dict(spec["stream_protocol"], owner=f"{results.path}/search.json")
     if args.data_dir:
-        proto["data_dir"] = args.data_dir
-    for key in ("device", "threads", "precision"):
-        if getattr(args, key) not in (None, "auto", 0, "fp32"):
-            proto[key] = getattr(args, key)
-    arrays = load_arrays(proto)
+        stream_protocol = dataclasses.replace(stream_protocol, data_dir=args.data_dir).with_absolute_paths()
+    hardware = {key: getattr(args, key) for key in ("device", "threads", "precision")
+                if getattr(args, key) not in (None, "auto", 0, "fp32")}
+    loop = loop_config_from_dict(spec["loop"], eval_split="test", **hardware)
     # Train on train + validation, evaluate on test: the only place test is used.
-    stream = build_protocol_stream(arrays, proto, val_fraction=0.0)
-    del arrays
+    stream = load_stream(stream_protocol, val_fraction=0.0)
     out_dir = Path(args.out) if args.out else results.path
     seeds = list(range(args.seed, args.seed + args.seeds))
     runs: dict[str, list[Path]] = {}
     for label, (m, params) in configs.items():
         run_dir = out_dir / "rerun" / label.replace(" ", "-")
         print(f"rerun {label} {params} on test, seeds {seeds}", flush=True)
-        run_seeds(m, params, proto, stream, seeds, "test", run_dir, quiet=args.quiet)
+        run_seeds(m, params, loop, stream, seeds, run_dir, quiet=args.quiet)
         runs[label] = [run_dir / f"seed{s}" / "result.json" for s in seeds]
     table = build_final_table(runs)
     notes = [f"search: {results.path}", f"protocol: {stream.name}, {stream.num_tasks} tasks, "
-             f"{stream.num_classes} classes, {proto['epochs']} epochs/task, {proto['backbone']}; trained on "
+             f"{stream.num_classes} classes, {loop.epochs} epochs/task, {loop.backbone}; trained on "
              "train+validation, evaluated on test", f"seeds: {seeds}",
              "finetune and joint use their default configs under the same protocol"]
     csv_path, md_path = write_final_table(table, out_dir, f"Final table: {method}", notes)

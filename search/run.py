@@ -37,8 +37,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from search.common import (REPO_ROOT, UsageError, add_protocol_args, build_protocol_stream, cli_main,  # noqa: E402
-                           load_arrays, parse_sets, protocol_from_args)
+from core.cli import cli_main  # noqa: E402
+from core.errors import UsageError  # noqa: E402
+from search.cli import (REPO_ROOT, add_protocol_args, loop_config_from_args, loop_config_from_dict,  # noqa: E402
+                        parse_sets, stream_protocol_from_args)
 
 from core.objectives import DIRECTIONS  # noqa: E402
 from core.result import SEARCH_FORMAT  # noqa: E402
@@ -99,11 +101,13 @@ def parse_objectives(args: argparse.Namespace) -> list[tuple[str, str]]:
     return [(n, DIRECTIONS[n]) for n in names]
 
 
-def search_spec(args, method, space, fixed, objectives, proto) -> dict[str, Any]:
+def search_spec(args, method, space, fixed, objectives, stream_protocol, loop) -> dict[str, Any]:
+    """What search.json records: everything needed to resume, report and rerun."""
+    import dataclasses
+
     import strategies
     from core.result import environment_info
 
-    proto = {**proto, "seed": args.seed}
     return {
         "format": SEARCH_FORMAT,
         "method": method,
@@ -115,7 +119,8 @@ def search_spec(args, method, space, fixed, objectives, proto) -> dict[str, Any]
         "reduction_factor": args.reduction_factor,
         "space": {k: d.to_json() for k, d in space.items()},
         "fixed": fixed,
-        "protocol": proto,
+        "stream_protocol": stream_protocol.to_dict(),
+        "loop": dataclasses.asdict(loop),
         "trials": args.trials,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "environment": environment_info(),
@@ -125,9 +130,11 @@ def search_spec(args, method, space, fixed, objectives, proto) -> dict[str, Any]
 def check_resumable(results_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
     """The stored spec of a search to resume; error if it is another search."""
     spec_file = results_dir / "search.json"
+    from core.protocol import upgrade_search_spec
+
     try:
-        old = json.loads(spec_file.read_text())
-    except (OSError, json.JSONDecodeError):
+        old = upgrade_search_spec(json.loads(spec_file.read_text()))
+    except (OSError, json.JSONDecodeError, AttributeError):
         raise UsageError(f"{results_dir} has Tune state but no readable search.json; use another --name") from None
     if old.get("format") != SEARCH_FORMAT:
         raise UsageError(f"{spec_file} is from another version ({old.get('format')}); use another --name")
@@ -140,10 +147,16 @@ def _same_search(old: dict[str, Any], new: dict[str, Any]) -> bool:
     keys = ("method", "objectives", "asha", "space", "fixed", "trials")
     # Early-stopping keys came later: a spec without them ran with these values.
     later = {"mo_asha": False, "grace_tasks": 1, "reduction_factor": 2}
-    proto_keys = [k for k in new["protocol"] if k not in ("data_dir", "device", "threads")]
+    # Where the data lies and which hardware runs the trials do not change what
+    # a search computes: a resumed search may differ in them.
+    where = {"stream_protocol": ("data_dir",), "loop": ("device", "threads")}
+    same_protocol = all(
+        {k: v for k, v in (old.get(part) or {}).items() if k not in skip}
+        == {k: v for k, v in new[part].items() if k not in skip}
+        for part, skip in where.items())
     return (all(old.get(k) == new.get(k) for k in keys)
             and all(old.get(k, d) == new.get(k, d) for k, d in later.items())
-            and all(old["protocol"].get(k) == new["protocol"].get(k) for k in proto_keys))
+            and same_protocol)
 
 
 class ProgressPrinter:
@@ -306,8 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     fixed_raw = parse_sets(args.set)
     space, fixed = resolve_space(method, args.range, fixed_raw)
     objectives = parse_objectives(args)
-    proto = protocol_from_args(args)
-    if proto["val_fraction"] <= 0:
+    stream_protocol = stream_protocol_from_args(args)
+    loop = loop_config_from_args(args, seed=args.seed, eval_split="val")
+    if stream_protocol.val_fraction <= 0:
         raise UsageError("a search needs a validation split: --val-fraction must be > 0 (objectives are never measured on test)")
     from strategies.loop import strategy_config
     strategy_config(method, fixed)  # the fixed part alone must already be valid
@@ -323,20 +337,21 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"{results_dir} already exists and is not a search to resume; choose another --name")
 
     # Load and split the data ONCE in the driver; trials get it from the object store.
-    arrays = load_arrays(proto)
-    stream = build_protocol_stream(arrays, proto)
+    from datasets.protocol import build_protocol_stream, load_arrays
+
+    arrays, stream_protocol = load_arrays(stream_protocol)
+    stream = build_protocol_stream(arrays, stream_protocol)
     del arrays
     space = fit_space_to_stream(space, stream)
     if (args.asha or args.mo_asha) and args.grace_tasks >= stream.num_tasks:
         raise UsageError(f"--grace-tasks {args.grace_tasks}: early stopping needs a comparison before the last of "
                          f"the stream's {stream.num_tasks} tasks (use 1..{stream.num_tasks - 1})")
-    spec = search_spec(args, method, space, fixed, objectives, proto)
+    spec = search_spec(args, method, space, fixed, objectives, stream_protocol, loop)
     if resuming:
         spec = check_resumable(results_dir, spec)
     # Fail fast on configs that cannot work on this stream, at both ends of each range.
-    from search.common import loop_config
     from strategies.loop import make_strategy
-    probe_cfg = loop_config(spec["protocol"], seed=0, eval_split="val", device="cpu")
+    probe_cfg = loop_config_from_dict(spec["loop"], seed=0, device="cpu")
     for end in ("low", "high"):
         probe = {k: (getattr(d, end) if d.type != "categorical" else d.choices[0]) for k, d in space.items()}
         make_strategy(method, {**fixed, **probe}, stream, probe_cfg)
@@ -355,6 +370,7 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
     from ray import tune
 
     from search.searcher import FullRunOptunaSearch, make_sampler
+    from search.spaces import to_optuna
     from search.trainable import trial_main
 
     init_ray(args.address)
@@ -366,7 +382,7 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
             from core.files import write_json_atomic
             write_json_atomic(results_dir / "search.json", spec)
         trainable = tune.with_resources(
-            tune.with_parameters(trial_main, method=spec["method"], fixed=spec["fixed"], proto=spec["protocol"],
+            tune.with_parameters(trial_main, method=spec["method"], fixed=spec["fixed"], loop=spec["loop"],
                                  results_dir=str(results_dir), stream=stream),
             resources)
         progress = ProgressPrinter(spec["trials"], objectives, stream.num_tasks, results_dir)
@@ -385,7 +401,7 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
             metrics = [n for n, _ in objectives]
             modes = [s for _, s in objectives]
             searcher = FullRunOptunaSearch(
-                space={k: d.to_optuna() for k, d in space.items()},
+                space={k: to_optuna(d) for k, d in space.items()},
                 metric=metrics if len(metrics) > 1 else metrics[0],
                 mode=modes if len(modes) > 1 else modes[0],
                 sampler=make_sampler(args.seed, spec["trials"]),

@@ -38,6 +38,17 @@ SPACES: dict[str, dict[str, Dist]] = {
 }
 
 
+def to_optuna(dist: Dist):
+    """The Optuna distribution of ``dist`` (float, int or categorical)."""
+    import optuna.distributions as od
+
+    if dist.type == "float":
+        return od.FloatDistribution(dist.low, dist.high, log=dist.log)
+    if dist.type == "int":
+        return od.IntDistribution(int(dist.low), int(dist.high), log=dist.log)
+    return od.CategoricalDistribution(list(dist.choices))
+
+
 def method_space(method: str) -> dict[str, Dist]:
     from strategies import STRATEGIES
 

@@ -55,6 +55,15 @@ def tune_metrics(result) -> dict[str, Any]:
     return out
 
 
+def record_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """The flat dict ``tune_metrics`` gives, read back from a finished result.json."""
+    m = (record.get("metrics") or {}).get(metrics_key(bool(record.get("task_incremental_only")))) or {}
+    out = {name: float(m[name]) if m.get(name) is not None else math.nan for name in REPORTED}
+    out.update(tasks_done=len(record.get("acc_task_il") or []), memory=int(record.get("memory_size", 0)),
+               num_params=int(record.get("num_params", 0)), train_time_s=float(record.get("train_time_s", 0.0)))
+    return out
+
+
 def node_info() -> dict[str, Any]:
     """Where this process runs: its Ray node id (None outside Ray) and hostname."""
     import ray
@@ -63,12 +72,12 @@ def node_info() -> dict[str, Any]:
     return {"ray_node_id": node_id, "hostname": socket.gethostname()}
 
 
-def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], proto: dict[str, Any],
+def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], loop: dict[str, Any],
                results_dir: str, stream=None) -> None:
     from ray import tune
 
     import strategies  # noqa: F401  (registers the strategies in this worker)
-    from search.common import loop_config
+    from search.cli import loop_config_from_dict
     from strategies.checkpoint import STATE_FILE, LoopState, load_state, save_state
     from strategies.loop import make_strategy, run
     from core.files import write_json_atomic
@@ -96,7 +105,7 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], pr
         d["restores"] = restores
         write_json_atomic(out_file, d)
 
-    cfg = loop_config(proto, seed=proto.get("seed", 0), eval_split="val", threads=threads, device=device)
+    cfg = loop_config_from_dict(loop, eval_split="val", threads=threads, device=device)
 
     def after_task(state: LoopState) -> None:
         save(state.result)
@@ -107,6 +116,15 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], pr
             tune.report(tune_metrics(state.result), checkpoint=tune.Checkpoint.from_directory(tmp))
 
     _raise_if_diverged_before(out_file)  # outside the try: keep the record as it is
+    finished = _record_on_disk(out_file)
+    if finished.get("status") == "completed" and finished.get("params") == params:
+        # Finished before its driver stopped, but Tune's last checkpoint of it
+        # predates the end (the driver was stopped between the trial's last
+        # write and Tune's bookkeeping). A trial is known finished from its own
+        # record: report it again instead of retraining the last task(s) and
+        # rewriting a finished result.
+        tune.report(record_metrics(finished))
+        return
     try:
         resume = _restore(tune.get_checkpoint(), stream, load_state, STATE_FILE)
         if resume is None:

@@ -26,8 +26,9 @@ the task-IL front is the same trials.
 ``task_incremental_only=True`` writes a PackNet-style folder: the same numbers
 on the task-IL matrices, class-IL matrices all null, class-IL metrics null.
 
-The protocol in search.json is the synthetic dataset's (3 tasks), with the
-keys ``search/common.protocol_from_args`` produces, so a rerun test can reuse it.
+The protocol in search.json is the synthetic dataset's (3 tasks), as
+``search/run.py`` writes it (``stream_protocol`` and ``loop``), so a rerun test
+can reuse it.
 """
 from __future__ import annotations
 
@@ -97,11 +98,17 @@ def task_il_matrix(R: list[list[float | None]]) -> list[list[float | None]]:
     return [[None if v is None else round(min(1.0, v + 0.1), 6) for v in row] for row in R]
 
 
-def protocol(tasks: int = NUM_TASKS) -> dict[str, Any]:
-    return {"classes": None, "tasks": tasks, "backbone": "simplecnn", "epochs": 1, "augment": "none",
-            "batch_size": 32, "dataset": "synthetic", "data_dir": None, "download": False, "task_sizes": None,
-            "class_order": "natural", "stream_seed": 0, "val_fraction": 0.1, "precision": "fp32",
-            "device": "cpu", "threads": 1, "seed": 0}
+def stream_protocol(tasks: int = NUM_TASKS) -> dict[str, Any]:
+    """The search.json ``stream_protocol`` of the fixture (core.protocol.StreamProtocol fields)."""
+    return {"dataset": "synthetic", "classes": None, "tasks": tasks, "task_sizes": None, "class_order": "natural",
+            "stream_seed": 0, "val_fraction": 0.1, "folders": None, "image_size": 64, "data_dir": None,
+            "download": False}
+
+
+def loop(seed: int = 0) -> dict[str, Any]:
+    """The search.json ``loop`` of the fixture (strategies.loop.LoopConfig fields that differ from the defaults)."""
+    return {"backbone": "simplecnn", "epochs": 1, "augment": "none", "batch_size": 32, "precision": "fp32",
+            "device": "cpu", "threads": 1, "seed": seed, "eval_split": "val"}
 
 
 def _square(R: list[list[float | None]]) -> list[list[float | None]]:
@@ -175,7 +182,8 @@ def write_search_fixture(root: str | Path, *, method: str = "icarl", task_increm
     spec = {
         "format": SEARCH_FORMAT, "method": method, "task_incremental_only": task_incremental_only,
         "objectives": [list(o) for o in objectives], "asha": False, "space": space,
-        "fixed": {} if task_incremental_only else dict(FIXED), "protocol": protocol(), "trials": len(trials),
+        "fixed": {} if task_incremental_only else dict(FIXED), "stream_protocol": stream_protocol(), "loop": loop(),
+        "trials": len(trials),
         "created": "2025-01-01 00:00:00", "environment": {"python": "3.x"},
     }
     (root / "search.json").write_text(json.dumps(spec, indent=1))

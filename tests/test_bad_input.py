@@ -68,8 +68,8 @@ CASES = [
     ("run", ["--method", "icarl", "--epochs", "0"], "epochs=0 is below its minimum 1"),
     ("run", ["--method", "icarl", "--cpus-per-trial", "0"], "--cpus-per-trial must be positive, got 0"),
     ("run", ["--method", "icarl", "--set", "memory=-5"], "icarl: memory=-5 is below its minimum 0"),
-    ("rerun", ["--method", "icarl", "--classes", "0"], "--classes must be positive, got 0"),
-    ("rerun", ["--method", "icarl", "--tasks", "0"], "--tasks must be positive, got 0"),
+    ("rerun", ["--method", "icarl", "--classes", "0"], "protocol: classes=0 is below its minimum 1"),
+    ("rerun", ["--method", "icarl", "--tasks", "0"], "protocol: tasks=0 is below its minimum 1"),
     ("rerun", ["--method", "icarl", "--batch-size", "0"], "batch_size=0 is below its minimum 2"),
     ("rerun", ["--method", "icarl", "--seeds", "0"], "--seeds must be at least 1, got 0"),
     # early stopping: conflicting modes, a factor that stops nothing, no comparison before the last task
@@ -95,8 +95,8 @@ CASES = [
     # results folders: missing, empty, another version
     ("report", ["{ws}/results/missing"], "results folder {ws}/results/missing does not exist"),
     ("report", ["{ws}/results/empty"], "results folder {ws}/results/empty is empty"),
-    ("report", ["{ws}/results/old"], "has format 'clsearch-search/0'; this version reads 'clsearch-search/1'"),
-    ("rerun", ["{ws}/results/old", "--seeds", "1"], "has format 'clsearch-search/0'; this version reads 'clsearch-search/1'"),
+    ("report", ["{ws}/results/old"], "has format 'clsearch-search/0'; this version reads 'clsearch-search/2'"),
+    ("rerun", ["{ws}/results/old", "--seeds", "1"], "has format 'clsearch-search/0'; this version reads 'clsearch-search/2'"),
     ("run", ["--method", "icarl", "--name", "old"], "search.json is from another version (clsearch-search/0)"),
 ]
 

@@ -195,12 +195,13 @@ def _kill_session(sid: int) -> list[int]:
 
 def _direct_run_matrices(results_dir: Path, d: dict) -> tuple[list, list]:
     """The matrices of a trial's config run directly through the loop (no Ray)."""
-    from search.common import build_protocol_stream, load_arrays, loop_config
+    from core.protocol import StreamProtocol
+    from datasets.protocol import load_stream
+    from search.cli import loop_config_from_dict
 
     spec = json.loads((results_dir / "search.json").read_text())
-    proto = spec["protocol"]
-    stream = build_protocol_stream(load_arrays(proto), proto)
-    cfg = loop_config(proto, seed=proto["seed"], eval_split="val", threads=1, device="cpu")
+    stream = load_stream(StreamProtocol.from_dict(spec["stream_protocol"]))
+    cfg = loop_config_from_dict(spec["loop"], threads=1, device="cpu")
     result = run(make_strategy(spec["method"], d["params"], stream, cfg), stream, cfg, log=None)
     return result.acc_class_il, result.acc_task_il
 

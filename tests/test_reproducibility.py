@@ -52,16 +52,21 @@ def _direct_run(args: list[str], out: Path, tmp: Path) -> list[dict[str, Any]]:
 
 
 def rerun_args(d: dict[str, Any]) -> list[str]:
-    """The command line that redoes the run recorded in result.json ``d``."""
-    proto, stream = d["protocol"], d["stream"]
+    """The command line that redoes the run recorded in result.json ``d``: the
+    stream from its recorded protocol, the loop from its recorded loop config."""
+    proto, sp = d["protocol"], d["stream"]["protocol"]
     args = ["--method", d["method"]]
     for key, value in d["config"].items():
         args += ["--set", f"{key}={value}"]
-    order = stream["class_order"]
+    args += ["--dataset", sp["dataset"], "--class-order", sp["class_order"], "--stream-seed", str(sp["stream_seed"]),
+             "--val-fraction", str(sp["val_fraction"])]
+    if sp["classes"] is not None:
+        args += ["--classes", str(sp["classes"])]
+    if sp["task_sizes"] is not None:
+        args += ["--task-sizes", ",".join(map(str, sp["task_sizes"]))]
+    else:
+        args += ["--tasks", str(sp["tasks"])]
     args += [
-        "--dataset", stream["dataset"], "--classes", str(stream["num_classes"]),
-        "--task-sizes", ",".join(str(len(c)) for c in stream["task_classes"]),
-        "--class-order", "natural" if order == sorted(order) else "seeded", "--stream-seed", str(stream["seed"]),
         "--eval", proto["eval_split"], "--epochs", str(proto["epochs"]), "--batch-size", str(proto["batch_size"]),
         "--backbone", proto["backbone"], "--augment", proto["augment"], "--precision", proto["precision"],
         "--device", proto["device"], "--threads", str(proto["threads"]), "--seed", str(proto["seed"]),

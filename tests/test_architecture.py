@@ -1,0 +1,63 @@
+"""The layering of docs/ARCHITECTURE.md, checked on the source.
+
+Imports run one way: every package may import ``core``; ``strategies`` may import
+``datasets``; ``search`` may import everything; ``analysis`` only ``core`` (it
+reads result files, never live objects). ``core`` imports no other package of
+the project and neither torch nor Ray, so the command-line checks stay cheap.
+The check reads every import statement (top level and inside functions) with
+``ast``, so a lazy import inside a function cannot hide an upward dependency.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("core", "datasets", "strategies", "search", "analysis")
+
+# What each package may import from the project (itself always allowed).
+ALLOWED = {
+    "core": set(),
+    "datasets": {"core"},
+    "strategies": {"core", "datasets"},
+    "analysis": {"core"},
+    "search": {"core", "datasets", "strategies", "analysis"},
+}
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, top-level module) of every absolute import in ``path``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name.split(".")[0]) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module.split(".")[0]))
+    return found
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_imports_run_one_way(package):
+    upward = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for line, module in _imports(path):
+            if module in PACKAGES and module != package and module not in ALLOWED[package]:
+                upward.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    assert not upward, f"{package} may import only {sorted(ALLOWED[package]) or 'nothing of the project'}: {upward}"
+
+
+def test_core_imports_neither_torch_nor_ray():
+    heavy = [f"{p.relative_to(ROOT)}:{line} imports {m}"
+             for p in sorted((ROOT / "core").rglob("*.py"))
+             for line, m in _imports(p) if m in ("torch", "ray", "optuna", "pandas", "matplotlib")]
+    assert not heavy, heavy
+
+
+def test_the_check_sees_lazy_imports(tmp_path):
+    # The rule would be worthless if an import inside a function escaped it.
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from search.run import main\n    import strategies.loop\n")
+    assert [m for _, m in _imports(module)] == ["search", "strategies"]
