@@ -62,6 +62,7 @@ from torch import nn
 from datasets.stream import Task
 from strategies.base import count_batches, register, shuffled_batches
 from strategies.phases import Phase
+from strategies.rng import purpose_generator
 from core.config import bounded
 from strategies.memory import update_balanced_memory
 from strategies.networks import count_parameters
@@ -155,10 +156,6 @@ class DER(RehearsalStrategy):
     name = "der"
     config_class = DERConfig
 
-    def __init__(self, config, ctx) -> None:
-        super().__init__(config, ctx)
-        self._balance_gen = torch.Generator().manual_seed(ctx.seed + 15485863)
-
     def build_model(self) -> nn.Module:
         return self.prepare_module(DERNet())
 
@@ -237,7 +234,9 @@ class DER(RehearsalStrategy):
             # Off, as the re-balancing has always run (results unchanged): it only
             # re-fits the head to frozen features on the few stored exemplars.
             augment=False,
-            generator=self._balance_gen,
+            # Its own stream per task: the batch order of the re-balancing never
+            # shifts (nor is shifted by) any other random draw of the run.
+            generator=purpose_generator(self.ctx.seed, "der/balance", len(self.tasks) - 1),
             before=lambda: self._close_representation(task, reinit=cfg.balance_reinit and epochs > 0),
         )
         return [self.main_phase(task, loop_cfg), balance]

@@ -71,6 +71,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from datasets.stream import Task
 from strategies.base import Strategy, StrategyConfig, count_batches, register, shuffled_batches
 from strategies.phases import Phase
+from strategies.rng import purpose_generator
 from core.config import ConfigError, bounded
 from strategies.networks import count_parameters
 
@@ -208,7 +209,9 @@ class PackNet(Strategy):
             # Off, as the retraining has always run (results unchanged): a short
             # fit of the surviving weights to the pruned network on plain images.
             augment=False,
-            generator=torch.Generator().manual_seed(self.ctx.seed * 7919 + 104729 + index),
+            # Its own stream per task: the batch order of the retraining never
+            # shifts (nor is shifted by) any other random draw of the run.
+            generator=purpose_generator(self.ctx.seed, "packnet/retrain", index),
             before=lambda: self._prune_and_arm(index),
         )
         return [self.main_phase(task, loop_cfg), retrain]

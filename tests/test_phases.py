@@ -260,3 +260,18 @@ def test_make_optimizer_is_the_only_optimiser_constructor_in_strategies():
                     found.append((path.name, owner.get(id(node)), name))
     assert found, "the checker found no constructor at all: it is broken"
     assert {(f, fn) for f, fn, _ in found} == {("base.py", "make_optimizer")}, found
+
+
+def test_side_phases_draw_from_their_per_purpose_generators(tiny_stream):
+    """DER's re-balancing and PackNet's retraining of task k use the generator of
+    purpose "der/balance" / "packnet/retrain", key k (strategies/rng.py): a
+    stream of their own, fresh per task, whatever else the run drew."""
+    from strategies.rng import purpose_generator
+
+    cfg = _cfg(epochs=1, seed=3)
+    for method, purpose in (("der", "der/balance"), ("packnet", "packnet/retrain")):
+        strategy = make_strategy(method, {}, tiny_stream, cfg)
+        for k, task in enumerate(tiny_stream.tasks[:2]):
+            strategy.begin_task(task, cfg.epochs, cfg.batch_size)
+            side = strategy.phases(task, cfg)[1]
+            assert torch.equal(side.generator.get_state(), purpose_generator(3, purpose, k).get_state())
