@@ -1,17 +1,28 @@
-"""The strategy interface every continual-learning method implements (DESIGN §3).
+"""The strategy interface every continual-learning method implements.
 
 A strategy owns a model and its optimiser step, and exposes small hooks that the
-one training loop (``strategies/loop.py``) calls in order, per task:
+one training loop (``strategies/loop.py``; docs/ARCHITECTURE.md) calls in order,
+per task:
 
-    begin_task(task, epochs, batch_size)  grow the head, new optimiser/schedule
-    train_batches(task, bs, gen)         (x_uint8, y) batches; default: shuffled
-                                         ``training_data(task)`` (e.g. task + memory)
+    begin_task(task, epochs, batch_size)  grow the head, memory, new extractor ...
+    phases(task, loop_cfg) -> [Phase]    the task's training, phase by phase
+                                         (``strategies/phases.py``); default: one
+                                         phase ``"train"`` over ``train_batches``
+    train_batches(task, bs, gen)         (x_uint8, y) batches of the main phase;
+                                         default: shuffled ``training_data(task)``
+                                         (e.g. task + memory)
     train_step(x, y) -> {name: loss}     x already augmented + normalised; the
                                          strategy does backward and its own step
+                                         (GEM projects the gradient, PackNet puts
+                                         frozen weights back), in every phase
     end_task(task)                       memory selection, snapshots, Fisher, ...
     scores(x, task_id) -> N x n_seen     higher = more likely; class-IL takes the
                                          argmax over all seen classes, task-IL over
                                          task ``task_id``'s columns
+
+The loop builds each phase's optimiser with ``make_optimizer`` -- the only place
+an optimiser or a learning-rate schedule is constructed -- so every phase gets
+the same SGD (momentum and weight decay from the config) at its own learning rate.
 
 Losses are returned as detached tensors so the loop can sum them on the device
 without a host synchronisation per step. Every strategy has a typed config
@@ -23,7 +34,7 @@ import copy
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +44,10 @@ from datasets.stream import Task
 from strategies.batch_ops import InputNormalizer
 from core.config import bounded
 from strategies.networks import IncrementalNet, build_backbone, count_parameters
+from strategies.phases import Phase
+
+if TYPE_CHECKING:  # the loop imports this module; only the annotation needs its config
+    from strategies.loop import LoopConfig
 
 
 @dataclasses.dataclass
@@ -103,11 +118,11 @@ class Strategy:
 
     # -- hooks the loop calls ---------------------------------------------
     def begin_task(self, task: Task, epochs: int, batch_size: int) -> None:
+        """Before the task's phases: record the task and grow the head. The
+        optimiser is not built here: the loop builds one per phase."""
         self.tasks.append(task)
         self.num_seen += task.num_classes
         self.grow_head(task)
-        steps = self.num_train_batches(task, batch_size) * epochs
-        self.make_optimizer(self.trainable_parameters(), steps)
 
     def grow_head(self, task: Task) -> None:
         self.model.add_classes(task.num_classes)
@@ -116,13 +131,44 @@ class Strategy:
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def make_optimizer(self, params: list[nn.Parameter], steps: int) -> None:
+    def phases(self, task: Task, loop_cfg: LoopConfig) -> list[Phase]:
+        """The task's training, in order (called by the loop after ``begin_task``).
+        Override to add phases after the main one (DER, PackNet)."""
+        return [self.main_phase(task, loop_cfg)]
+
+    def main_phase(self, task: Task, loop_cfg: LoopConfig) -> Phase:
+        """The training every strategy has: the loop's epochs over ``train_batches``,
+        the trainable parameters, the config's learning rate and schedule."""
+        return Phase(
+            name="train",
+            batches=lambda batch_size, gen: self.train_batches(task, batch_size, gen),
+            num_batches=lambda batch_size: self.num_train_batches(task, batch_size),
+            epochs=loop_cfg.epochs,
+            params=self.trainable_parameters,
+            lr=self.config.lr,
+            schedule=self.config.lr_schedule,
+            # The loop's setting: the representation is learned here, on the task's data.
+            augment=True,
+        )
+
+    def make_optimizer(self, params: list[nn.Parameter], steps: int, lr: float | None = None,
+                       schedule: str | None = None) -> torch.optim.Optimizer:
+        """The one place an optimiser and a schedule are built: SGD over ``params``
+        with the config's momentum and weight decay at ``lr`` (default: the
+        config's), and ``schedule`` (default: the config's ``lr_schedule``) over
+        ``steps`` optimiser steps. Sets ``self.optimizer`` / ``self.scheduler``,
+        which ``train_step`` uses, and returns the optimiser."""
         cfg = self.config
-        self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        if cfg.lr_schedule == "cosine":
+        lr = cfg.lr if lr is None else lr
+        schedule = cfg.lr_schedule if schedule is None else schedule
+        self.optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        if schedule == "cosine":
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(steps, 1))
-        else:
+        elif schedule == "constant":
             self.scheduler = None
+        else:
+            raise ValueError(f"unknown learning-rate schedule {schedule!r} (constant or cosine)")
+        return self.optimizer
 
     def training_data(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
         return task.train.x, task.train.y

@@ -29,7 +29,15 @@ Not "Dark Experience Replay". At task t (paper §3.2):
   after its update, i.e. the old exemplars plus an equal number per class from the
   new task. The head is fine-tuned (``balance_reinit=False``, default: it starts
   from the representation stage's head) or re-initialised (``True``), with SGD at
-  ``balance_lr`` and no augmentation.
+  ``balance_lr`` (constant) and no augmentation.
+
+The two stages are the task's two training phases (``phases``,
+``strategies/phases.py``), both run by the one loop: ``"train"`` (the
+representation, on balanced batches) and ``"balance"`` (the classifier, on the
+memory). The balance phase's before-step closes the representation stage --
+every extractor frozen, the auxiliary head dropped, the memory updated from the
+trained model -- so it runs on every task, with zero epochs when there is
+nothing to re-balance (first task, ``balance_epochs=0``).
 
 Memory (paper and the course notebook: 10 images per class): ``memory_per_class``
 exemplars per seen class, so the memory grows with the classes; with
@@ -53,6 +61,8 @@ from torch import nn
 
 from datasets.stream import Task
 from strategies.base import count_batches, register, shuffled_batches
+from strategies.phases import Phase
+from strategies.rng import purpose_generator
 from core.config import bounded
 from strategies.memory import update_balanced_memory
 from strategies.networks import count_parameters
@@ -146,10 +156,6 @@ class DER(RehearsalStrategy):
     name = "der"
     config_class = DERConfig
 
-    def __init__(self, config, ctx) -> None:
-        super().__init__(config, ctx)
-        self._balance_gen = torch.Generator().manual_seed(ctx.seed + 15485863)
-
     def build_model(self) -> nn.Module:
         return self.prepare_module(DERNet())
 
@@ -210,13 +216,50 @@ class DER(RehearsalStrategy):
             terms["aux"] = self.config.aux_weight * F.cross_entropy(aux.float(), aux_y)
         return terms
 
-    # -- after the task -------------------------------------------------------------
-    def end_task(self, task: Task) -> None:
+    # -- after the representation stage: classifier re-balancing ---------------------
+    def phases(self, task: Task, loop_cfg) -> list[Phase]:
+        """The representation stage (the loop's main phase), then the classifier
+        re-balancing on the memory (paper §3.3)."""
+        cfg = self.config
+        # Nothing to re-balance in the first task: it has no old classes.
+        epochs = cfg.balance_epochs if len(self.tasks) > 1 else 0
+        balance = Phase(
+            name="balance",
+            batches=self._balance_batches,
+            num_batches=lambda batch_size: count_batches(len(self.memory), batch_size),
+            epochs=epochs,
+            params=lambda: list(self.model.head.parameters()),
+            lr=cfg.balance_lr,
+            schedule="constant",
+            # Off, as the re-balancing has always run (results unchanged): it only
+            # re-fits the head to frozen features on the few stored exemplars.
+            augment=False,
+            # Its own stream per task: the batch order of the re-balancing never
+            # shifts (nor is shifted by) any other random draw of the run.
+            generator=purpose_generator(self.ctx.seed, "der/balance", len(self.tasks) - 1),
+            before=lambda: self._close_representation(task, reinit=cfg.balance_reinit and epochs > 0),
+        )
+        return [self.main_phase(task, loop_cfg), balance]
+
+    def _close_representation(self, task: Task, reinit: bool) -> None:
+        """Before re-balancing: F_t becomes final, the memory takes the new classes,
+        and the head is optionally re-initialised."""
         self.model.aux_head = None  # H^a only shapes F_t during its task
         self.model.freeze_all()  # F_t is final: frozen (and eval-mode) from now on
         self.update_memory(task)
-        if len(self.tasks) > 1 and self.config.balance_epochs > 0 and len(self.memory) > 1:
-            self.rebalance_classifier()
+        # A memory of one image gives no batch (BatchNorm-safe batches need two),
+        # so there is no re-balancing and the head is left as trained.
+        if reinit and len(self.memory) > 1:
+            head = self.model.head
+            self.model.head = nn.Linear(head.in_features, head.out_features).to(head.weight.device)
+
+    def _balance_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch over the class-balanced memory. Every extractor is frozen and
+        in eval mode, so ``train_step`` moves the head only."""
+        stored = self.memory.data()
+        if stored is None or len(stored[0]) < 2:
+            return  # no batch (and no draw from the generator)
+        yield from shuffled_batches(stored[0], stored[1], batch_size, generator)
 
     def update_memory(self, task: Task) -> None:
         per_class = self.config.memory_per_class
@@ -225,29 +268,6 @@ class DER(RehearsalStrategy):
         def images_of(label: int) -> torch.Tensor:
             return task.train.x[task.train.y == label]
         update_balanced_memory(self.memory, total, list(task.labels), images_of, self.select_exemplars)
-
-    def rebalance_classifier(self) -> None:
-        """Paper §3.3: retrain only the classifier on the class-balanced memory.
-
-        Not done through the loop: this stage needs the memory that ``end_task`` has
-        just updated with the new classes, and its own optimiser over the
-        classifier only, while the loop's epochs are the representation stage that
-        all strategies share. So it calls ``train_step`` over ``shuffled_batches``
-        here. Every extractor is frozen and in eval mode, so only the head changes.
-        """
-        x, y = self.memory.data()
-        if self.config.balance_reinit:
-            head = self.model.head
-            self.model.head = nn.Linear(head.in_features, head.out_features).to(head.weight.device)
-        cfg = self.config
-        self.optimizer = torch.optim.SGD(self.model.head.parameters(), lr=cfg.balance_lr,
-                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        self.scheduler = None
-        for _ in range(cfg.balance_epochs):
-            for xb, yb in shuffled_batches(x, y, self.ctx.batch_size, self._balance_gen):
-                with self.autocast():
-                    self.train_step(self.normalize(xb), yb)
-        self.optimizer = None
 
     # -- reporting ----------------------------------------------------------------
     def extra_report(self) -> dict[str, Any]:

@@ -1,23 +1,39 @@
-"""The one training / evaluation loop for every strategy (DESIGN §3).
+"""The one training / evaluation loop for every strategy (docs/ARCHITECTURE.md).
 
-For each task t of the stream: ``begin_task``; ``epochs`` passes over the
-strategy's batches (uint8 -> random crop on the device -> normalised float,
-channels_last, optional bf16 autocast) with ``train_step``; ``end_task``; then row
-t of two accuracy matrices on the evaluation split (val during a search, test in
-a rerun):
+For each task t of the stream:
 
-- class-incremental: argmax over ALL classes seen so far (the default protocol of
-  iCaRL, Rebuffi et al. 2017);
-- task-incremental: argmax inside task j's own classes (task identity given).
+1. ``begin_task`` (new head, new extractor, memory, ...);
+2. the task's training phases (``Strategy.phases``, ``strategies/phases.py``),
+   in order: each phase's before-step, a fresh optimiser from
+   ``Strategy.make_optimizer``, then its epochs of ``train_step`` over its
+   batches (uint8 -> random crop/flip on the device when the phase asks for
+   augmentation -> normalised float, channels_last, optional bf16 autocast);
+3. ``end_task`` (memory selection, snapshots, Fisher, BN statistics, ...);
+4. row t of two accuracy matrices on the evaluation split (val during a
+   search, test in a rerun):
+
+   - class-incremental: argmax over ALL classes seen so far (the default
+     protocol of iCaRL, Rebuffi et al. 2017);
+   - task-incremental: argmax inside task j's own classes (task identity given).
 
 R[t, j] is the accuracy on task j's eval data after training through task t. A
 callback receives the partial result after every task (the Tune trainable turns
 it into a report). ``checkpoint`` receives a ``LoopState`` after every task
 (``strategies/checkpoint.py``: strategy, result so far, RNG states), and
 ``resume=state`` continues such a state at the next task, bit-identically to a
-run that was never interrupted. Loss terms are summed on the device and read once per epoch,
-so training has no per-step host synchronisation; a NaN/inf epoch loss stops the
-run with status ``diverged``.
+run that was never interrupted.
+
+Every phase -- the main training and the side phases (DER's classifier
+re-balancing, PackNet's post-pruning retraining) -- runs through the same code:
+loss terms are summed on the device and read once per epoch (no per-step host
+synchronisation), and a NaN/inf epoch loss in ANY phase stops the run with
+status ``diverged`` and an error naming the task, epoch and phase.
+
+Per-task timings (``RunResult.timings``): ``begin_task_s``, ``train_s`` (all
+phases, their before-steps included), ``images_trained`` (all phases),
+``phases`` (per phase: ``name``, ``epochs``, ``images``, ``before_s`` -- the
+before-step and the optimiser's construction -- and ``train_s``), ``end_task_s``
+and ``eval_s``.
 """
 from __future__ import annotations
 
@@ -31,10 +47,11 @@ from typing import Any
 import torch
 
 from core.metrics import summarize
-from datasets.stream import Stream
+from datasets.stream import Stream, Task
 from strategies.base import STRATEGIES, RunContext, Strategy
 from strategies.batch_ops import random_crop, random_flip
 from strategies.checkpoint import LoopState, capture, restore_rngs
+from strategies.phases import Phase
 from core.config import ConfigError, bounded, config_from_dict
 from strategies.networks import BACKBONES
 from core.result import RunResult, environment_info, metrics_key
@@ -64,7 +81,7 @@ MIN_IMAGE_SIDE = {"vgg16": 32}
 
 
 class DivergedError(RuntimeError):
-    """Training loss became NaN or infinite."""
+    """Training loss became NaN or infinite (the message says where)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -166,6 +183,178 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+
+# -- training: the phases of one task ---------------------------------------------------
+
+def crop_padding(loop_cfg: LoopConfig, image_shape: tuple[int, int, int]) -> int:
+    """Random-crop padding in pixels: the configured one, or 1/8 of the image side."""
+    return loop_cfg.crop_padding if loop_cfg.crop_padding >= 0 else max(image_shape[1] // 8, 1)
+
+
+def augment_batch(xb: torch.Tensor, mode: str, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """The loop's augmentation of a uint8 batch (``LoopConfig.augment``), on its device."""
+    if mode != "none":
+        xb = random_crop(xb, padding, generator)
+        if mode == "crop+flip":
+            xb = random_flip(xb, generator)
+    return xb
+
+
+def start_phase(strategy: Strategy, phase: Phase, batch_size: int) -> None:
+    """A phase's before-step, then its optimiser. The step count (for the
+    schedule) and the parameters are read after the before-step, which may
+    change both (DER's memory update, a re-initialised head)."""
+    if phase.before is not None:
+        phase.before()
+    if phase.epochs > 0:
+        steps = phase.epochs * phase.num_batches(batch_size)
+        strategy.make_optimizer(phase.params(), steps, phase.lr, phase.schedule)
+
+
+def train_phase(strategy: Strategy, phase: Phase, loop_cfg: LoopConfig, generator: torch.Generator,
+                task_id: int, *, record: dict[str, Any] | None = None, log: Callable[[str], None] | None = None,
+                where: str = "") -> dict[str, Any]:
+    """Run one phase: before-step, optimiser, ``phase.epochs`` passes over its
+    batches; return its timing record (``name``, ``epochs``, ``images``,
+    ``before_s``, ``train_s``).
+
+    ``generator`` is the loop's; the phase's own one replaces it when it has
+    one. ``record`` (default: a new dict) is filled as the phase goes, so a
+    diverged phase still reports what it did. Raises ``DivergedError`` naming
+    ``task_id``, the epoch and the phase when an epoch's mean loss is NaN or
+    infinite. ``where`` prefixes the log lines (e.g. "task 2/5").
+    """
+    record = {} if record is None else record
+    record.update(name=phase.name, epochs=phase.epochs, images=0, before_s=0.0, train_s=0.0)
+    t0 = time.perf_counter()
+    start_phase(strategy, phase, loop_cfg.batch_size)
+    t1 = time.perf_counter()
+    record["before_s"] = t1 - t0
+    gen = phase.generator if phase.generator is not None else generator
+    mode = loop_cfg.augment if phase.augment else "none"
+    padding = crop_padding(loop_cfg, strategy.ctx.image_shape)
+    try:
+        for epoch in range(phase.epochs):
+            sums: dict[str, torch.Tensor] = {}
+            batches = 0
+            e0 = time.perf_counter()
+            for xb, yb in phase.batches(loop_cfg.batch_size, gen):
+                xb = augment_batch(xb, mode, padding, gen)
+                with strategy.autocast():
+                    terms = strategy.train_step(strategy.normalize(xb), yb)
+                # Summed on the device: no host synchronisation per step.
+                for k, v in terms.items():
+                    sums[k] = sums[k] + v.float() if k in sums else v.float()
+                batches += 1
+                record["images"] += len(yb)
+            # One host synchronisation per epoch: read the mean losses.
+            means = {k: (v / max(batches, 1)).item() for k, v in sums.items()}
+            if any(not math.isfinite(v) for v in means.values()):
+                raise DivergedError(f"loss became {means.get('loss')} in task {task_id} epoch {epoch} "
+                                    f"of phase {phase.name!r}")
+            if log:
+                rate = batches * loop_cfg.batch_size / max(time.perf_counter() - e0, 1e-9)
+                terms_txt = " ".join(f"{k} {v:.4f}" for k, v in means.items())
+                log(f"[{strategy.name}] {where} {phase.name} epoch {epoch + 1}/{phase.epochs} {terms_txt} ({rate:.0f} img/s)")
+    finally:
+        record["train_s"] = time.perf_counter() - t1
+        # Each phase builds its own optimiser; none carries momentum into the
+        # next phase or task, and a checkpoint then holds no optimiser state.
+        strategy.optimizer = None
+        strategy.scheduler = None
+    return record
+
+
+def train_task(strategy: Strategy, task: Task, loop_cfg: LoopConfig, generator: torch.Generator,
+               timing: dict[str, Any], log: Callable[[str], None] | None = None, where: str = "") -> None:
+    """Every phase of ``task``'s training, in order (between ``begin_task`` and
+    ``end_task``). Fills ``timing``: ``train_s`` (all phases with their
+    before-steps), ``images_trained`` and ``phases`` (one record per phase).
+    Raises ``DivergedError`` (see ``train_phase``); the timing then covers the
+    phases up to and including the diverged one."""
+    t0 = time.perf_counter()
+    records: list[dict[str, Any]] = []
+    timing.update(train_s=0.0, images_trained=0, phases=records)
+    try:
+        for phase in strategy.phases(task, loop_cfg):
+            records.append({})  # filled as the phase runs: kept if it diverges
+            train_phase(strategy, phase, loop_cfg, generator, task.task_id, record=records[-1], log=log, where=where)
+    finally:
+        timing["train_s"] = time.perf_counter() - t0
+        timing["images_trained"] = sum(r["images"] for r in records)
+
+
+# -- evaluation: one row of the matrices ------------------------------------------------
+
+def _evaluate_task(strategy: Strategy, stream: Stream, t: int, result: RunResult, timing: dict[str, Any],
+                   log: Callable[[str], None] | None) -> None:
+    """Fill row t of both matrices (padded to the stream's width) and the
+    figures that change with it (memory, parameters, metrics so far)."""
+    T = stream.num_tasks
+    t0 = time.perf_counter()
+    row_class, row_task, sizes = evaluate(strategy, stream, t, result.eval_split)
+    timing["eval_s"] = time.perf_counter() - t0
+    result.acc_class_il.append(_pad_row(row_class, T))
+    result.acc_task_il.append(_pad_row(row_task, T))
+    result.eval_sizes = sizes
+    result.memory_size = strategy.memory_size()
+    result.num_params = strategy.num_parameters()
+    result.extra = strategy.extra_report()
+    result.metrics = result_metrics(result)
+    if log:
+        head = metrics_key(strategy.task_incremental_only).replace("_il", "-IL")
+        row = row_task if strategy.task_incremental_only else row_class
+        log(f"[{strategy.name}] after task {t + 1}/{T}: {head} acc " + " ".join(f"{100 * v:.1f}" for v in row))
+
+
+# -- the run ------------------------------------------------------------------------------
+
+def _stream_on_device(stream: Stream, device: torch.device, split: str) -> Stream:
+    """The stream with every split on the training device (uint8, so it fits),
+    after checking that every task has images in the evaluation split."""
+    if any(len(getattr(t, split)) == 0 for t in stream.tasks):
+        raise ConfigError(f"eval_split={split!r} but some task has no {split} images (use a validation fraction > 0 or eval on test)")
+    tasks = [dataclasses.replace(t, train=t.train.to(device), val=t.val.to(device), test=t.test.to(device))
+             for t in stream.tasks]
+    return dataclasses.replace(stream, tasks=tasks)
+
+
+def _start_result(strategy: Strategy, stream: Stream, loop_cfg: LoopConfig) -> RunResult:
+    """The empty record of a new run: what ran, on what, where."""
+    return RunResult(
+        method=strategy.name,
+        config=dataclasses.asdict(strategy.config),
+        protocol=dataclasses.asdict(loop_cfg),
+        stream=stream.describe(),
+        task_incremental_only=strategy.task_incremental_only,
+        eval_split=loop_cfg.eval_split,
+        environment=environment_info(),
+    )
+
+
+def _resume(strategy: Strategy, stream: Stream, loop_cfg: LoopConfig, state: LoopState,
+            log: Callable[[str], None] | None) -> tuple[RunResult, torch.Generator]:
+    """The saved result and the loop's generator of a run continued from ``state``;
+    the global RNGs are set back to their saved states."""
+    if state.strategy is not strategy:
+        raise ValueError("run(strategy, ..., resume=state): pass state.strategy as the strategy")
+    result = state.result
+    T, first = stream.num_tasks, result.tasks_done
+    if result.protocol != dataclasses.asdict(loop_cfg) and log:
+        log(f"[{strategy.name}] resuming with a different loop config than the checkpoint's")
+    if first > T or result.stream.get("num_tasks") != T:
+        raise ValueError(f"checkpoint after {first} tasks of a {result.stream.get('num_tasks')}-task stream "
+                         f"cannot resume on this {T}-task stream")
+    # The seen tasks point at this run's (device) copies of the stream.
+    strategy.tasks = [stream.tasks[t.task_id] for t in strategy.tasks]
+    if loop_cfg.threads > 0:
+        torch.set_num_threads(loop_cfg.threads)
+    gen = restore_rngs(state)
+    if log:
+        log(f"[{strategy.name}] resuming after task {first}/{T}")
+    return result, gen
+
+
 def run(
     strategy: Strategy,
     stream: Stream,
@@ -187,107 +376,46 @@ def run(
     (``strategy`` must be ``resume.strategy``); the run goes on at task
     ``resume.tasks_done`` with the saved result and random-number states.
     """
-    split = loop_cfg.eval_split
-    if any(len(getattr(t, split)) == 0 for t in stream.tasks):
-        raise ConfigError(f"eval_split={split!r} but some task has no {split} images (use a validation fraction > 0 or eval on test)")
-    device = strategy.device
-    stream_on_device = [dataclasses.replace(t, train=t.train.to(device), val=t.val.to(device), test=t.test.to(device)) for t in stream.tasks]
-    stream = dataclasses.replace(stream, tasks=stream_on_device)
-    padding = loop_cfg.crop_padding if loop_cfg.crop_padding >= 0 else max(stream.image_shape[1] // 8, 1)
-
+    stream = _stream_on_device(stream, strategy.device, loop_cfg.eval_split)
     T = stream.num_tasks
     if resume is None:
-        gen = torch.Generator().manual_seed(loop_cfg.seed)
-        result = RunResult(
-            method=strategy.name,
-            config=dataclasses.asdict(strategy.config),
-            protocol=dataclasses.asdict(loop_cfg),
-            stream=stream.describe(),
-            task_incremental_only=strategy.task_incremental_only,
-            eval_split=split,
-            environment=environment_info(),
-        )
-        first = 0
+        # The loop's generator drives the main phase's batch order and augmentation.
+        result, gen = _start_result(strategy, stream, loop_cfg), torch.Generator().manual_seed(loop_cfg.seed)
     else:
-        if resume.strategy is not strategy:
-            raise ValueError("run(strategy, ..., resume=state): pass state.strategy as the strategy")
-        result = resume.result
-        first = result.tasks_done
-        if result.protocol != dataclasses.asdict(loop_cfg) and log:
-            log(f"[{strategy.name}] resuming with a different loop config than the checkpoint's")
-        if first > T or result.stream.get("num_tasks") != T:
-            raise ValueError(f"checkpoint after {first} tasks of a {result.stream.get('num_tasks')}-task stream "
-                             f"cannot resume on this {T}-task stream")
-        # The seen tasks point at this run's (device) copies of the stream.
-        strategy.tasks = [stream.tasks[t.task_id] for t in strategy.tasks]
-        if loop_cfg.threads > 0:
-            torch.set_num_threads(loop_cfg.threads)
-        gen = restore_rngs(resume)
-        if log:
-            log(f"[{strategy.name}] resuming after task {first}/{T}")
+        result, gen = _resume(strategy, stream, loop_cfg, resume, log)
+    # train_time_s accumulates over resumes: start the clock that far back.
     run_start = time.perf_counter() - result.train_time_s
-    for t in range(first, T):
+    for t in range(result.tasks_done, T):
         task = stream.tasks[t]
-        timing: dict[str, float] = {"task": t}
+        timing: dict[str, Any] = {"task": t}
+
+        # 1. The strategy prepares the task (head, extractor, memory, ...).
         t0 = time.perf_counter()
         strategy.begin_task(task, loop_cfg.epochs, loop_cfg.batch_size)
         timing["begin_task_s"] = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        images = 0
-        for epoch in range(loop_cfg.epochs):
-            sums: dict[str, torch.Tensor] = {}
-            batches = 0
-            e0 = time.perf_counter()
-            for xb, yb in strategy.train_batches(task, loop_cfg.batch_size, gen):
-                if loop_cfg.augment != "none":
-                    xb = random_crop(xb, padding, gen)
-                    if loop_cfg.augment == "crop+flip":
-                        xb = random_flip(xb, gen)
-                with strategy.autocast():
-                    terms = strategy.train_step(strategy.normalize(xb), yb)
-                for k, v in terms.items():
-                    sums[k] = sums[k] + v.float() if k in sums else v.float()
-                batches += 1
-                images += len(yb)
-            # One host synchronisation per epoch: read the mean losses.
-            means = {k: (v / max(batches, 1)).item() for k, v in sums.items()}
-            if any(not math.isfinite(v) for v in means.values()):
-                result.status = "diverged"
-                result.error = f"loss became {means.get('loss')} in task {t} epoch {epoch}"
-                break
-            if log:
-                rate = batches * loop_cfg.batch_size / max(time.perf_counter() - e0, 1e-9)
-                terms_txt = " ".join(f"{k} {v:.4f}" for k, v in means.items())
-                log(f"[{strategy.name}] task {t + 1}/{T} epoch {epoch + 1}/{loop_cfg.epochs} {terms_txt} ({rate:.0f} img/s)")
-        timing["train_s"] = time.perf_counter() - t0
-        timing["images_trained"] = images
-        if result.status == "diverged":
+        # 2. Its training phases, in order; a NaN/inf loss in any of them ends
+        #    the run as "diverged", keeping the rows of the tasks completed.
+        try:
+            train_task(strategy, task, loop_cfg, gen, timing, log=log, where=f"task {t + 1}/{T}")
+        except DivergedError as exc:
+            result.status, result.error = "diverged", str(exc)
             result.timings.append(timing)
             break
 
+        # 3. After training: memory selection, snapshots, Fisher, BN statistics...
         t0 = time.perf_counter()
         strategy.end_task(task)
         timing["end_task_s"] = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        row_class, row_task, sizes = evaluate(strategy, stream, t, split)
-        timing["eval_s"] = time.perf_counter() - t0
-        result.acc_class_il.append(_pad_row(row_class, T))
-        result.acc_task_il.append(_pad_row(row_task, T))
-        result.eval_sizes = sizes
+        # 4. Row t of the accuracy matrices on the evaluation split.
+        _evaluate_task(strategy, stream, t, result, timing, log)
         result.timings.append(timing)
         result.train_time_s = time.perf_counter() - run_start
-        result.memory_size = strategy.memory_size()
-        result.num_params = strategy.num_parameters()
-        result.extra = strategy.extra_report()
-        result.metrics = result_metrics(result)
-        if log:
-            head = metrics_key(strategy.task_incremental_only).replace("_il", "-IL")
-            row = row_task if strategy.task_incremental_only else row_class
-            log(f"[{strategy.name}] after task {t + 1}/{T}: {head} acc " + " ".join(f"{100 * v:.1f}" for v in row))
         if t == T - 1:
             result.status = "completed"
+
+        # 5. Checkpoint (serialised by the caller), then report.
         if checkpoint:
             checkpoint(capture(strategy, result, gen))
         if callback:

@@ -2,25 +2,26 @@
 (Mallya & Lazebnik, CVPR 2018).
 
 Task-INCREMENTAL only: every task has its own classifier head and its own
-subnetwork, chosen at test time by the task identity (DESIGN §5: PackNet goes on
-its own front, never mixed with class-incremental methods). Per task t (paper
-§3, Fig. 1):
+subnetwork, chosen at test time by the task identity (so PackNet is compared on
+its own task-IL front, never mixed with class-incremental methods). Per task t
+(paper §3, Fig. 1), as two training phases of the one loop (``phases``):
 
-1. Train: the loop's epochs over task t's data; only the FREE weights of the
+1. Train (phase ``"train"``): the loop's epochs over task t's data; only the FREE weights of the
    backbone (owned by no earlier task) move. Weights owned by tasks < t get a
    zero gradient (``before_optimizer_step``) and, because weight decay and
    momentum would still move them, are copied back bit for bit after every
    optimizer step (``train_step``): frozen means exactly frozen.
-2. Prune (``end_task``): in every conv / linear layer of the backbone, the
+2. Prune (the before-step of phase ``"retrain"``): in every conv / linear layer of the backbone, the
    ``prune_ratio`` (paper: 0.75; 0.5 also used) fraction of task t's free weights
    with the smallest magnitude is set to zero and released for later tasks; the
    rest become task t's. Pruning is per layer, as in the paper and its code, so
    every layer keeps capacity for later tasks.
-3. Retrain the kept weights briefly (``retrain_epochs`` at ``lr *
-   retrain_lr_scale``; the paper retrains at a lower learning rate) with the
-   pruned ones held at zero, then freeze them: they belong to task t.
+3. Retrain (phase ``"retrain"``) the kept weights briefly (``retrain_epochs``
+   at ``lr * retrain_lr_scale``, constant; the paper retrains at a lower
+   learning rate) with the pruned ones held at zero, then freeze them
+   (``end_task``): they belong to task t.
    With BatchNorm backbones the running statistics are then re-estimated on the
-   task's training images (``bn_recalibrate``): after pruning 75 % of the
+   task's training images (``bn_recalibrate``, in ``end_task``): after pruning 75 % of the
    weights, the averages kept during training describe a different network,
    and a from-scratch SimpleCNN evaluated with them fell to chance on the tiny
    test stream (1.0 -> 0.5 task-IL accuracy; 1.0 with recalibration).
@@ -50,11 +51,10 @@ Choices for parameters the paper does not prune:
   tasks exactly unchanged, like the masks.
 - Heads: one ``nn.Linear`` per task, trained during its task only, then frozen.
 
-The post-pruning retraining runs inside ``end_task`` with this strategy's own
-``train_step`` over ``shuffled_batches`` (see ``_retrain``): it must happen after
-the loop's epochs on the same task, with a different trainable set, and before
-the loop evaluates the task -- no loop hook covers that. It uses no
-augmentation (``RunContext`` does not carry the loop's augmentation setting).
+The post-pruning retraining is a phase like the main training: the loop runs
+it with the same ``train_step`` (same loss, gradient masking and exact
+restore), NaN check and timing; its before-step prunes and arms the kept
+weights as the trainable set.
 """
 from __future__ import annotations
 
@@ -70,6 +70,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from datasets.stream import Task
 from strategies.base import Strategy, StrategyConfig, count_batches, register, shuffled_batches
+from strategies.phases import Phase
+from strategies.rng import purpose_generator
 from core.config import ConfigError, bounded
 from strategies.networks import count_parameters
 
@@ -159,7 +161,7 @@ class PackNet(Strategy):
         self._eval_cache = None
         # Only the free weights train; everything owned by tasks < index is frozen.
         self._arm({n: o == FREE for n, o in self.owner.items()})
-        super().begin_task(task, epochs, batch_size)  # grows the head, builds the optimiser
+        super().begin_task(task, epochs, batch_size)  # grows the head
 
     def grow_head(self, task: Task) -> None:
         head = self.model.add_head(task.num_classes)
@@ -191,10 +193,50 @@ class PackNet(Strategy):
         for n, w in self.prunable.items():
             w.copy_(torch.where(self._trainable[n], w, self._frozen_values[n]))
 
-    def end_task(self, task: Task) -> None:
+    def phases(self, task: Task, loop_cfg) -> list[Phase]:
+        """Train on the free weights (the loop's main phase), then prune and
+        retrain the kept ones (paper §3)."""
         index = self.positions[task.task_id]
+        cfg = self.config
+        retrain = Phase(
+            name="retrain",
+            batches=lambda batch_size, gen: self._retrain_batches(task, batch_size, gen),
+            num_batches=lambda batch_size: count_batches(len(task.train), batch_size),
+            epochs=cfg.retrain_epochs,
+            params=self.trainable_parameters,
+            lr=cfg.lr * cfg.retrain_lr_scale,
+            schedule="constant",
+            # Off, as the retraining has always run (results unchanged): a short
+            # fit of the surviving weights to the pruned network on plain images.
+            augment=False,
+            # Its own stream per task: the batch order of the retraining never
+            # shifts (nor is shifted by) any other random draw of the run.
+            generator=purpose_generator(self.ctx.seed, "packnet/retrain", index),
+            before=lambda: self._prune_and_arm(index),
+        )
+        return [self.main_phase(task, loop_cfg), retrain]
+
+    def _prune_and_arm(self, index: int) -> None:
+        """Before retraining: prune task ``index``'s free weights, then make the
+        kept ones (owner ``index + 1``) the only prunable weights that may move."""
         self.prune(index)
-        self._retrain(task, index)
+        self._arm({n: o == index + 1 for n, o in self.owner.items()})
+
+    def _retrain_batches(self, task: Task, batch_size: int, generator: torch.Generator):
+        """One retraining epoch: the task's training images, shuffled."""
+        if count_batches(len(task.train), batch_size) == 0:
+            return  # no batch BatchNorm could train on (and no draw from the generator)
+        yield from shuffled_batches(task.train.x, task.train.y, batch_size, generator)
+
+    def end_task(self, task: Task) -> None:
+        """After the phases: re-estimate BN statistics, then freeze task ``index``.
+
+        BN recalibration stays here rather than becoming a phase: it takes no
+        optimiser step (one forward pass per batch, no loss, no gradient), so
+        the phase machinery (optimiser, NaN check, augmentation) has nothing to
+        do for it, and it must run even when ``retrain_epochs=0``.
+        """
+        index = self.positions[task.task_id]
         if self.config.bn_recalibrate:
             self._recalibrate_bn(task)
         # Freeze: the kept weights are task ``index``'s from now on (the next
@@ -205,8 +247,6 @@ class PackNet(Strategy):
             p.requires_grad_(False)
         self._trainable = None
         self._frozen_values = None
-        self.optimizer = None
-        self.scheduler = None
         self.finished = index + 1
         self._eval_cache = None
 
@@ -232,28 +272,6 @@ class PackNet(Strategy):
             owner.masked_fill_(free & ~pruned, index + 1)
             log[n] = (n_free, k)
         self.prune_log.append(log)
-
-    def _retrain(self, task: Task, index: int) -> None:
-        """Retrain the kept weights with the pruned ones held at zero.
-
-        The one place this strategy loops over data itself: retraining has to
-        follow the loop's epochs on the same task, with a different set of
-        trainable weights, and precede the loop's evaluation of the task, and no
-        loop hook sits there. It reuses ``train_step`` (same loss, same gradient
-        masking, same exact restore) over the base ``shuffled_batches``.
-        """
-        self._arm({n: o == index + 1 for n, o in self.owner.items()})
-        cfg = self.config
-        if cfg.retrain_epochs == 0 or count_batches(len(task.train), self.ctx.batch_size) == 0:
-            return
-        self.optimizer = torch.optim.SGD(self.trainable_parameters(), lr=cfg.lr * cfg.retrain_lr_scale,
-                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        self.scheduler = None
-        gen = torch.Generator().manual_seed(self.ctx.seed * 7919 + 104729 + index)
-        for _ in range(cfg.retrain_epochs):
-            for xb, yb in shuffled_batches(task.train.x, task.train.y, self.ctx.batch_size, gen):
-                with self.autocast():
-                    self.train_step(self.normalize(xb), yb)
 
     @torch.no_grad()
     def _recalibrate_bn(self, task: Task) -> None:

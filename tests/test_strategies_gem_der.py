@@ -16,17 +16,26 @@ from core.config import ConfigError
 from strategies.der import DERNet
 from strategies.gem import project_gradient
 from tests.helpers import assert_lower_triangular, tiny_loop_config as _cfg
-from strategies.loop import make_strategy, run
+from strategies.loop import make_strategy, run, start_phase, train_phase, train_task
+
+
+def _begin_task(strategy, task, epochs=1, batch_size=32):
+    """``begin_task`` and the start of the main phase (its optimiser), for tests
+    that then call ``train_step`` by hand."""
+    strategy.begin_task(task, epochs, batch_size)
+    start_phase(strategy, strategy.phases(task, _cfg(epochs=epochs, batch_size=batch_size))[0], batch_size)
+
+
+def _finish_task(strategy, task, epochs=1, batch_size=32, seed=0):
+    """After ``begin_task``: every phase of the task through the loop, then ``end_task``."""
+    train_task(strategy, task, _cfg(epochs=epochs, batch_size=batch_size), torch.Generator().manual_seed(seed), {})
+    strategy.end_task(task)
 
 
 def _train_task(strategy, task, epochs=1, batch_size=32, seed=0):
     """The loop's per-task sequence without evaluation (augmentation off)."""
-    gen = torch.Generator().manual_seed(seed)
     strategy.begin_task(task, epochs, batch_size)
-    for _ in range(epochs):
-        for xb, yb in strategy.train_batches(task, batch_size, gen):
-            strategy.train_step(strategy.normalize(xb), yb)
-    strategy.end_task(task)
+    _finish_task(strategy, task, epochs, batch_size, seed)
 
 
 # ----------------------------------------------------------------------------- GEM
@@ -117,7 +126,7 @@ def test_gem_projects_inside_a_real_training_step(tiny_stream, margin_type, monk
     _train_task(strategy, tasks[0], epochs=2)
     _train_task(strategy, tasks[1], epochs=1)
     task = tasks[2]
-    strategy.begin_task(task, 1, 32)
+    _begin_task(strategy, task)
     gen = torch.Generator().manual_seed(3)
     checked = 0
     calls.clear()
@@ -154,7 +163,7 @@ def test_gem_projects_inside_a_real_training_step(tiny_stream, margin_type, monk
 def test_gem_leaves_a_non_conflicting_gradient_alone(tiny_stream, monkeypatch):
     strategy = make_strategy("gem", {"memory": 24, "memory_batch": 10_000}, tiny_stream, _cfg())
     _train_task(strategy, tiny_stream.tasks[0], epochs=1)
-    strategy.begin_task(tiny_stream.tasks[1], 1, 32)
+    _begin_task(strategy, tiny_stream.tasks[1])
     monkeypatch.setattr(gem_module, "project_gradient", lambda *a, **k: pytest.fail("projected a feasible gradient"))
     params = strategy.trainable_parameters()
     strategy.model.train()
@@ -217,7 +226,7 @@ def test_der_old_extractors_stay_in_eval_mode_and_the_new_one_trains(tiny_stream
     _train_task(strategy, tiny_stream.tasks[0])
     old_state = {k: v.clone() for k, v in strategy.model.extractors[0].state_dict().items()}
     task = tiny_stream.tasks[1]
-    strategy.begin_task(task, 1, 32)
+    _begin_task(strategy, task)
     new_state = {k: v.clone() for k, v in strategy.model.extractors[1].state_dict().items()}
     strategy.model.train()
     assert not strategy.model.extractors[0].training and strategy.model.extractors[1].training
@@ -238,7 +247,7 @@ def test_der_aux_head_has_new_classes_plus_one_outputs(tiny_stream):
     t0, t1 = tiny_stream.tasks[:2]
     strategy.begin_task(t0, 1, 32)
     assert strategy.model.aux_head is None  # no old class in the first task
-    strategy.end_task(t0)
+    _finish_task(strategy, t0)
     strategy.begin_task(t1, 1, 32)
     aux = strategy.model.aux_head
     assert aux.out_features == t1.num_classes + 1
@@ -256,7 +265,7 @@ def test_der_aux_head_has_new_classes_plus_one_outputs(tiny_stream):
     aux_y = torch.where(y >= t1.label_offset, y - t1.label_offset + 1, 0)
     assert aux_y[:3].tolist() == [0, 0, 0] and set(aux_y[3:].tolist()) <= {1, 2}
     torch.testing.assert_close(terms["aux"], F.cross_entropy(aux_logits, aux_y))
-    strategy.end_task(t1)
+    _finish_task(strategy, t1)
     assert strategy.model.aux_head is None  # discarded after the task
 
 
@@ -306,16 +315,21 @@ def test_der_rebalancing_trains_only_the_classifier_on_balanced_classes(tiny_str
     strategy = make_strategy("der", {"balance_epochs": 2}, tiny_stream, _cfg())
     _train_task(strategy, tiny_stream.tasks[0])
     task = tiny_stream.tasks[1]
-    strategy.begin_task(task, 1, 32)
+    _begin_task(strategy, task)
     for xb, yb in strategy.train_batches(task, 32, torch.Generator().manual_seed(0)):
         strategy.train_step(strategy.normalize(xb), yb)
     before = copy.deepcopy(strategy.model.state_dict())
     labels = []
     real_step = strategy.train_step
     monkeypatch.setattr(strategy, "train_step", lambda x, y: labels.append(y.clone()) or real_step(x, y))
+    cfg = _cfg(epochs=1)
+    main, balance = strategy.phases(task, cfg)
+    assert (balance.name, balance.epochs, balance.augment) == ("balance", 2, False)
+    record = train_phase(strategy, balance, cfg, torch.Generator().manual_seed(0), task.task_id)
     strategy.end_task(task)
     counts = torch.bincount(torch.cat(labels), minlength=strategy.num_seen)
     assert counts.tolist() == [2 * 10] * strategy.num_seen  # 2 epochs x 10 per class, all classes
+    assert record["images"] == 2 * 10 * strategy.num_seen
     after = strategy.model.state_dict()
     for k, v in after.items():
         if k.startswith("extractors."):
