@@ -107,8 +107,9 @@ def write_final_table(df: pd.DataFrame, out_dir: Path, title: str, notes: list[s
 
 
 # Per-task timing keys written by strategies/loop.py, and what they hold.
-TIME_PARTS = (("train_s", "training epochs (incl. distillation / projection)"),
-              ("end_task_s", "end of task (memory selection, Fisher, pruning, re-balancing)"),
+TIME_PARTS = (("train_s", "training phases (incl. distillation / projection, DER's re-balancing and "
+                          "PackNet's pruning and retraining)"),
+              ("end_task_s", "end of task (memory selection, Fisher, BN recalibration)"),
               ("eval_s", "evaluation"), ("begin_task_s", "begin of task (snapshots, new extractor)"))
 
 
