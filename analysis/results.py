@@ -154,9 +154,16 @@ def read_search_spec(results_dir: str | Path) -> dict[str, Any]:
     if (not isinstance(objectives, list) or not objectives
             or not all(isinstance(o, (list, tuple)) and len(o) == 2 and o[1] in ("max", "min") for o in objectives)):
         raise ResultsError(f"{spec_file}: 'objectives' must be a list of [name, 'max'|'min'], got {objectives!r}")
-    spec.setdefault("space", {})
-    spec.setdefault("fixed", {})
-    spec.setdefault("protocol", {})
+    for key in ("space", "fixed", "protocol"):
+        spec.setdefault(key, {})
+        if spec[key] is None:
+            spec[key] = {}
+        if not isinstance(spec[key], dict):
+            raise ResultsError(f"{spec_file}: {key!r} must be a JSON object, got {_show(spec[key])}")
+    bad = [name for name, dist in spec["space"].items() if not isinstance(dist, dict)]
+    if bad:
+        raise ResultsError(f"{spec_file}: space entry {bad[0]!r} must be an object with a 'type', "
+                           f"got {_show(spec['space'][bad[0]])}")
     spec.setdefault("task_incremental_only", False)
     return spec
 
