@@ -666,7 +666,8 @@ def _rows_from_csv(path: Path, spec: dict[str, Any], csv_df: pd.DataFrame) -> tu
         differs = _csv_disagreement(cells, row)
         if cells.get("status") == "running" and row["status"] == "truncated":
             row.update(status="running", error=None)  # the driver knew it was still in flight
-        if differs:
+        # An excluded record already says why nothing of it is used: the csv's cells add nothing.
+        if differs and row["status"] != "excluded":
             notes.append(f"trials.csv row of trial {tid}: {differs}; its numbers are taken from "
                          f"trials/{tid}/result.json")
         rows.append(row)
