@@ -71,10 +71,6 @@ from core.objectives import LABELS  # noqa: E402
 from analysis.results import (PARAM_PREFIX, TASK_IL_PREFIX, ResultsError, SearchResults,  # noqa: E402
                               load_search, result_matrix, trial_number)
 
-
-class ReportWriteError(UserError):
-    """The report could not be written (a full disk, no permission); the previous one is untouched."""
-
 __all__ = ["build_report", "main", "ReportWriteError", "MAX_FRONT_CONFIGS", "MIN_TRIALS_FOR_IMPORTANCE"]
 
 MAX_FRONT_CONFIGS = 8
@@ -89,6 +85,10 @@ MAX_GREY_LABELS = 12
 
 METRIC_LABELS = LABELS
 MARKERS = ("o", "s", "^", "D", "v", "P", "*", "h", "<", ">")
+
+
+class ReportWriteError(UserError):
+    """The report could not be written (a full disk, no permission); the previous one is untouched."""
 
 
 # --------------------------------------------------------------------------

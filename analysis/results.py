@@ -243,6 +243,18 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _finite(v: Any) -> bool:
+    """A number that fits a float and is not NaN or inf (JSON allows 1e999 and a 400-digit int)."""
+    try:
+        return _is_number(v) and math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def _is_count(v: Any) -> bool:
+    return _finite(v) and v == int(v)
+
+
 def _show(v: Any) -> str:
     """A recorded value as a message shows it: short, typed (a string stays quoted)."""
     if v is None:
@@ -252,7 +264,7 @@ def _show(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     if isinstance(v, int):
-        return str(v)
+        return str(v) if abs(v) < 10**15 else f"{v:.6g}" if _finite(v) else "an integer too large for a float"
     if isinstance(v, str):
         text = repr(v if len(v) <= 30 else v[:27] + "...")
         return f"{text} (a string)"
@@ -278,7 +290,7 @@ def _check_matrix(key: str, m: list, width: int, k: int, nulls_allowed: bool) ->
                 return f"{where} is null: the accuracy on a task already trained is missing"
             if not _is_number(v):
                 return f"{where} is {_show(v)}, not a number"
-            if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+            if not (_finite(v) and 0.0 <= v <= 1.0):
                 return f"{where} = {_show(v)} is outside [0, 1] (accuracies are fractions)"
     return None
 
@@ -328,7 +340,7 @@ def check_result(d: Any, num_tasks: int | None = None, trial_id: str | None = No
     width = (d.get("stream") or {}).get("num_tasks")
     if width is None:
         width = num_tasks
-    elif not _is_number(width) or width != int(width) or width < 1:
+    elif not _is_count(width) or width < 1:
         return f"stream.num_tasks is {_show(width)}, not a positive whole number"
     if width is None:  # no stream size anywhere: the rows must at least agree with each other
         first = matrices["task_il"][0] if k else None
@@ -348,7 +360,7 @@ def check_result(d: Any, num_tasks: int | None = None, trial_id: str | None = No
     if len(sizes) != k:
         return f"eval_sizes has {len(sizes)} entries for {k} task(s) done (one per task evaluated)"
     for j, n in enumerate(sizes):
-        if not _is_number(n) or not math.isfinite(n) or n <= 0 or n != int(n):
+        if not _is_count(n) or n <= 0:
             return f"eval_sizes[{j}] is {_show(n)}, not a positive count of images"
     done = d.get("tasks_done")
     if done is not None and (not _is_number(done) or done != k):
@@ -370,7 +382,7 @@ def check_result(d: Any, num_tasks: int | None = None, trial_id: str | None = No
             if not _is_number(v):
                 return f"{where} is {_show(v)}, not a number"
             lo, hi = METRIC_RANGE.get(name, (-1.0, 1.0))
-            if not math.isfinite(v):
+            if not _finite(v):
                 return f"{where} = {_show(v)} is not finite"
             if not lo <= v <= hi:
                 return f"{where} = {_show(v)} is outside [{lo:g}, {hi:g}]"
@@ -392,7 +404,7 @@ def check_result(d: Any, num_tasks: int | None = None, trial_id: str | None = No
             if key == "memory_size" and k:
                 return "memory_size is missing (every task done records it)"
             continue
-        if not _is_number(v) or not math.isfinite(v) or v < 0:
+        if not _finite(v) or v < 0:
             return f"{key} is {_show(v)}, not a non-negative number"
     return None
 
@@ -446,7 +458,7 @@ NUMERIC_COLUMNS = (list(SUMMARY_KEYS) + [TASK_IL_PREFIX + k for k in SUMMARY_KEY
 
 def _spec_tasks(spec: dict[str, Any]) -> int | None:
     n = (spec.get("protocol") or {}).get("tasks")
-    return int(n) if _is_number(n) and n == int(n) and n >= 1 else None
+    return int(n) if _is_count(n) and n >= 1 else None
 
 
 def _excluded_row(trial_id: str, method: Any, kind: str, file: str, what: str,

@@ -438,3 +438,64 @@ def test_a_rebuild_replaces_every_file_and_drops_stale_figures(reported, tmp_pat
     assert (root / "report.html").read_text().count("data:image/png;base64,") == 3
     _no_build_folder(root)
     assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []
+
+
+# --------------------------------------------------------------------------
+# beyond the table: random damage never raises and never lets a bad number through
+# --------------------------------------------------------------------------
+
+JUNK = [None, True, 0, 1, -1, 0.5, 2.5, -0.5, 1e308, float("inf"), float("nan"), 10**400, "0.5", "x", [],
+        [0.5], [[0.5]], {}, {"a": 1}]
+
+
+def _paths(x: Any, path: tuple = ()):
+    yield path
+    if isinstance(x, dict):
+        for k, v in x.items():
+            yield from _paths(v, path + (k,))
+    elif isinstance(x, list):
+        for i, v in enumerate(x):
+            yield from _paths(v, path + (i,))
+
+
+def test_randomly_damaged_records_never_raise_nor_pass_bad_numbers(tmp_path):
+    """100 records of the fixture with 1-3 values (anywhere in the record, the
+    record itself included) replaced by junk: reading the folder never raises;
+    a trial that is not excluded has metrics within their ranges, and a
+    completed one has them all finite (so none can vanish from a front)."""
+    import copy
+    import math
+    import random
+
+    from analysis.results import METRIC_RANGE, trials_frame_from_results
+
+    root = write_search_fixture(tmp_path / "search", trials=[t for t in TRIALS if t["n"] in (0, 5, 6, 8)])
+    originals = {n: _result_file(root, n).read_text() for n in (0, 5, 6, 8)}
+    rng = random.Random(0)
+    excluded = 0
+    for _ in range(100):
+        n = rng.choice(list(originals))
+        d: Any = json.loads(originals[n])
+        for _ in range(rng.randint(1, 3)):
+            path = rng.choice(list(_paths(d)))
+            junk = copy.deepcopy(rng.choice(JUNK))
+            if not path:
+                d = junk
+                continue
+            target = d
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = junk
+        _result_file(root, n).write_text(json.dumps(d))
+        row = trials_frame_from_results(root).set_index("trial_id").loc[trial_id(n)]
+        if row["status"] == "excluded":
+            excluded += 1
+            assert row["error"].startswith(f"bad record: trials/{trial_id(n)}/result.json: ")
+            continue
+        for name, (lo, hi) in METRIC_RANGE.items():
+            for col in (name, f"task_il.{name}"):
+                assert math.isnan(row[col]) or lo <= row[col] <= hi, (d, col, row[col])
+                if row["status"] == "completed":
+                    assert math.isfinite(row[col]), (d, col)
+        _result_file(root, n).write_text(originals[n])
+    assert 30 < excluded < 100  # most damage is caught, some lands where nothing is read (environment, ...)
