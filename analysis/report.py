@@ -1,4 +1,4 @@
-"""The Pareto report of one search, or a comparison of several (DESIGN §1 step 2).
+"""The Pareto report of one search, or a comparison of several.
 
     python analysis/report.py RESULTS_DIR [RESULTS_DIR ...] [--out DIR] [--color PARAM]
 
@@ -21,21 +21,39 @@ writes into ``--out`` (default: the results folder itself, or
   in-memory study rebuilt from the completed trials.
 - ``report.md`` and ``report.html`` (self-contained: images embedded).
 
+Recorded numbers are not trusted as they stand: ``analysis/results.py`` checks
+every record, and a trial whose record fails (or whose folder is gone) is
+excluded -- never on a front, never counted as completed, named with its file
+and the reason in the report's "Records not trusted" section and in one
+``warning:`` line on stderr each; the report is still built (exit 0).
+
+A failed build never damages the previous report. Everything that can be
+refused (unreadable folders, an unknown ``--color``, a search space Optuna
+cannot rebuild) is refused before a file is written; the report is then
+built in a hidden temporary folder inside the output folder (same
+filesystem) and each finished file is moved into place with ``os.replace``
+only once all of them are written; figures of the previous report that this
+one does not redraw are removed last. A failure on the way (a full disk, any
+exception) leaves the previous files byte-identical and no temporary folder.
+
 The command prints the path of report.html; an expected failure (missing
-folder, no search.json, other format version, no trials) is one line on
-stderr and exit code 2.
+folder, no search.json, other format version, no trials, unknown --color,
+a full disk) is one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
 import argparse
 import base64
 import html
+import io
 import math
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,23 +63,32 @@ import pandas as pd  # noqa: E402
 
 from core.metrics import accuracy_curves  # noqa: E402
 from analysis.pareto import non_dominated, pareto_table  # noqa: E402
-from core.files import write_text_atomic  # noqa: E402
+from core.cli import cli_main  # noqa: E402
+from core.errors import UserError  # noqa: E402
+from core.files import write_bytes_atomic  # noqa: E402
 from core.rungs import rung_tasks  # noqa: E402
 from core.objectives import LABELS  # noqa: E402
 from analysis.results import (PARAM_PREFIX, TASK_IL_PREFIX, ResultsError, SearchResults,  # noqa: E402
                               load_search, result_matrix, trial_number)
 
-__all__ = ["build_report", "main", "MAX_FRONT_CONFIGS", "MIN_TRIALS_FOR_IMPORTANCE"]
+__all__ = ["build_report", "main", "ReportWriteError", "MAX_FRONT_CONFIGS", "MIN_TRIALS_FOR_IMPORTANCE"]
 
 MAX_FRONT_CONFIGS = 8
 MIN_TRIALS_FOR_IMPORTANCE = 4
 FIGURES = ("pareto.png", "pareto_task_il.png", "front_curves.png", "front_matrices.png", "importance.png")
+DOCUMENTS = ("report.md", "report.html")
+# The build folder's name: hidden, and recognisable as ours in a listing.
+BUILD_PREFIX = ".report-build-"
 
 # Above this many not-completed trials the Pareto plot leaves their crosses unlabelled.
 MAX_GREY_LABELS = 12
 
 METRIC_LABELS = LABELS
 MARKERS = ("o", "s", "^", "D", "v", "P", "*", "h", "<", ">")
+
+
+class ReportWriteError(UserError):
+    """The report could not be written (a full disk, no permission); the previous one is untouched."""
 
 
 # --------------------------------------------------------------------------
@@ -164,9 +191,16 @@ def _objectives_text(res: SearchResults) -> str:
 
 
 def _status_counts(res: SearchResults) -> str:
+    """"completed 7, truncated 1, excluded 1 (bad record)": every status, and why trials were excluded."""
     counts = res.trials["status"].value_counts()
     order = ["completed", "truncated", "diverged", "error", "running"]
-    return ", ".join(f"{k} {int(counts[k])}" for k in order if k in counts) or "none"
+    parts = [f"{k} {int(counts[k])}" for k in order if k in counts]
+    kinds = res.exclusion_counts()
+    if kinds:
+        why = (next(iter(kinds)) if len(kinds) == 1
+               else ", ".join(f"{n} {kind}" for kind, n in kinds.items()))
+        parts.append(f"excluded {sum(kinds.values())} ({why})")
+    return ", ".join(parts) or "none"
 
 
 # --------------------------------------------------------------------------
@@ -178,6 +212,18 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def _save(fig, path: Path, **savefig_kw: Any) -> None:
+    """Render ``fig`` in memory, then write it in one atomic step: a full disk
+    fails the write and leaves no half-written (or empty) PNG behind."""
+    plt = _pyplot()
+    try:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, **savefig_kw)
+    finally:
+        plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def _color_column(s: _Search, color: str | None) -> str | None:
@@ -207,7 +253,7 @@ def _pareto_figure(searches: list[_Search], color: str | None, path: Path, task_
     notes: list[str] = []
     fig, ax = plt.subplots(figsize=(9, 6.2))
     single = len(searches) == 1
-    grey_x, grey_y, grey_txt, no_metrics = [], [], [], 0
+    grey_x, grey_y, grey_txt, no_metrics, excluded = [], [], [], 0, 0
     colours = plt.get_cmap("tab10").colors
     for k, s in enumerate(searches):
         t = s.table
@@ -215,6 +261,9 @@ def _pareto_figure(searches: list[_Search], color: str | None, path: Path, task_
         y = 100 * t[s.col("final_acc")].to_numpy(dtype=float, na_value=np.nan)
         finite = np.isfinite(x) & np.isfinite(y)
         elig = (t["status"] == "completed").to_numpy()
+        # An excluded trial's numbers were never read (NaN): counted apart, not as "failed".
+        trusted = (t["status"] != "excluded").to_numpy()
+        excluded += int((~trusted).sum())
         on = t["on_front"].to_numpy()
         grey_x += list(x[~elig & finite])
         grey_y += list(y[~elig & finite])
@@ -222,7 +271,7 @@ def _pareto_figure(searches: list[_Search], color: str | None, path: Path, task_
         grey_txt += [(xi, yi, f"{prefix}#{n} {st}") for xi, yi, n, st in
                      zip(x[~elig & finite], y[~elig & finite], s.numbers.loc[t.index[~elig & finite]],
                          t["status"].to_numpy()[~elig & finite])]
-        no_metrics += int((~elig & ~finite).sum())
+        no_metrics += int((~elig & ~finite & trusted).sum())
         m = elig & finite
         n_done = int(elig.sum())
         if single:
@@ -288,6 +337,8 @@ def _pareto_figure(searches: list[_Search], color: str | None, path: Path, task_
                          + (", listed in the report" if len(grey_txt) > MAX_GREY_LABELS else ""))
     if no_metrics:
         ax.plot([], [], ls="none", label=f"{no_metrics} failed trial(s) without metrics (not shown)")
+    if excluded:
+        ax.plot([], [], ls="none", label=f"{excluded} trial(s) excluded: record not trusted (not shown, see report)")
     kind = "task-incremental (task identity given at test time)\n" if task_il else "class-incremental, "
     split = searches[0].res.spec.get("stream_protocol", {}).get("dataset")
     what = searches[0].label if single else ", ".join(s.label for s in searches)
@@ -298,8 +349,7 @@ def _pareto_figure(searches: list[_Search], color: str | None, path: Path, task_
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8.5, framealpha=0.85)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return notes
 
 
@@ -376,8 +426,7 @@ def _curves_figure(configs: list[_FrontConfig], path: Path, notes: list[str]) ->
     fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)
     rows = math.ceil(drawn / 2)
     fig.tight_layout(rect=(0, 0.04 + 0.045 * rows, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -412,8 +461,7 @@ def _matrices_figure(configs: list[_FrontConfig], path: Path) -> bool:
     fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=0.8, label="accuracy (%)")
     fig.suptitle("Accuracy matrices of the Pareto-front configs: R[i, j] = accuracy on task j after task i (%)",
                  fontsize=10)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path, bbox_inches="tight")
     return True
 
 
@@ -436,6 +484,22 @@ def _distributions(space: dict[str, Any]) -> dict[str, Any]:
         else:
             raise ResultsError(f"search.json: space entry {name!r} has unknown type {kind!r}")
     return out
+
+
+def _check_space(res: SearchResults) -> None:
+    """Refuse a search space Optuna cannot rebuild, before any file is written
+    (the importance step rebuilds it after the Pareto figures are drawn)."""
+    where = res.path / "search.json"
+    for name, d in res.spec["space"].items():
+        kind = d.get("type")
+        if kind not in ("float", "int", "categorical"):
+            raise ResultsError(f"{where}: space entry {name!r} has unknown type {kind!r} "
+                               "(expected float, int or categorical)")
+        try:
+            _distributions({name: d})
+        except (KeyError, TypeError, ValueError) as exc:
+            what = f"no {exc}" if isinstance(exc, KeyError) else (str(exc).splitlines() or [""])[0]
+            raise ResultsError(f"{where}: space entry {name!r} is not a valid {kind} distribution ({what})") from None
 
 
 def _param_value(dist: Any, v: Any) -> Any:
@@ -552,8 +616,7 @@ def _importance_figure(imps: list[tuple[_Search, dict[str, dict[str, float]]]], 
             ax.grid(True, axis="x", alpha=0.3)
     fig.suptitle("Hyperparameter importance (Optuna fANOVA, completed trials)", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -675,7 +738,8 @@ def _front_rows(s: _Search) -> tuple[list[str], list[list[str]]]:
 
 def _failed_rows(s: _Search) -> list[list[str]]:
     t = s.res.trials
-    bad = t[t["status"] != "completed"]
+    # Excluded trials have their own section ("Records not trusted").
+    bad = t[~t["status"].isin(["completed", "excluded"])]
     rows = []
     for idx, r in bad.iterrows():
         msg = r.get("error")
@@ -685,46 +749,40 @@ def _failed_rows(s: _Search) -> list[list[str]]:
     return rows
 
 
-def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
-                 color: str | None = None) -> Path:
-    """Write the report of one search (or a comparison of several); return the path of report.html.
+def _untrusted_items(s: _Search) -> list[str]:
+    """One line per excluded trial (id, file, what is wrong), then the notes on trials.csv."""
+    items = [f"#{s.numbers.loc[idx]} {r['trial_id']} excluded — {r['error']}" for idx, r in s.res.excluded.iterrows()]
+    return items + list(s.res.notes)
 
-    ``out_dir`` defaults to the results folder itself, or ``<first folder>/comparison``
-    for several. ``color``: a parameter (or trials.csv column) to colour the
-    points by; default the memory budget when memory is searched. Raises
-    ResultsError (one line) for unreadable folders.
-    """
-    dirs = [Path(d) for d in results_dirs]
-    if not dirs:
-        raise ResultsError("no results folder given")
-    loaded = [load_search(d) for d in dirs]
-    searches = [_prepare(r, lab) for r, lab in zip(loaded, _labels(loaded))]
-    if out_dir is None:
-        out_dir = dirs[0] if len(dirs) == 1 else dirs[0] / "comparison"
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in FIGURES:  # figures of an earlier report that this one may not redraw
-        (out / name).unlink(missing_ok=True)
 
+def _warnings(searches: list[_Search]) -> list[str]:
+    """The stderr lines of a build: each excluded trial and each note on trials.csv, naming the folder."""
+    lines = []
+    for s in searches:
+        for _, r in s.res.excluded.iterrows():
+            lines.append(f"warning: {s.res.path}: excluded trial {r['trial_id']}: {r['error']}")
+        lines += [f"warning: {s.res.path}: {note}" for note in s.res.notes]
+    return lines
+
+
+def _render(searches: list[_Search], folder: Path, color: str | None) -> list[str]:
+    """Write every file of the report into ``folder``; return their names, report.html last."""
     notes: list[str] = []
     figures: list[tuple[str, str]] = []
     class_il = [s for s in searches if not s.task_il]
     task_il = [s for s in searches if s.task_il]
-    if color is not None:
-        for s in searches:
-            _color_column(s, color)  # fail early on an unknown parameter
     if class_il:
-        notes += _pareto_figure(class_il, color, out / "pareto.png", task_il=False)
+        notes += _pareto_figure(class_il, color, folder / "pareto.png", task_il=False)
         figures.append(("pareto.png", "Final accuracy vs average forgetting, class-incremental; "
                                       "circled points form the Pareto front (numbers = trials)"))
     if task_il:
-        notes += _pareto_figure(task_il, color, out / "pareto_task_il.png", task_il=True)
+        notes += _pareto_figure(task_il, color, folder / "pareto_task_il.png", task_il=True)
         figures.append(("pareto_task_il.png", "Task-incremental methods (task identity at test time): final "
                                               "accuracy vs forgetting on the task-IL metrics — a separate front"))
     configs = _front_configs(searches, notes)
-    if _curves_figure(configs, out / "front_curves.png", notes):
+    if _curves_figure(configs, folder / "front_curves.png", notes):
         figures.append(("front_curves.png", "Accuracy after each task for the front configs"))
-    if _matrices_figure(configs, out / "front_matrices.png"):
+    if _matrices_figure(configs, folder / "front_matrices.png"):
         figures.append(("front_matrices.png", "Accuracy matrices of the front configs (%)"))
     importances = []
     imp_notes: list[str] = []
@@ -732,7 +790,7 @@ def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None 
         imp, n = _importance(s)
         importances.append((s, imp))
         imp_notes += n
-    if _importance_figure(importances, out / "importance.png"):
+    if _importance_figure(importances, folder / "importance.png"):
         figures.append(("importance.png", "Hyperparameter importance per objective (fANOVA)"))
 
     # ---- the document
@@ -743,12 +801,27 @@ def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None 
     doc.p(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} from the result files. Accuracies are percentages "
           "on the validation split; forgetting is the average forgetting of Chaudhry et al. 2018 (max over "
           "earlier steps minus final, last task excluded); BWT is backward transfer (Lopez-Paz & Ranzato 2017). "
-          "Only completed trials compete for a front; diverged, failed and stopped-early trials never do.")
+          "Only completed trials compete for a front; diverged, failed and stopped-early trials never do, "
+          "nor do trials whose record failed the checks on read.")
     doc.h(2, "Search" if len(searches) == 1 else "Searches")
     for s in searches:
         if len(searches) > 1:
             doc.h(3, s.label)
         doc.ul(_spec_items(s))
+    untrusted = [(s, _untrusted_items(s)) for s in searches]
+    if any(items for _, items in untrusted):
+        doc.h(2, "Records not trusted")
+        doc.p("Every result.json is checked on read: a JSON object of this format; accuracy matrices with one "
+              "row per task done, each as wide as the stream, numbers in [0, 1] on and below the diagonal and "
+              "null above it; metrics finite, in range and equal to what the matrix gives. A trial whose record "
+              "fails, or whose folder is gone, is excluded: not on any front, not counted as completed, not in "
+              "the importance. Where trials.csv disagrees with a result.json, the result.json is used.")
+        for s, items in untrusted:
+            if not items:
+                continue
+            if len(searches) > 1:
+                doc.h(3, s.label)
+            doc.ul(items)
     doc.h(2, "Pareto front")
     for s in searches:
         header, rows = _front_rows(s)
@@ -792,10 +865,76 @@ def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None 
     if not any_failed and len(searches) == 1:
         doc.p("None: every trial completed.")
 
-    write_text_atomic(out / "report.md", doc.markdown())
-    html_path = out / "report.html"
-    write_text_atomic(html_path, doc.html(out, title))
-    return html_path
+    write_bytes_atomic(folder / "report.md", doc.markdown().encode("utf-8"))
+    write_bytes_atomic(folder / "report.html", doc.html(folder, title).encode("utf-8"))
+    return [name for name, _ in figures] + list(DOCUMENTS)
+
+
+def _swap_in(build: Path, out: Path, names: list[str]) -> None:
+    """Move the finished files of ``build`` over those of ``out``, one ``os.replace``
+    each (atomic per file; report.html, which names the others, last), then
+    remove the figures of the previous report that this one did not draw."""
+    for name in names:
+        (build / name).replace(out / name)
+    for name in FIGURES:
+        if name not in names:
+            (out / name).unlink(missing_ok=True)
+
+
+def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
+                 color: str | None = None, warn: Callable[[str], None] | None = None) -> Path:
+    """Write the report of one search (or a comparison of several); return the path of report.html.
+
+    ``out_dir`` defaults to the results folder itself, or ``<first folder>/comparison``
+    for several. ``color``: a parameter (or trials.csv column) to colour the
+    points by; default the memory budget when memory is searched. ``warn``:
+    called with one line per excluded trial and per note on trials.csv once
+    the report is written (default: print to stderr).
+
+    Raises ResultsError (one line) for unreadable folders, an unknown
+    ``color`` or search-space type, all before any file is written;
+    ReportWriteError when the files cannot be written (a full disk). On any
+    failure the previous report in ``out_dir`` is left byte-identical.
+    """
+    dirs = [Path(d) for d in results_dirs]
+    if not dirs:
+        raise ResultsError("no results folder given")
+    loaded = [load_search(d) for d in dirs]
+    searches = [_prepare(r, lab) for r, lab in zip(loaded, _labels(loaded))]
+    for s in searches:
+        _check_space(s.res)
+        if color is not None:
+            _color_column(s, color)  # an unknown parameter is refused here, not halfway through the figures
+    if out_dir is None:
+        out_dir = dirs[0] if len(dirs) == 1 else dirs[0] / "comparison"
+    out = Path(out_dir)
+
+    created = not out.exists()
+    build: Path | None = None
+    swapping = False
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        # Same filesystem as the destination, so each os.replace below is a rename.
+        build = Path(tempfile.mkdtemp(prefix=BUILD_PREFIX, dir=out))
+        names = _render(searches, build, color)
+        swapping = True
+        _swap_in(build, out, names)
+    except OSError as exc:
+        state = ("the report there may be partly replaced" if swapping
+                 else "the previous report is unchanged")
+        raise ReportWriteError(f"cannot write the report in {out}: {exc.strerror or exc}; {state}") from None
+    finally:
+        if build is not None:
+            shutil.rmtree(build, ignore_errors=True)
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed first build leaves no empty folder either
+    for line in _warnings(searches):
+        (warn or _print_warning)(line)
+    return out / "report.html"
+
+
+def _print_warning(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 # --------------------------------------------------------------------------
@@ -817,7 +956,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         path = build_report([Path(d) for d in args.results_dirs], Path(args.out) if args.out else None, args.color)
-    except (ResultsError, OSError) as exc:
+    except (UserError, OSError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2
@@ -826,4 +965,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # cli_main: anything unexpected is still one line (traceback kept in a log), never a bare traceback.
+    sys.exit(cli_main(main))

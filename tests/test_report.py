@@ -246,7 +246,6 @@ def _bad_folder(tmp_path: Path, kind: str) -> Path:
     ("corrupt_search_json", "search.json is not valid JSON"),
     ("no_trials", "no trials"),
     ("empty_csv", "no trials"),
-    ("corrupt_result", f"{trial_id(3)}/result.json is not valid JSON"),
 ])
 def test_load_search_errors_are_one_line(tmp_path, kind, message):
     d = _bad_folder(tmp_path, kind)
@@ -255,6 +254,18 @@ def test_load_search_errors_are_one_line(tmp_path, kind, message):
     text = str(info.value)
     assert message in text and "\n" not in text
     assert isinstance(info.value, ValueError)
+
+
+def test_a_corrupt_result_is_excluded_not_fatal(tmp_path):
+    """One unreadable result.json no longer blocks the folder: its trial is
+    excluded, named with its file and the reason (tests/test_report_records.py
+    has every kind of bad record)."""
+    d = _bad_folder(tmp_path, "corrupt_result")
+    res = load_search(d)
+    row = res.trials.set_index("trial_id").loc[trial_id(3)]
+    assert row["status"] == "excluded"
+    assert row["error"].startswith(f"bad record: trials/{trial_id(3)}/result.json: is not valid JSON")
+    assert int(res.eligible.sum()) == 5 and res.exclusion_counts() == {"bad record": 1}
 
 
 # --------------------------------------------------------------------------
