@@ -52,7 +52,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets.stream import Task
-from strategies.base import count_batches, register, shuffled_batches
+from strategies.base import LR_SPACE, count_batches, register, shuffled_batches
+from core import space
 from core.config import bounded
 from strategies.memory import update_balanced_memory
 from strategies.networks import count_parameters
@@ -145,6 +146,9 @@ class DERConfig(RehearsalConfig):
 class DER(RehearsalStrategy):
     name = "der"
     config_class = DERConfig
+    # Exemplars per class on a log scale around the paper's and the notebook's
+    # 10; the auxiliary loss weight from off (0) to twice the default 1.
+    search_space = {"lr": LR_SPACE, "memory_per_class": space.I(2, 50, log=True), "aux_weight": space.F(0.0, 2.0)}
 
     def __init__(self, config, ctx) -> None:
         super().__init__(config, ctx)

@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from datasets.stream import Task
-from strategies.base import Strategy, StrategyConfig, register
+from strategies.base import LR_SPACE, Strategy, StrategyConfig, register
+from core import space
 from core.config import bounded
 
 # Per-sample gradients of one chunk are (chunk x num_params) floats; keep that
@@ -103,6 +104,9 @@ class Anchor:
 class EWC(Strategy):
     name = "ewc"
     config_class = EWCConfig
+    # lambda on a log scale over five decades: the penalty's size is lambda times
+    # the Fisher, whose scale depends on the network and data (extra_report).
+    search_space = {"lr": LR_SPACE, "ewc_lambda": space.F(1.0, 1e5, log=True)}
 
     def __init__(self, config, ctx) -> None:
         super().__init__(config, ctx)

@@ -31,9 +31,10 @@ from collections.abc import Hashable, Iterator
 import torch
 
 from datasets.stream import Task
-from strategies.base import Strategy, StrategyConfig, count_batches, register, shuffled_batches
+from strategies.base import LR_SPACE, Strategy, StrategyConfig, count_batches, register, shuffled_batches
 from core.config import bounded
 from strategies.memory import ClassMemory
+from strategies.rehearsal import MEMORY_SPACE
 
 
 @dataclasses.dataclass
@@ -86,6 +87,7 @@ class GreedyBalancedSampler:
 class GDumb(Strategy):
     name = "gdumb"
     config_class = GDumbConfig
+    search_space = {"lr": LR_SPACE, "memory": MEMORY_SPACE}  # the same budget range as the rehearsal methods
 
     def __init__(self, config, ctx) -> None:
         super().__init__(config, ctx)

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from datasets.stream import Task
-from strategies.base import Strategy, StrategyConfig, register
+from strategies.base import LR_SPACE, Strategy, StrategyConfig, register
+from core import space
 from core.config import bounded
 from strategies.distill import softmax_kd
 
@@ -45,6 +46,10 @@ class LwFConfig(StrategyConfig):
 class LwF(Strategy):
     name = "lwf"
     config_class = LwFConfig
+    # kd_weight on a log scale around the default 1 (off is finetune, not LwF);
+    # temperature on a log scale around the paper's T = 2.
+    search_space = {"lr": LR_SPACE, "kd_weight": space.F(0.1, 10.0, log=True),
+                    "temperature": space.F(1.0, 8.0, log=True)}
 
     def __init__(self, config, ctx) -> None:
         super().__init__(config, ctx)

@@ -14,6 +14,7 @@ import torch
 
 from datasets.stream import Task
 from strategies.base import Strategy, StrategyConfig, count_batches, shuffled_batches
+from core import space
 from core.config import ConfigError, bounded
 from strategies.memory import ClassMemory, herding_order, update_balanced_memory
 
@@ -22,6 +23,12 @@ from strategies.memory import ClassMemory, herding_order, update_balanced_memory
 class RehearsalConfig(StrategyConfig):
     memory: int = bounded(200, min=0, max=10_000_000, help="total exemplar images kept over all classes")
     selection: str = bounded("random", choices=("random", "herding"), help="how exemplars are chosen")
+
+
+# The memory budget searched by the rehearsal methods: a budget on a log scale,
+# from about one image per class on GTSRB's 40 classes to ten times the course
+# notebook's 200 (search/spaces.py clips the top to the stream's training images).
+MEMORY_SPACE = space.I(40, 2000, log=True)
 
 
 class RehearsalStrategy(Strategy):

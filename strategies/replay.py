@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from datasets.stream import Task
-from strategies.base import register
+from strategies.base import LR_SPACE, register
+from core import space
 from core.config import bounded
 from strategies.distill import softmax_kd
-from strategies.rehearsal import RehearsalConfig, RehearsalStrategy
+from strategies.rehearsal import MEMORY_SPACE, RehearsalConfig, RehearsalStrategy
 
 
 @dataclasses.dataclass
@@ -36,6 +37,10 @@ class ReplayConfig(RehearsalConfig):
 class Replay(RehearsalStrategy):
     name = "replay"
     config_class = ReplayConfig
+    # KD weight from 0 (plain replay) up; temperature on a log scale around the
+    # notebook's T = 2.
+    search_space = {"lr": LR_SPACE, "memory": MEMORY_SPACE, "kd_weight": space.F(0.0, 4.0),
+                    "temperature": space.F(1.0, 8.0, log=True)}
 
     def __init__(self, config, ctx) -> None:
         super().__init__(config, ctx)
