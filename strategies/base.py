@@ -22,7 +22,6 @@ both when the class is defined.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import typing
 from collections.abc import Iterator
@@ -191,13 +190,6 @@ class Strategy:
         return {}
 
     # -- helpers for subclasses ------------------------------------------------
-    def frozen_copy(self, module: nn.Module) -> nn.Module:
-        """An eval-mode copy with no gradients (teacher for distillation)."""
-        snapshot = copy.deepcopy(module).eval()
-        for p in snapshot.parameters():
-            p.requires_grad_(False)
-        return snapshot
-
     @torch.no_grad()
     def extract_features(self, x_uint8: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
         """Backbone features of uint8 images, in eval mode, batched (float32)."""

@@ -25,7 +25,7 @@ from datasets.stream import Task
 from strategies.base import register
 from core import space
 from core.config import ConfigError, bounded
-from strategies.distill import sigmoid_kd_targets
+from strategies.distill import Teacher
 from strategies.rehearsal import MEMORY_SPACE, RehearsalConfig, RehearsalStrategy
 
 
@@ -49,20 +49,18 @@ class ICaRL(RehearsalStrategy):
 
     def __init__(self, config, ctx) -> None:
         super().__init__(config, ctx)
-        self.old_model = None
+        self.teacher = Teacher()
         self.class_means: torch.Tensor | None = None  # n_seen x D, unit norm
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         targets = F.one_hot(y, num_classes=logits.shape[1]).float()
-        if self.old_model is not None:
-            with torch.no_grad():
-                teacher = self.old_model(x)
-            targets = sigmoid_kd_targets(targets, teacher)
+        if self.teacher.ready:
+            targets = self.teacher.sigmoid_targets(targets, x)
         return {"bce": F.binary_cross_entropy_with_logits(logits.float(), targets)}
 
     def end_task(self, task: Task) -> None:
         self.update_memory(task)
-        self.old_model = self.frozen_copy(self.model)
+        self.teacher.snapshot(self.model)
         self.class_means = self.compute_class_means()
 
     def compute_class_means(self) -> torch.Tensor:
