@@ -46,6 +46,7 @@ from datasets.stream import Task
 from strategies.base import LR_SPACE, Strategy, StrategyConfig, register
 from core import space
 from core.config import bounded
+from strategies.rng import purpose_generator
 
 # Per-sample gradients of one chunk are (chunk x num_params) floats; keep that
 # under ~256 MB (SimpleCNN: 256 samples per chunk, VGG-16: a few).
@@ -111,7 +112,7 @@ class EWC(Strategy):
     def __init__(self, config, ctx) -> None:
         super().__init__(config, ctx)
         self.anchors: list[Anchor] = []
-        self._fisher_gen = torch.Generator().manual_seed(ctx.seed + 104729)
+        self._fisher_gen = purpose_generator(ctx.seed, "ewc/fisher")  # which images estimate the Fisher
 
     # -- the penalty ---------------------------------------------------------
     def penalized_names(self) -> list[str]:

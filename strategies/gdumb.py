@@ -35,6 +35,7 @@ from strategies.base import LR_SPACE, Strategy, StrategyConfig, count_batches, r
 from core.config import bounded
 from strategies.memory import ClassMemory
 from strategies.rehearsal import MEMORY_SPACE
+from strategies.rng import purpose_generator
 
 
 @dataclasses.dataclass
@@ -91,7 +92,7 @@ class GDumb(Strategy):
 
     def __init__(self, config, ctx) -> None:
         super().__init__(config, ctx)
-        self._sampler_gen = torch.Generator().manual_seed(ctx.seed + 15485863)
+        self._sampler_gen = purpose_generator(ctx.seed, "gdumb/sampler")  # arrival order and evictions
         self.sampler = GreedyBalancedSampler(config.memory, self._sampler_gen)
         self.memory = ClassMemory()
 

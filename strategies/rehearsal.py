@@ -17,6 +17,7 @@ from strategies.base import Strategy, StrategyConfig, count_batches, shuffled_ba
 from core import space
 from core.config import ConfigError, bounded
 from strategies.memory import ClassMemory, herding_order, update_balanced_memory
+from strategies.rng import purpose_generator
 
 
 @dataclasses.dataclass
@@ -37,7 +38,9 @@ class RehearsalStrategy(Strategy):
     def __init__(self, config, ctx) -> None:
         super().__init__(config, ctx)
         self.memory = ClassMemory()
-        self._selection_gen = torch.Generator().manual_seed(ctx.seed + 7919)
+        # Its own stream (strategies/rng.py): random exemplar choices never shift
+        # another purpose's random numbers, and no seed offset can collide.
+        self._selection_gen = purpose_generator(ctx.seed, "rehearsal/selection")
 
     def validate_against(self, stream) -> None:
         total_train = sum(len(t.train) for t in stream.tasks)
