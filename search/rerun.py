@@ -264,6 +264,8 @@ def rerun_search(args) -> int:
 def print_seed_summary(results: list[dict[str, Any]]) -> None:
     import numpy as np
 
+    from core.result import metrics_key
+
     key = metrics_key(results[0]["task_incremental_only"])
     print(f"\nmean ± std over {len(results)} seeds ({key}):")
     for metric in ("final_acc", "avg_inc_acc", "forgetting", "bwt", "plasticity"):
