@@ -50,7 +50,7 @@ def requested(given: Iterable[str] | None, results_dir: str | Path | None = None
             recorded = json.loads((Path(results_dir) / "search.json").read_text()).get("strategy_modules")
         except (OSError, ValueError, AttributeError):
             recorded = None  # no readable spec: the command itself reports that, if it needs one
-        specs = [s for s in recorded or [] if isinstance(s, str)]
+        specs = [s for s in recorded if isinstance(s, str)] if isinstance(recorded, list) else []
     return specs
 
 
