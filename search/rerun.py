@@ -1,6 +1,6 @@
 """Rerun configs without Ray: the final table of a search, or a direct run of one config.
 
-Final table of a search (DESIGN §1 step 3, §5):
+Final table of a search (the last step after a search and its report):
 
     python search/rerun.py RESULTS_DIR --pick front --seeds 5
 
@@ -14,9 +14,9 @@ Direct run (one config, several seeds):
     python search/rerun.py --method icarl --set lr=0.5 --set memory=200 --seeds 1
 
 trains on the full training data (train + validation) and evaluates on the test
-split (DESIGN §5: the final numbers come from test, the search from validation);
+split (the final numbers come from test, the search's from validation);
 ``--eval val`` keeps the validation split instead. It prints the class-IL and
-task-IL accuracy matrices and the metrics of DESIGN §4 and writes
+task-IL accuracy matrices and their metrics (core/metrics.py) and writes
 ``result.json`` per seed (docs/RESULT_FORMAT.md) under ``--out``.
 """
 from __future__ import annotations
@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pick", nargs="+", default=["front"], help="with RESULTS_DIR: 'front' or trial numbers/ids")
     p.add_argument("--no-baselines", action="store_true", help="with RESULTS_DIR: skip finetune and joint")
     p.add_argument("--method", help="strategy to run directly (see --list)")
+    p.add_argument("--strategy-module", action="append", metavar="PATH_OR_MODULE",
+                   help="import a .py file or module that registers a strategy with @register (repeatable; "
+                        "also $CLSEARCH_STRATEGY_MODULES; default with RESULTS_DIR: the search's)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config value, repeatable")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed+1, ...)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
@@ -152,6 +155,8 @@ def list_methods() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from strategies.plugins import load_cli_modules
+    load_cli_modules(args.strategy_module, args.results_dir)
     if args.list:
         list_methods()
         return 0
@@ -273,6 +278,8 @@ def rerun_search(args) -> int:
 
 def print_seed_summary(results: list[dict[str, Any]]) -> None:
     import numpy as np
+
+    from core.result import metrics_key
 
     key = metrics_key(results[0]["task_incremental_only"])
     print(f"\nmean ± std over {len(results)} seeds ({key}):")

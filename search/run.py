@@ -3,7 +3,7 @@
     python search/run.py --method icarl --trials 64 --dataset gtsrb
 
 Ray Tune schedules the trials over every local CPU/GPU (or an existing Ray
-cluster with ``--address``); Optuna's TPE sampler proposes the knobs (DESIGN §5):
+cluster with ``--address``); Optuna's TPE sampler proposes the knobs:
 
 - default: two objectives on the VALIDATION split -- maximise final accuracy,
   minimise average forgetting (Chaudhry et al. 2018) -- with FIFO scheduling,
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="search/run.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", default="icarl", help="strategy to search (search/rerun.py --list shows them)")
+    p.add_argument("--strategy-module", action="append", metavar="PATH_OR_MODULE",
+                   help="import a .py file or module that registers a strategy with @register (repeatable; "
+                        "also $CLSEARCH_STRATEGY_MODULES)")
     p.add_argument("--trials", type=int, default=8, help="number of trials")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fix a knob for every trial (repeatable)")
     p.add_argument("--range", action="append", metavar="KEY=LOW:HIGH", help="narrow a knob's range, or KEY=a,b for choices")
@@ -252,7 +255,7 @@ def init_ray(address: str | None) -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # The legacy console output honours verbose=0; ProgressPrinter is the live view.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Workers do not inherit the driver's sys.path (DESIGN §9): locally the repo
+    # Workers do not inherit the driver's sys.path: locally the repo
     # goes on PYTHONPATH; on a cluster the code travels as the working_dir.
     if address:
         runtime_env = {"working_dir": str(REPO_ROOT),
@@ -305,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=Warning, module="optuna")
     import strategies  # noqa: F401
     from search.spaces import fit_space_to_stream, resolve_space
+    from strategies.plugins import load_cli_modules
+    modules = load_cli_modules(args.strategy_module, Path(args.results_root) / args.name if args.name else None)
 
     if args.trials < 1:
         raise UsageError(f"--trials must be at least 1, got {args.trials}")
@@ -349,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = search_spec(args, method, space, fixed, objectives, stream_protocol, loop)
     if resuming:
         spec = check_resumable(results_dir, spec)
+    spec["strategy_modules"] = modules  # imported by every trial's worker before it builds the strategy
     # Fail fast on configs that cannot work on this stream, at both ends of each range.
     from strategies.loop import make_strategy
     probe_cfg = loop_config_from_dict(spec["loop"], seed=0, device="cpu")
@@ -383,7 +389,8 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
             write_json_atomic(results_dir / "search.json", spec)
         trainable = tune.with_resources(
             tune.with_parameters(trial_main, method=spec["method"], fixed=spec["fixed"], loop=spec["loop"],
-                                 results_dir=str(results_dir), stream=stream),
+                                 results_dir=str(results_dir), stream=stream,
+                                 strategy_modules=spec["strategy_modules"]),
             resources)
         progress = ProgressPrinter(spec["trials"], objectives, stream.num_tasks, results_dir)
         run_config = tune.RunConfig(

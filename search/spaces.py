@@ -1,15 +1,12 @@
-"""Search spaces: one place that says which knobs of each method are searched, and how.
+"""Search spaces: parse, validate and clip what a strategy declares.
 
-Each entry is a distribution over a field of the method's typed config (so a
-typo in a space or on the command line is caught against the config class).
-The user narrows a range with ``--range key=low:high`` (or ``key=a,b`` for a
-categorical) and fixes a value with ``--set key=value``; a fixed key leaves the
-space and is passed to every trial as is.
-
-Ranges follow the sources in DESIGN §6: learning rate on a log scale (the iCaRL
-reimplementation found it the dominant knob, 0.1 .. 2), memory as a budget on a
-log scale, KD temperature around the notebook's T = 2, PackNet's prune ratio
-around the paper's 0.75.
+Each strategy declares its space in its own class (``search_space``: config
+field -> ``core.space`` distribution; ``strategies.base.register`` checks it
+against the config class). Here that space is read from the registered class
+and adapted to one search: the user narrows a range with ``--range
+key=low:high`` (or ``key=a,b`` for a categorical) and fixes a value with
+``--set key=value``; a fixed key leaves the space and is passed to every trial
+as is. Budget knobs are then clipped to what the stream can hold.
 """
 from __future__ import annotations
 
@@ -18,24 +15,7 @@ import math
 from typing import Any
 
 from core.config import ConfigError, check_value, field_specs
-from core.space import C, Dist, F, I  # noqa: F401  (F, I, C: the spaces below)
-
-
-LR = F(1e-3, 1.0, log=True)
-MEMORY = I(40, 2000, log=True)
-
-SPACES: dict[str, dict[str, Dist]] = {
-    "finetune": {"lr": LR},
-    "joint": {"lr": LR},
-    "replay": {"lr": LR, "memory": MEMORY, "kd_weight": F(0.0, 4.0), "temperature": F(1.0, 8.0, log=True)},
-    "icarl": {"lr": F(0.01, 4.0, log=True), "memory": MEMORY, "weight_decay": F(1e-6, 1e-3, log=True)},
-    "lwf": {"lr": LR, "kd_weight": F(0.1, 10.0, log=True), "temperature": F(1.0, 8.0, log=True)},
-    "ewc": {"lr": LR, "ewc_lambda": F(1.0, 1e5, log=True)},
-    "gem": {"lr": LR, "memory": MEMORY, "memory_strength": F(0.0, 1.0)},
-    "der": {"lr": LR, "memory_per_class": I(2, 50, log=True), "aux_weight": F(0.0, 2.0)},
-    "packnet": {"lr": LR, "prune_ratio": F(0.3, 0.9)},
-    "gdumb": {"lr": LR, "memory": MEMORY},
-}
+from core.space import C, Dist, F, I  # noqa: F401  (re-exported: callers build Dists from here)
 
 
 def to_optuna(dist: Dist):
@@ -50,17 +30,12 @@ def to_optuna(dist: Dist):
 
 
 def method_space(method: str) -> dict[str, Dist]:
+    """A copy of the registered strategy's declared space."""
     from strategies import STRATEGIES
 
     if method not in STRATEGIES:
         raise ConfigError(f"unknown method {method!r}; known methods: {', '.join(sorted(STRATEGIES))}")
-    space = dict(SPACES.get(method, {"lr": LR}))
-    # The space must only name real config fields (checked here, once).
-    specs = field_specs(STRATEGIES[method].config_class)
-    unknown = [k for k in space if k not in specs]
-    if unknown:
-        raise ConfigError(f"search space of {method} names unknown config keys {unknown}")
-    return space
+    return dict(STRATEGIES[method].search_space)
 
 
 def parse_range(method: str, item: str, space: dict[str, Dist]) -> tuple[str, Dist]:

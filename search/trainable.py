@@ -1,6 +1,6 @@
 """The Ray Tune function trainable: one trial = one run of the shared loop.
 
-DESIGN §5 and §9:
+How it fits the search:
 - the stream comes from the driver through Ray's object store
   (``tune.with_parameters``), so no trial re-reads the dataset from disk;
 - objectives are measured on the VALIDATION split;
@@ -8,7 +8,7 @@ DESIGN §5 and §9:
   scheduler uses) and its LAST report holds the final metrics, which is what
   Optuna reads for a multi-objective study;
 - torch threads = the CPUs Ray gave the trial (two processes with two threads
-  each on two cores collapse to a fraction of the throughput, DESIGN §8);
+  each on two cores collapse to a fraction of the throughput);
 - the trial writes its own ``trials/<id>/result.json`` after every task (atomic),
   so a report can be rebuilt from the folder even if the driver dies;
 - the result records where the trial ran (``node``: Ray node id and hostname),
@@ -73,7 +73,7 @@ def node_info() -> dict[str, Any]:
 
 
 def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], loop: dict[str, Any],
-               results_dir: str, stream=None) -> None:
+               results_dir: str, stream=None, strategy_modules: list[str] = ()) -> None:
     from ray import tune
 
     import strategies  # noqa: F401  (registers the strategies in this worker)
@@ -126,6 +126,8 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
         tune.report(record_metrics(finished))
         return
     try:
+        from strategies.plugins import load_strategy_modules
+        load_strategy_modules(strategy_modules)  # a user's strategy (--strategy-module) registers in this worker too
         resume = _restore(tune.get_checkpoint(), stream, load_state, STATE_FILE)
         if resume is None:
             strategy = make_strategy(method, params, stream, cfg)

@@ -26,12 +26,15 @@ the same SGD (momentum and weight decay from the config) at its own learning rat
 
 Losses are returned as detached tensors so the loop can sum them on the device
 without a host synchronisation per step. Every strategy has a typed config
-dataclass (``config_class``) that extends ``StrategyConfig``.
+dataclass (``config_class``) that extends ``StrategyConfig``, and declares in its
+own class the search space over that config (``search_space``: config field ->
+``core.space`` distribution), so a strategy is one file. ``@register`` checks
+both when the class is defined.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -42,7 +45,10 @@ from torch import nn
 
 from datasets.stream import Task
 from strategies.batch_ops import InputNormalizer
-from core.config import bounded
+from core.config import bounded, check_value, field_specs
+from core.errors import UserError
+from core import space
+from core.space import Dist
 from strategies.networks import IncrementalNet, build_backbone, count_parameters
 from strategies.phases import Phase
 
@@ -58,6 +64,12 @@ class StrategyConfig:
     momentum: float = bounded(0.9, min=0.0, max=0.999, help="SGD momentum")
     weight_decay: float = bounded(5e-4, min=0.0, max=0.1, help="L2 weight decay")
     lr_schedule: str = bounded("cosine", choices=("constant", "cosine"), help="per-task learning-rate schedule")
+
+
+# The learning-rate range every strategy but iCaRL searches. On a log scale: the
+# iCaRL PyTorch reimplementation found the learning rate the dominant knob, with
+# good values spread over more than a decade (0.1 .. 2 there).
+LR_SPACE = space.F(1e-3, 1.0, log=True)
 
 
 @dataclasses.dataclass
@@ -83,6 +95,9 @@ class Strategy:
 
     name: ClassVar[str] = "base"
     config_class: ClassVar[type] = StrategyConfig
+    # Config field -> distribution searched by search/run.py. Not defined here:
+    # every registered class states its own (``register`` checks it).
+    search_space: ClassVar[dict[str, Dist]]
     task_incremental_only: ClassVar[bool] = False
 
     def __init__(self, config: StrategyConfig, ctx: RunContext) -> None:
@@ -221,13 +236,6 @@ class Strategy:
         return {}
 
     # -- helpers for subclasses ------------------------------------------------
-    def frozen_copy(self, module: nn.Module) -> nn.Module:
-        """An eval-mode copy with no gradients (teacher for distillation)."""
-        snapshot = copy.deepcopy(module).eval()
-        for p in snapshot.parameters():
-            p.requires_grad_(False)
-        return snapshot
-
     @torch.no_grad()
     def extract_features(self, x_uint8: torch.Tensor, module: nn.Module | None = None) -> torch.Tensor:
         """Backbone features of uint8 images, in eval mode, batched (float32)."""
@@ -271,6 +279,74 @@ def shuffled_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generato
 STRATEGIES: dict[str, type[Strategy]] = {}
 
 
+class StrategyDefinitionError(UserError, TypeError):
+    """A strategy class that cannot be registered; the message says what to fix."""
+
+
 def register(cls: type[Strategy]) -> type[Strategy]:
-    STRATEGIES[cls.name] = cls
+    """Class decorator: add ``cls`` to ``STRATEGIES`` under ``cls.name``.
+
+    Checks what the search and the loop rely on, so a mistake fails when the
+    strategy's module is imported and not halfway through a search: a config
+    dataclass, a search space declared in the class itself (an inherited one
+    would silently search the parent's knobs) that names only config fields
+    with bounds the config accepts, and a name no other class holds.
+    """
+    where = f"strategy {cls.__module__}.{cls.__qualname__}"
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise StrategyDefinitionError(f"@register takes a Strategy subclass, got {cls!r}")
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not name:
+        raise StrategyDefinitionError(f"{where}: set a class attribute name = \"...\" (the --method name)")
+    config_class = cls.config_class
+    if not dataclasses.is_dataclass(config_class) or not issubclass(config_class, StrategyConfig):
+        raise StrategyDefinitionError(f"{where}: config_class must be a dataclass extending StrategyConfig")
+    if "search_space" not in cls.__dict__:
+        raise StrategyDefinitionError(
+            f"{where} ({name!r}) declares no search_space: add a class attribute search_space = "
+            "{field: core.space.F/I/C(...)} over its config fields (a subclass may reuse its parent's explicitly)")
+    check_space(cls.search_space, config_class, f"{where} ({name!r})")
+    taken = STRATEGIES.get(name)
+    # The same class registered again (its module imported twice, e.g. as a
+    # plugin by path and by name) replaces itself; another class may not.
+    if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise StrategyDefinitionError(f"{where}: name {name!r} is already registered by "
+                                      f"{taken.__module__}.{taken.__qualname__}; choose another name")
+    STRATEGIES[name] = cls
     return cls
+
+
+def check_space(space: Any, config_class: type, where: str) -> None:
+    """A search space is a non-empty dict of config field -> Dist whose bounds
+    (or choices) are values the field accepts."""
+    if not isinstance(space, dict) or not space:
+        raise StrategyDefinitionError(f"{where}: search_space must be a non-empty dict of config field -> Dist")
+    fields = field_specs(config_class)
+    try:
+        types = typing.get_type_hints(config_class)
+    except Exception:  # an annotation that does not resolve: the int/float check below is skipped
+        types = {}
+    unknown = sorted(k for k in space if k not in fields)
+    if unknown:
+        raise StrategyDefinitionError(f"{where}: search_space names {', '.join(map(repr, unknown))}, not fields of "
+                                      f"{config_class.__name__} (fields: {', '.join(sorted(fields))})")
+    for key, dist in space.items():
+        if not isinstance(dist, Dist):
+            raise StrategyDefinitionError(f"{where}: search_space[{key!r}] must be a core.space.F/I/C, got {dist!r}")
+        if dist.type == "float" and types.get(key) is int:
+            raise StrategyDefinitionError(f"{where}: search_space[{key!r}] is a float range over an int field (use I)")
+        if dist.type == "categorical" and len(set(dist.choices or ())) < 2:
+            raise StrategyDefinitionError(f"{where}: search_space[{key!r}] needs at least two distinct choices")
+        ends = dist.choices if dist.type == "categorical" else (dist.low, dist.high)
+        try:
+            for value in ends:
+                if dist.type == "int" and not float(value).is_integer():
+                    raise ValueError(f"int range bound {value!r} is not an integer")
+                check_value(config_class, key, value, owner=config_class.__name__)
+        except (UserError, ValueError, TypeError) as exc:
+            raise StrategyDefinitionError(f"{where}: search_space[{key!r}]: {exc}") from None
+        if dist.type != "categorical":
+            if not dist.low < dist.high:
+                raise StrategyDefinitionError(f"{where}: search_space[{key!r}] is empty (low must be below high)")
+            if dist.log and dist.low <= 0:
+                raise StrategyDefinitionError(f"{where}: search_space[{key!r}] is on a log scale, low must be > 0")

@@ -60,7 +60,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets.stream import Task
-from strategies.base import count_batches, register, shuffled_batches
+from core import space
+from strategies.base import LR_SPACE, count_batches, register, shuffled_batches
 from strategies.phases import Phase
 from strategies.rng import purpose_generator
 from core.config import bounded
@@ -155,6 +156,9 @@ class DERConfig(RehearsalConfig):
 class DER(RehearsalStrategy):
     name = "der"
     config_class = DERConfig
+    # Exemplars per class on a log scale around the paper's and the notebook's
+    # 10; the auxiliary loss weight from off (0) to twice the default 1.
+    search_space = {"lr": LR_SPACE, "memory_per_class": space.I(2, 50, log=True), "aux_weight": space.F(0.0, 2.0)}
 
     def build_model(self) -> nn.Module:
         return self.prepare_module(DERNet())

@@ -43,8 +43,10 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from datasets.stream import Task
-from strategies.base import Strategy, StrategyConfig, register
+from strategies.base import LR_SPACE, Strategy, StrategyConfig, register
+from core import space
 from core.config import bounded
+from strategies.rng import purpose_generator
 
 # Per-sample gradients of one chunk are (chunk x num_params) floats; keep that
 # under ~256 MB (SimpleCNN: 256 samples per chunk, VGG-16: a few).
@@ -103,11 +105,14 @@ class Anchor:
 class EWC(Strategy):
     name = "ewc"
     config_class = EWCConfig
+    # lambda on a log scale over five decades: the penalty's size is lambda times
+    # the Fisher, whose scale depends on the network and data (extra_report).
+    search_space = {"lr": LR_SPACE, "ewc_lambda": space.F(1.0, 1e5, log=True)}
 
     def __init__(self, config, ctx) -> None:
         super().__init__(config, ctx)
         self.anchors: list[Anchor] = []
-        self._fisher_gen = torch.Generator().manual_seed(ctx.seed + 104729)
+        self._fisher_gen = purpose_generator(ctx.seed, "ewc/fisher")  # which images estimate the Fisher
 
     # -- the penalty ---------------------------------------------------------
     def penalized_names(self) -> list[str]:

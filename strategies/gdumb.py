@@ -31,9 +31,11 @@ from collections.abc import Hashable, Iterator
 import torch
 
 from datasets.stream import Task
-from strategies.base import Strategy, StrategyConfig, count_batches, register, shuffled_batches
+from strategies.base import LR_SPACE, Strategy, StrategyConfig, count_batches, register, shuffled_batches
 from core.config import bounded
 from strategies.memory import ClassMemory
+from strategies.rehearsal import MEMORY_SPACE
+from strategies.rng import purpose_generator
 
 
 @dataclasses.dataclass
@@ -86,10 +88,11 @@ class GreedyBalancedSampler:
 class GDumb(Strategy):
     name = "gdumb"
     config_class = GDumbConfig
+    search_space = {"lr": LR_SPACE, "memory": MEMORY_SPACE}  # the same budget range as the rehearsal methods
 
     def __init__(self, config, ctx) -> None:
         super().__init__(config, ctx)
-        self._sampler_gen = torch.Generator().manual_seed(ctx.seed + 15485863)
+        self._sampler_gen = purpose_generator(ctx.seed, "gdumb/sampler")  # arrival order and evictions
         self.sampler = GreedyBalancedSampler(config.memory, self._sampler_gen)
         self.memory = ClassMemory()
 

@@ -62,10 +62,12 @@ import torch
 import torch.nn.functional as F
 
 from datasets.stream import Task
-from strategies.base import register
+from strategies.base import LR_SPACE, register
+from core import space
 from core.config import ConfigError, bounded
 from strategies.memory import per_class_budget
-from strategies.rehearsal import RehearsalConfig, RehearsalStrategy
+from strategies.rehearsal import MEMORY_SPACE, RehearsalConfig, RehearsalStrategy
+from strategies.rng import purpose_generator
 
 RIDGE = 1e-8  # relative to the mean diagonal of G G^T (scale-free)
 
@@ -126,10 +128,12 @@ class GEMConfig(RehearsalConfig):
 class GEM(RehearsalStrategy):
     name = "gem"
     config_class = GEMConfig
+    # The margin from 0 (plain projection) to twice the reference code's 0.5.
+    search_space = {"lr": LR_SPACE, "memory": MEMORY_SPACE, "memory_strength": space.F(0.0, 1.0)}
 
     def __init__(self, config, ctx) -> None:
         super().__init__(config, ctx)
-        self._sample_gen = torch.Generator().manual_seed(ctx.seed + 104729)
+        self._sample_gen = purpose_generator(ctx.seed, "gem/sample")  # which memory images give g_k each step
         self._task_memory: list[tuple[torch.Tensor, torch.Tensor, range]] = []  # per past task: x, y, labels
         self.constrained_steps = 0  # steps with at least one past task
         self.projected_steps = 0  # steps where some <g, g_k> < 0

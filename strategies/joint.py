@@ -1,6 +1,6 @@
 """Joint training: at task t, train on the union of all training data seen so far.
 
-The upper bound (DESIGN §6; notebook 89.8-91 % on GTSRB 5x8). It is not a
+The upper bound (the course notebook: 89.8-91 % on GTSRB 5x8). It is not a
 continual learner -- it stores everything -- so its memory size is the number of
 past training images it revisits.
 """
@@ -11,7 +11,7 @@ import dataclasses
 import torch
 
 from datasets.stream import Task
-from strategies.base import Strategy, StrategyConfig, register
+from strategies.base import LR_SPACE, Strategy, StrategyConfig, register
 
 
 @dataclasses.dataclass
@@ -23,6 +23,7 @@ class JointConfig(StrategyConfig):
 class Joint(Strategy):
     name = "joint"
     config_class = JointConfig
+    search_space = {"lr": LR_SPACE}  # nothing but the optimiser to tune
 
     def training_data(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
         seen = self.tasks  # includes ``task`` after begin_task

@@ -69,7 +69,8 @@ from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from datasets.stream import Task
-from strategies.base import Strategy, StrategyConfig, count_batches, register, shuffled_batches
+from core import space
+from strategies.base import LR_SPACE, Strategy, StrategyConfig, count_batches, register, shuffled_batches
 from strategies.phases import Phase
 from strategies.rng import purpose_generator
 from core.config import ConfigError, bounded
@@ -117,6 +118,8 @@ class PackNetNet(nn.Module):
 class PackNet(Strategy):
     name = "packnet"
     config_class = PackNetConfig
+    # Prune ratio around the paper's 0.75 (it also uses 0.5).
+    search_space = {"lr": LR_SPACE, "prune_ratio": space.F(0.3, 0.9)}
     task_incremental_only = True
 
     def __init__(self, config: PackNetConfig, ctx) -> None:

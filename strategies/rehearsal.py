@@ -14,8 +14,10 @@ import torch
 
 from datasets.stream import Task
 from strategies.base import Strategy, StrategyConfig, count_batches, shuffled_batches
+from core import space
 from core.config import ConfigError, bounded
 from strategies.memory import ClassMemory, herding_order, update_balanced_memory
+from strategies.rng import purpose_generator
 
 
 @dataclasses.dataclass
@@ -24,13 +26,21 @@ class RehearsalConfig(StrategyConfig):
     selection: str = bounded("random", choices=("random", "herding"), help="how exemplars are chosen")
 
 
+# The memory budget searched by the rehearsal methods: a budget on a log scale,
+# from about one image per class on GTSRB's 40 classes to ten times the course
+# notebook's 200 (search/spaces.py clips the top to the stream's training images).
+MEMORY_SPACE = space.I(40, 2000, log=True)
+
+
 class RehearsalStrategy(Strategy):
     config_class = RehearsalConfig
 
     def __init__(self, config, ctx) -> None:
         super().__init__(config, ctx)
         self.memory = ClassMemory()
-        self._selection_gen = torch.Generator().manual_seed(ctx.seed + 7919)
+        # Its own stream (strategies/rng.py): random exemplar choices never shift
+        # another purpose's random numbers, and no seed offset can collide.
+        self._selection_gen = purpose_generator(ctx.seed, "rehearsal/selection")
 
     def validate_against(self, stream) -> None:
         total_train = sum(len(t.train) for t in stream.tasks)

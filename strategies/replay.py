@@ -7,7 +7,9 @@ adds that many random exemplars to every batch instead -- experience replay as i
 Chaudhry et al. 2019, Alg. 1, which keeps 5 exemplars per class from being drowned
 by ~7,000 new images on GTSRB. With ``kd_weight > 0`` the loss adds softmax distillation
 (Hinton et al. 2015, Eq. 2) of the previous model's old-class logits at
-temperature ``temperature`` -- the notebook's "rehearsal KD" (T = 2).
+temperature ``temperature`` -- the notebook's "rehearsal KD" (T = 2). The teacher
+is the model at the end of the previous task (``strategies/distill.py``'s
+``Teacher``). With the memory fixed at 0 this is LwF (``strategies/lwf.py``).
 
     loss = CE(f(x), y) + kd_weight * T^2 * KL(softmax(f_old(x)/T) || softmax(f(x)[:old]/T))
 """
@@ -19,10 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from datasets.stream import Task
-from strategies.base import register
+from strategies.base import LR_SPACE, register
+from core import space
 from core.config import bounded
-from strategies.distill import softmax_kd
-from strategies.rehearsal import RehearsalConfig, RehearsalStrategy
+from strategies.distill import Teacher
+from strategies.rehearsal import MEMORY_SPACE, RehearsalConfig, RehearsalStrategy
 
 
 @dataclasses.dataclass
@@ -36,10 +39,14 @@ class ReplayConfig(RehearsalConfig):
 class Replay(RehearsalStrategy):
     name = "replay"
     config_class = ReplayConfig
+    # KD weight from 0 (plain replay) up; temperature on a log scale around the
+    # notebook's T = 2.
+    search_space = {"lr": LR_SPACE, "memory": MEMORY_SPACE, "kd_weight": space.F(0.0, 4.0),
+                    "temperature": space.F(1.0, 8.0, log=True)}
 
     def __init__(self, config, ctx) -> None:
         super().__init__(config, ctx)
-        self.old_model = None
+        self.teacher = Teacher()
 
     def train_batches(self, task: Task, batch_size: int, generator: torch.Generator):
         if self.config.memory_batch == 0:
@@ -53,13 +60,14 @@ class Replay(RehearsalStrategy):
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         terms = {"ce": F.cross_entropy(logits, y)}
-        if self.old_model is not None and self.config.kd_weight > 0:
-            with torch.no_grad():
-                teacher = self.old_model(x)
-            terms["kd"] = self.config.kd_weight * softmax_kd(logits, teacher, self.config.temperature)
+        if self.teacher.ready and self.config.kd_weight > 0:
+            terms["kd"] = self.config.kd_weight * self.teacher.softmax_kd(logits, x, self.config.temperature)
         return terms
 
     def end_task(self, task: Task) -> None:
-        self.update_memory(task)
+        if self.config.memory > 0:  # memory 0 (LwF): nothing to select
+            self.update_memory(task)
+        # Without distillation no teacher is kept: kd_weight = 0 costs nothing and
+        # draws no random number, so it is exactly plain replay (or finetune).
         if self.config.kd_weight > 0:
-            self.old_model = self.frozen_copy(self.model)
+            self.teacher.snapshot(self.model)

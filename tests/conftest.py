@@ -2,6 +2,9 @@
 
 ``tiny_stream``: the small synthetic stream of the strategy tests.
 
+``default_config_stream``: a synthetic stream big enough for every registered
+strategy's DEFAULT config, so a test can run each strategy as a user gets it.
+
 ``gtsrb_arrays``: the real GTSRB arrays (``gtsrb32.npz``), loaded once per test
 session through ``datasets.load_gtsrb()``, which looks in ``$CL_DATA_DIR`` and
 ``./data``. Tests that use it are marked ``realdata``. When the file is absent
@@ -34,6 +37,19 @@ def tiny_stream():
     from datasets import build_stream, make_synthetic
 
     arrays = make_synthetic(num_classes=6, train_per_class=40, test_per_class=10, image_size=8, seed=0)
+    return build_stream(arrays, num_tasks=3, val_fraction=0.2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def default_config_stream():
+    """6 synthetic 8x8 classes in 3 tasks of 2, 20 % validation, with 270 training
+    images: more than the largest default memory (200 images for replay, iCaRL,
+    GEM and GDumb; DER keeps 10 per class), which every strategy refuses to be
+    larger than the stream. A strategy whose default needs more fails its
+    ``validate_against`` with a one-line message naming the memory."""
+    from datasets import build_stream, make_synthetic
+
+    arrays = make_synthetic(num_classes=6, train_per_class=60, test_per_class=10, image_size=8, seed=0)
     return build_stream(arrays, num_tasks=3, val_fraction=0.2, seed=0)
 
 

@@ -42,17 +42,18 @@ from tests.helpers import tiny_loop_config
 ROOT = Path(__file__).resolve().parent.parent
 RUN = [sys.executable, str(ROOT / "search" / "run.py")]
 
-# Overrides that make every strategy hold its characteristic state on the tiny
-# stream: replay with KD (memory + old model), iCaRL (memory, old model, class
-# means), EWC (Fisher + anchors), PackNet (masks, per-task BN), DER (extractors).
-OVERRIDES = {
-    "replay": {"memory": 24, "kd_weight": 1.0},
-    "icarl": {"memory": 24},
-    "gem": {"memory": 24},
-    "gdumb": {"memory": 24, "passes": 2},
-    "ewc": {"ewc_lambda": 10.0},
-    "lwf": {"kd_weight": 1.0},
-}
+# Every strategy with its default config (the stream is big enough for every
+# default memory), plus replay with distillation: replay's default keeps no
+# teacher, and this case checkpoints an exemplar memory and a frozen teacher
+# together. The others hold their characteristic state by default: iCaRL
+# (memory, teacher, class means), LwF (teacher), EWC (Fisher + anchors), GEM
+# and GDumb (memories), PackNet (masks, per-task BN), DER (extractors).
+CASES = [(method, {}) for method in sorted(strategies.STRATEGIES)] + [("replay", {"kd_weight": 1.0})]
+
+
+@pytest.fixture
+def stream(default_config_stream):
+    return default_config_stream
 
 
 class Interrupted(Exception):
@@ -68,7 +69,7 @@ def _weights(strategy) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in strategy.model.state_dict().items()}
 
 
-def _run_interrupted(method, stream, cfg, folder: Path, stop_after: int):
+def _run_interrupted(method, stream, cfg, folder: Path, stop_after: int, overrides: dict | None = None):
     """Run until the callback raises after task ``stop_after``; return the
     checkpoint file written after that task."""
     def checkpoint(state: LoopState) -> None:
@@ -78,7 +79,7 @@ def _run_interrupted(method, stream, cfg, folder: Path, stop_after: int):
         if result.tasks_done == stop_after:
             raise Interrupted(f"fault injected after task {stop_after}")
 
-    strategy = make_strategy(method, OVERRIDES.get(method, {}), stream, cfg)
+    strategy = make_strategy(method, overrides or {}, stream, cfg)
     with pytest.raises(Interrupted):
         run(strategy, stream, cfg, callback, log=None, checkpoint=checkpoint)
     assert sorted(p.name for p in folder.glob("*.pt")) == [f"after{k}.pt" for k in range(1, stop_after + 1)]
@@ -87,28 +88,28 @@ def _run_interrupted(method, stream, cfg, folder: Path, stop_after: int):
 
 # -- a: interrupted and resumed runs are bit-identical --------------------------------
 
-@pytest.mark.parametrize("method", sorted(strategies.STRATEGIES))
-def test_run_resumed_after_an_interruption_is_bit_identical(method, tiny_stream, tmp_path):
+@pytest.mark.parametrize("method, overrides", CASES, ids=[m + ("+" + ",".join(o) if o else "") for m, o in CASES])
+def test_run_resumed_after_an_interruption_is_bit_identical(method, overrides, stream, tmp_path):
     cfg = tiny_loop_config(augment="crop")  # the loop's generator also drives the crops
-    reference_strategy = make_strategy(method, OVERRIDES.get(method, {}), tiny_stream, cfg)
-    reference = run(reference_strategy, tiny_stream, cfg, log=None)
+    reference_strategy = make_strategy(method, overrides, stream, cfg)
+    reference = run(reference_strategy, stream, cfg, log=None)
     assert reference.status == "completed"
 
     for stop_after in (1, 2):
         folder = tmp_path / f"stop{stop_after}"
-        ckpt = _run_interrupted(method, tiny_stream, cfg, folder, stop_after)
+        ckpt = _run_interrupted(method, stream, cfg, folder, stop_after, overrides)
         # A fresh start would have reseeded; scramble every global RNG so only the
         # restored states can give the same numbers.
         torch.manual_seed(987654)
         np.random.seed(4321)
         random.seed(4321)
-        state = load_state(ckpt, tiny_stream)
+        state = load_state(ckpt, stream)
         assert state.tasks_done == stop_after and state.result.status == "running"
         # Stream data are referenced, not stored: the seen tasks are the stream's own.
-        assert all(t is tiny_stream.tasks[i] for i, t in enumerate(state.strategy.tasks))
-        resumed = run(state.strategy, tiny_stream, cfg, log=None, resume=state)
+        assert all(t is stream.tasks[i] for i, t in enumerate(state.strategy.tasks))
+        resumed = run(state.strategy, stream, cfg, log=None, resume=state)
 
-        assert resumed.status == "completed" and resumed.tasks_done == tiny_stream.num_tasks
+        assert resumed.status == "completed" and resumed.tasks_done == stream.num_tasks
         assert _same(resumed.acc_class_il, reference.acc_class_il), (method, stop_after)
         assert _same(resumed.acc_task_il, reference.acc_task_il), (method, stop_after)
         assert resumed.eval_sizes == reference.eval_sizes and resumed.memory_size == reference.memory_size
@@ -117,35 +118,35 @@ def test_run_resumed_after_an_interruption_is_bit_identical(method, tiny_stream,
         assert ref_w.keys() == res_w.keys()
         for k in ref_w:  # the weights too, bit for bit: stronger than accuracies of 1.0
             assert torch.equal(ref_w[k], res_w[k]), (method, stop_after, k)
-        assert len(resumed.timings) == tiny_stream.num_tasks
+        assert len(resumed.timings) == stream.num_tasks
 
 
-def test_resume_without_the_saved_random_state_would_differ(tiny_stream, tmp_path):
+def test_resume_without_the_saved_random_state_would_differ(stream, tmp_path):
     """Control: the comparison above can fail. Resuming replay+KD with the loop's
     generator reset instead of restored gives other weights."""
     cfg = tiny_loop_config(augment="crop")
-    reference_strategy = make_strategy("replay", OVERRIDES["replay"], tiny_stream, cfg)
-    run(reference_strategy, tiny_stream, cfg, log=None)
-    ckpt = _run_interrupted("replay", tiny_stream, cfg, tmp_path, 1)
-    state = load_state(ckpt, tiny_stream)
+    reference_strategy = make_strategy("replay", {"kd_weight": 1.0}, stream, cfg)
+    run(reference_strategy, stream, cfg, log=None)
+    ckpt = _run_interrupted("replay", stream, cfg, tmp_path, 1, {"kd_weight": 1.0})
+    state = load_state(ckpt, stream)
     state.loop_rng = torch.Generator().manual_seed(cfg.seed).get_state()
-    run(state.strategy, tiny_stream, cfg, log=None, resume=state)
+    run(state.strategy, stream, cfg, log=None, resume=state)
     ref_w, res_w = _weights(reference_strategy), _weights(state.strategy)
     assert any(not torch.equal(ref_w[k], res_w[k]) for k in ref_w)
 
 
-def test_checkpoint_refuses_another_stream_and_another_loop_start(tiny_stream, tmp_path):
+def test_checkpoint_refuses_another_stream_and_another_loop_start(stream, tmp_path):
     from datasets import build_stream, make_synthetic
 
     cfg = tiny_loop_config()
-    ckpt = _run_interrupted("icarl", tiny_stream, cfg, tmp_path, 1)
+    ckpt = _run_interrupted("icarl", stream, cfg, tmp_path, 1)
     other = build_stream(make_synthetic(num_classes=6, train_per_class=30, test_per_class=10, image_size=8, seed=0),
                          num_tasks=3, val_fraction=0.2, seed=0)
     with pytest.raises(ValueError, match="does not match"):
         load_state(ckpt, other)
-    state = load_state(ckpt, tiny_stream)
+    state = load_state(ckpt, stream)
     with pytest.raises(ValueError, match="pass state.strategy"):
-        run(make_strategy("icarl", OVERRIDES["icarl"], tiny_stream, cfg), tiny_stream, cfg, log=None, resume=state)
+        run(make_strategy("icarl", {}, stream, cfg), stream, cfg, log=None, resume=state)
 
 
 # -- helpers for the Ray searches ----------------------------------------------------------
@@ -355,16 +356,16 @@ def _search_folder(tmp_path: Path) -> Path:
     return out
 
 
-def test_full_disk_midway_keeps_the_previous_result_and_checkpoint(tmp_path, tiny_stream, monkeypatch):
+def test_full_disk_midway_keeps_the_previous_result_and_checkpoint(tmp_path, stream, monkeypatch):
     from analysis.report import build_report
     from analysis.results import trials_frame_from_results
 
     folder = _search_folder(tmp_path)
     target = sorted(folder.glob("trials/*/result.json"))[0]
     old = target.read_bytes()
-    ckpt = _run_interrupted("replay", tiny_stream, tiny_loop_config(), tmp_path / "ckpt", 1)
+    ckpt = _run_interrupted("replay", stream, tiny_loop_config(), tmp_path / "ckpt", 1)
     old_ckpt = ckpt.read_bytes()
-    state = load_state(ckpt, tiny_stream)
+    state = load_state(ckpt, stream)
 
     real = os.fdopen
     monkeypatch.setattr(os, "fdopen", _failing_fdopen(real))
@@ -372,12 +373,12 @@ def test_full_disk_midway_keeps_the_previous_result_and_checkpoint(tmp_path, tin
         write_json_atomic(target, {"format": "clsearch-result/1", "status": "completed", "junk": "x" * 10000})
     assert info.value.errno == errno.ENOSPC
     with pytest.raises(OSError):
-        save_state(state, ckpt, tiny_stream)
+        save_state(state, ckpt, stream)
     monkeypatch.setattr(os, "fdopen", real)
 
     assert target.read_bytes() == old and ckpt.read_bytes() == old_ckpt
     assert not list(folder.rglob("*.tmp")) and not list(ckpt.parent.glob("*.tmp"))
-    assert load_state(ckpt, tiny_stream).tasks_done == 1
+    assert load_state(ckpt, stream).tasks_done == 1
     assert len(trials_frame_from_results(folder)) == 9
     assert build_report([folder]).stat().st_size > 0
 

@@ -1,6 +1,7 @@
 """Strategies on the shared loop, on tiny synthetic streams (seconds, not minutes)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 
 import strategies
 from core.config import ConfigError
-from tests.helpers import tiny_loop_config as _cfg
+from tests.helpers import assert_lower_triangular, tiny_loop_config as _cfg
 from strategies.loop import make_strategy, run
 from strategies.memory import ClassMemory, herding_order, per_class_budget, update_balanced_memory
 from strategies.networks import IncrementalNet, SimpleCNN, ResNet32
@@ -43,6 +44,15 @@ def test_each_strategy_fills_a_lower_triangular_matrix(method, tiny_stream):
     for i in range(T):
         for j in range(i + 1):
             assert result.acc_task_il[i][j] >= result.acc_class_il[i][j] - 1e-12
+
+
+@pytest.mark.parametrize("method", sorted(strategies.STRATEGIES))
+def test_every_registered_strategy_runs_with_its_default_config(method, default_config_stream):
+    """Every strategy as a user gets it (no override), on a stream big enough for
+    every default memory: it completes and fills lower-triangular matrices."""
+    strategy, result = _run(method, default_config_stream)
+    assert_lower_triangular(result, default_config_stream.num_tasks)
+    assert result.config == dataclasses.asdict(strategy.config_class())  # the defaults, untouched
 
 
 def test_head_grows_with_each_task_and_keeps_old_weights(tiny_stream):

@@ -58,7 +58,19 @@ def test_lwf_with_zero_weight_is_exactly_finetune(tiny_stream):
     lwf, lw = _run("lwf", tiny_stream, {"kd_weight": 0.0})
     assert lw.acc_class_il == ft.acc_class_il  # bit-identical, not approximately equal
     assert lw.acc_task_il == ft.acc_task_il
-    assert lwf.old_model is None  # nothing distils, nothing is kept
+    assert not lwf.teacher.ready  # nothing distils, nothing is kept
+
+
+def test_lwf_is_replay_with_no_memory(tiny_stream):
+    """LwF is a preset of replay: the same code path with the memory fixed at 0,
+    so replay with memory 0 and LwF's distillation settings trains the same weights."""
+    lwf, lw = _run("lwf", tiny_stream)
+    replay, rp = _run("replay", tiny_stream, {"memory": 0, "kd_weight": lwf.config.kd_weight,
+                                              "temperature": lwf.config.temperature})
+    assert lw.acc_class_il == rp.acc_class_il and lw.acc_task_il == rp.acc_task_il and lw.memory_size == 0
+    assert all(torch.equal(v, replay.model.state_dict()[k]) for k, v in lwf.model.state_dict().items())
+    with pytest.raises(ConfigError, match="unknown key 'memory'"):  # fixed, not a knob of LwF
+        make_strategy("lwf", {"memory": 10}, tiny_stream, _cfg())
 
 
 def test_lwf_teacher_is_a_frozen_snapshot_of_the_previous_model(two_tasks):
@@ -70,7 +82,7 @@ def test_lwf_teacher_is_a_frozen_snapshot_of_the_previous_model(two_tasks):
 
     def end_task_spy(task):
         if len(strategy.tasks) == 2:  # task 2 has trained; the teacher is task 1's model
-            teacher = strategy.old_model
+            teacher = strategy.teacher.model
             assert teacher is not None and teacher is not strategy.model and not teacher.training
             assert all(not p.requires_grad for p in teacher.parameters())
             assert teacher.num_classes == two_tasks.tasks[0].num_classes  # only old-class logits
