@@ -74,20 +74,45 @@ LR_SPACE = space.F(1e-3, 1.0, log=True)
 
 @dataclasses.dataclass
 class RunContext:
-    """What the loop tells a strategy about the stream and the hardware."""
+    """What the loop tells a strategy: the stream's shape and input statistics,
+    the resolved device, and the run's ``LoopConfig`` itself. The loop settings a
+    strategy reads (backbone, batch size, seed, precision, ...) are properties
+    of ``loop``, never copies, so there is one source for each of them."""
 
     num_classes_total: int
     image_shape: tuple[int, int, int]
     channel_mean: tuple[float, ...]
     channel_std: tuple[float, ...]
-    backbone: str = "simplecnn"
+    loop: LoopConfig
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
-    channels_last: bool = True
-    precision: str = "fp32"
-    batch_size: int = 128
-    seed: int = 0
-    pretrained: bool = False
-    eval_batch_size: int = 1024
+
+    @property
+    def backbone(self) -> str:
+        return self.loop.backbone
+
+    @property
+    def pretrained(self) -> bool:
+        return self.loop.pretrained
+
+    @property
+    def channels_last(self) -> bool:
+        return self.loop.channels_last
+
+    @property
+    def precision(self) -> str:
+        return self.loop.precision
+
+    @property
+    def batch_size(self) -> int:
+        return self.loop.batch_size
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.loop.eval_batch_size
+
+    @property
+    def seed(self) -> int:
+        return self.loop.seed
 
 
 class Strategy:

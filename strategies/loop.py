@@ -119,14 +119,8 @@ def make_strategy(method: str, overrides: dict[str, Any] | None, stream: Stream,
         image_shape=stream.image_shape,
         channel_mean=stream.channel_mean,
         channel_std=stream.channel_std,
-        backbone=loop_cfg.backbone,
+        loop=dataclasses.replace(loop_cfg),  # the strategy's own copy: a later change of loop_cfg is not seen
         device=device,
-        channels_last=loop_cfg.channels_last,
-        precision=loop_cfg.precision,
-        batch_size=loop_cfg.batch_size,
-        seed=loop_cfg.seed,
-        pretrained=loop_cfg.pretrained,
-        eval_batch_size=loop_cfg.eval_batch_size,
     )
     strategy = STRATEGIES[method](config, ctx)
     strategy.validate_against(stream)
