@@ -964,6 +964,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The installed console command (pyproject.toml [project.scripts])."""
+    sys.exit(cli_main(main))
+
+
 if __name__ == "__main__":
     # cli_main: anything unexpected is still one line (traceback kept in a log), never a bare traceback.
     sys.exit(cli_main(main))

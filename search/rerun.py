@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 from core.cli import cli_main, format_matrix, format_metrics  # noqa: E402
 from core.errors import UsageError  # noqa: E402
 from core.result import metrics_key  # noqa: E402
-from search.cli import (REPO_ROOT, add_protocol_args, loop_config_from_args, loop_config_from_dict,  # noqa: E402
+from search.cli import (add_protocol_args, loop_config_from_args, loop_config_from_dict,  # noqa: E402
                         parse_sets, stream_protocol_from_args)
 
 
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--eval", default="test", choices=("test", "val"),
                    help="test: train on train+val and evaluate on test (default); val: keep the validation split")
-    p.add_argument("--out", default=None, help="output folder (default results/direct-METHOD-TIME)")
+    p.add_argument("--out", default=None, help="output folder (default ./results/direct-METHOD-TIME, under the working directory)")
     p.add_argument("--list", action="store_true", help="list the methods and their config keys, then exit")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     add_protocol_args(p)
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = loop_config_from_args(args, seed=args.seed, eval_split=args.eval)
     stream = load_stream(stream_protocol, val_fraction=0.0 if args.eval == "test" else None)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out_dir = Path(args.out) if args.out else REPO_ROOT / "results" / f"direct-{args.method}-{stamp}"
+    out_dir = Path(args.out) if args.out else Path("results") / f"direct-{args.method}-{stamp}"
     seeds = list(range(args.seed, args.seed + args.seeds))
     results = run_seeds(args.method, overrides, loop, stream, seeds, out_dir, quiet=args.quiet)
     for d in results:
@@ -286,6 +286,11 @@ def print_seed_summary(results: list[dict[str, Any]]) -> None:
     for metric in ("final_acc", "avg_inc_acc", "forgetting", "bwt", "plasticity"):
         vals = np.array([r["metrics"][key][metric] for r in results]) * 100
         print(f"  {metric:12s} {vals.mean():6.2f} ± {vals.std(ddof=1):5.2f} %")
+
+
+def entry() -> None:
+    """The installed console command (pyproject.toml [project.scripts])."""
+    sys.exit(cli_main(main))
 
 
 if __name__ == "__main__":

@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=None, help="cap on trials running at once")
     p.add_argument("--address", default=None, help="address of an existing Ray cluster (e.g. 10.0.0.1:6379 or auto)")
     p.add_argument("--name", default=None, help="search name = results folder name (default METHOD-DATASET-TIME)")
-    p.add_argument("--results-root", default=str(REPO_ROOT / "results"), help="folder that holds the search folders")
+    p.add_argument("--results-root", default="results",
+                   help="folder that holds the search folders (default ./results, under the working directory)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted search called --name")
     p.add_argument("--max-failures", type=int, default=2,
                    help="restarts of a trial whose worker died or raised, each from its last per-task checkpoint "
@@ -487,6 +488,11 @@ def finish(results_dir: Path, args, objectives) -> None:
         report = build_report([results_dir])
         print(f"report: {report}")
     print(f"results folder: {results_dir}")
+
+
+def entry() -> None:
+    """The installed console command (pyproject.toml [project.scripts])."""
+    sys.exit(cli_main(main))
 
 
 if __name__ == "__main__":
