@@ -1,6 +1,6 @@
 """The final table: mean ± std over seeds of the test-set metrics of chosen configs.
 
-Reads rerun ``result.json`` files only (DESIGN §2: analysis reads files). One row
+Reads rerun ``result.json`` files only (analysis reads files, never live objects). One row
 per config label; the metrics are those of ``analysis/metrics.py`` (class-IL for
 class-incremental methods, task-IL for task-incremental-only ones such as
 PackNet, said in the ``protocol`` column), plus train time, exemplar memory and

@@ -1,7 +1,7 @@
 """Search throughput from finished results folders (issue "Speed", bench 3), and
 what early stopping buys: the same table for several searches side by side.
 
-Reads files only (DESIGN §2): ``search.json`` (when the search was created) and
+Reads files only: ``search.json`` (when the search was created) and
 every ``trials/<id>/result.json`` (the loop's own run time ``train_time_s``, the
 images it trained, the file's modification time = when the trial ended; the
 status -- completed, or truncated = stopped early -- as the report reads it).

@@ -1,6 +1,6 @@
 """Continual-learning metrics: pure functions of an accuracy matrix.
 
-Notation (DESIGN.md §4). ``R`` is a T x T matrix; ``R[i, j]`` is the accuracy
+Notation. ``R`` is a T x T matrix; ``R[i, j]`` is the accuracy
 (a fraction in [0, 1]) on task j's eval data after training through task i,
 0-based. Entries above the diagonal (j > i: tasks not yet seen) are ``None`` /
 NaN and are never read. ``n_j`` (``eval_sizes``) is the number of eval samples
@@ -200,7 +200,7 @@ def average_forgetting(R: Any, convention: str = "chaudhry") -> float:
     Three conventions, differing only in the reference accuracy of task j that
     the final accuracy R[T-1, j] is subtracted from:
 
-    * ``"chaudhry"`` (default; Chaudhry et al. 2018, RWalk; DESIGN.md §4):
+    * ``"chaudhry"`` (default; Chaudhry et al. 2018, RWalk):
       max_{l in [j, T-2]} R[l, j] — the best accuracy task j ever had at an
       EARLIER step, the last row excluded. Can be negative (a task that is
       better at the end than ever before has negative forgetting).

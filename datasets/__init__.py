@@ -1,4 +1,4 @@
-"""Data layer: dataset arrays in, class-incremental ``Stream`` out (DESIGN §2, §3, §7).
+"""Data layer: dataset arrays in, class-incremental ``Stream`` out (docs/ARCHITECTURE.md).
 
 - ``sources``: where images come from (GTSRB npz / torchvision, CIFAR-100,
   scikit-learn digits offline, synthetic for tests) -> ``DatasetArrays``.

@@ -1,4 +1,4 @@
-"""Lazy, repaired import of torchvision (DESIGN §8).
+"""Lazy, repaired import of torchvision.
 
 The pinned torchvision 0.28 wheel from the package registry is built for CUDA.
 Next to the CPU-only torch 2.13 it cannot load its compiled ops, and

@@ -1,4 +1,4 @@
-"""Build a class-incremental ``Stream`` from ``DatasetArrays`` (DESIGN §3, §5).
+"""Build a class-incremental ``Stream`` from ``DatasetArrays``.
 
 Protocol (Rebuffi et al. 2017, iCaRL, §4; Lopez-Paz & Ranzato 2017 for the
 per-task view):

@@ -1,4 +1,4 @@
-"""Task sequences from ImageFolder trees: one dataset = one task (DESIGN §7).
+"""Task sequences from ImageFolder trees: one dataset = one task.
 
 The PackNet protocol (Mallya & Lazebnik, CVPR 2018, §4) adds whole datasets to
 one network in sequence, e.g. CUB-200 -> Stanford Cars -> Oxford Flowers. Each

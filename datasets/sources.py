@@ -1,4 +1,4 @@
-"""Dataset sources: each returns a validated ``DatasetArrays`` (DESIGN §7).
+"""Dataset sources: each returns a validated ``DatasetArrays``.
 
 - ``load_gtsrb``: GTSRB (Stallkamp et al., IJCNN 2011), 43 traffic-sign classes.
   Preferred form is the project's ``gtsrb32.npz`` (official Final_Training /

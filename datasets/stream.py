@@ -1,6 +1,6 @@
 """Class-incremental streams: the one object every strategy and the loop consume.
 
-Protocol (DESIGN §3; Rebuffi et al. 2017, iCaRL, §4): the classes of a labelled
+Protocol (Rebuffi et al. 2017, iCaRL, §4): the classes of a labelled
 dataset are put in an order (natural or seeded), cut into tasks, and relabelled so
 that the class at position ``i`` of the order gets label ``i``. Task ``t`` therefore
 owns the contiguous label range ``[label_offset, label_offset + num_classes)``.

@@ -11,8 +11,7 @@ that the cut splits, the NSGA-II crowding distance (Deb et al. 2002, §III-B):
 lonelier points first, so a cut front keeps its spread along the trade-off
 instead of one end of it. This is the NSGA-II selection variant of MO-ASHA.
 
-Why a separate scheduler: Ray's ``ASHAScheduler`` refuses metric lists (DESIGN
-§9), and a scalarised objective would decide in advance where on the
+Why a separate scheduler: Ray's ``ASHAScheduler`` refuses metric lists, and a scalarised objective would decide in advance where on the
 stability-plasticity trade-off the survivors lie.
 
 What the rest of the harness does with a stopped trial: its result.json says it

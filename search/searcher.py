@@ -3,7 +3,7 @@
 Ray's ``OptunaSearch.on_trial_complete`` tells Optuna "complete" with whatever a
 trial reported last -- also for a trial that raised after reporting (a diverged
 run) and for a trial an ASHA scheduler stopped after its first task, whose
-forgetting looks perfect (DESIGN §5, §9). Either would mislead the sampler. Here
+forgetting looks perfect. Either would mislead the sampler. Here
 an errored trial is told as FAIL and a truncated one (fewer tasks done than the
 stream has) as PRUNED; the sampler then learns only from full runs.
 

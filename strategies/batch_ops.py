@@ -1,6 +1,6 @@
 """Whole-batch tensor ops on uint8 images: augmentation and model-input preparation.
 
-DESIGN §8: images stay uint8 tensors in memory (on the GPU when there is one) and
+Images stay uint8 tensors in memory (on the GPU when there is one) and
 are augmented per batch with tensor ops, instead of per-image PIL transforms in
 DataLoader workers. The augmentation is the standard CIFAR one (He et al. 2016,
 §4.2): pad by ``padding`` pixels and take a random crop of the original size;
