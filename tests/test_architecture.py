@@ -61,3 +61,28 @@ def test_the_check_sees_lazy_imports(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from search.run import main\n    import strategies.loop\n")
     assert [m for _, m in _imports(module)] == ["search", "strategies"]
+
+
+def test_the_documented_strategy_example_registers_and_trains(tmp_path, tiny_stream):
+    """docs/ARCHITECTURE.md's one-file strategy, taken from the doc as written,
+    imported as a user module and run through the loop."""
+    import re
+
+    from strategies.base import STRATEGIES
+    from strategies.loop import make_strategy, run
+    from strategies.plugins import load_strategy_modules
+    from tests.helpers import assert_lower_triangular, tiny_loop_config
+
+    doc = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    section = doc.split("## Adding a strategy", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    module = tmp_path / "smooth_strategy_doc.py"
+    module.write_text(code)
+    try:
+        load_strategy_modules([str(module)])
+        assert "smooth" in STRATEGIES
+        cfg = tiny_loop_config(epochs=1)
+        strategy = make_strategy("smooth", {"smoothing": 0.2}, tiny_stream, cfg)
+        assert_lower_triangular(run(strategy, tiny_stream, cfg, log=None), tiny_stream.num_tasks)
+    finally:
+        STRATEGIES.pop("smooth", None)
