@@ -26,9 +26,14 @@ from typing import Any
 
 from core.config import ConfigError, bounded, config_from_dict
 
-# Datasets a protocol can name (datasets/sources.py loads the first four by name;
-# "folders" is one ImageFolder tree per task, datasets/imagefolder.py).
-DATASET_NAMES = ("cifar100", "digits", "folders", "gtsrb", "synthetic")
+# Datasets a protocol can name (datasets/sources.py loads cifar100, digits, gtsrb,
+# synthetic and npz by name; "folders" is one ImageFolder tree per task and
+# "imagefolder" one tree cut into tasks, datasets/imagefolder.py).
+DATASET_NAMES = ("cifar100", "digits", "folders", "gtsrb", "imagefolder", "npz", "synthetic")
+# The user's own data: read from data_dir, which they must name.
+USER_DATASETS = ("imagefolder", "npz")
+# Datasets whose images are resized to image_size when read.
+RESIZED_DATASETS = ("folders", "imagefolder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +48,12 @@ class StreamProtocol:
     stream_seed: int = bounded(0, min=0, max=2**31 - 1, help="seed of the class order and the validation split")
     val_fraction: float = bounded(0.1, min=0.0, max=0.99, help="validation share of each task's training data")
     folders: tuple[str, ...] | None = bounded(None, help="dataset=folders: one ImageFolder root per task, in order")
-    image_size: int = bounded(64, min=1, max=4096, help="dataset=folders: images are resized to this square size")
-    data_dir: str | None = bounded(None, help="where the data files are (else $CL_DATA_DIR, ./data)")
+    image_size: int | None = bounded(64, min=1, max=4096, help="dataset=folders/imagefolder: images are resized to "
+                                     "this square size (imagefolder: None = their longest side, at most 64)")
+    test_fraction: float | None = bounded(None, min=0.01, max=0.9, help="dataset=imagefolder without train/ and test/: "
+                                          "test share of each class folder (None = 0.2)")
+    data_dir: str | None = bounded(None, help="where the data files are (else $CL_DATA_DIR, ./data); "
+                                   "imagefolder: the tree's root; npz: the file")
     download: bool = bounded(False, help="download through torchvision when not found (needs a network)")
 
     def __post_init__(self) -> None:
@@ -61,6 +70,14 @@ class StreamProtocol:
             raise ConfigError("protocol: folders are only used with dataset 'folders'")
         if self.dataset != "folders" and self.tasks is None and self.task_sizes is None:
             raise ConfigError("protocol: give tasks or task_sizes")
+        if self.dataset in USER_DATASETS and not self.data_dir:
+            raise ConfigError(f"protocol: dataset {self.dataset!r} needs data_dir (where the user's data is)")
+        # None (the images' own size) is resolved when the tree is read, and the
+        # completed protocol (datasets.protocol.load_arrays) holds the number.
+        if self.image_size is None and self.dataset != "imagefolder":
+            raise ConfigError("protocol: image_size None (the images' own size) is only for dataset 'imagefolder'")
+        if self.test_fraction is not None and self.dataset != "imagefolder":
+            raise ConfigError("protocol: test_fraction is only used with dataset 'imagefolder'")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], owner: str = "protocol") -> "StreamProtocol":

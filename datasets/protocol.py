@@ -2,7 +2,8 @@
 
 ``load_stream(protocol)`` is the one way: ``load_arrays`` reads the dataset the
 protocol names (and completes the protocol with what only the data can say:
-the task sizes of a ``folders`` sequence), ``build_protocol_stream`` cuts it into
+the task sizes of a ``folders`` sequence; an ``imagefolder`` tree's image size
+and test fraction when they were left to the data), ``build_protocol_stream`` cuts it into
 tasks (datasets/builder.py) and records the protocol in the stream's
 description, so every result file says exactly which stream it ran on.
 """
@@ -17,13 +18,19 @@ from .errors import DatasetError
 
 def load_arrays(protocol: StreamProtocol):
     """The protocol's dataset arrays, and the protocol completed with what only the
-    data can say (for ``folders``: the task sizes are the roots' class counts)."""
-    from .imagefolder import load_folder_arrays
+    data can say (for ``folders``: the task sizes are the roots' class counts; for
+    ``imagefolder``: the image size and the test fraction actually used, so a
+    rerun of the stored protocol reads the tree the same way)."""
+    from .imagefolder import load_folder_arrays, load_imagefolder_arrays
     from .sources import load_dataset
 
     if protocol.dataset == "folders":
         arrays, sizes = load_folder_arrays(list(protocol.folders), protocol.image_size)
         return arrays, dataclasses.replace(protocol, task_sizes=tuple(sizes))
+    if protocol.dataset == "imagefolder":
+        arrays, size, fraction = load_imagefolder_arrays(
+            protocol.data_dir, protocol.image_size, protocol.test_fraction, seed=protocol.stream_seed)
+        return arrays, dataclasses.replace(protocol, image_size=size, test_fraction=fraction)
     return load_dataset(protocol.dataset, data_dir=protocol.data_dir, download=protocol.download), protocol
 
 
@@ -35,6 +42,8 @@ def build_protocol_stream(arrays, protocol: StreamProtocol, val_fraction: float 
 
     if protocol.dataset == "folders" and protocol.task_sizes is None:
         raise DatasetError("protocol: a folders protocol needs its task sizes (load it with load_arrays)")
+    if protocol.dataset == "imagefolder" and protocol.image_size is None:
+        raise DatasetError("protocol: an imagefolder protocol needs its image size (load it with load_arrays)")
     stream = build_stream(
         arrays,
         num_tasks=protocol.tasks,

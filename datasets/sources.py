@@ -12,6 +12,9 @@
   scikit-learn, so the main command runs with no network and no data files).
 - ``make_synthetic``: tiny generated images for tests (learnable in an epoch or
   two; with groups so grouped validation can be tested).
+- ``load_npz``: the user's own arrays in one npz (``x_train``, ``y_train``,
+  ``x_test``, ``y_test``; optional ``groups_train`` and ``class_names``), checked
+  by the same reader as the project's own files.
 
 Files are looked for in ``find_data_dir`` order: the explicit ``data_dir``
 argument (``--data-dir``), then ``$CL_DATA_DIR``, then ``./data``. Everything a
@@ -126,11 +129,14 @@ def _read_npz(
     labels: tuple[str, ...],
     groups: tuple[str, ...] = (),
     optional_names: str | None = None,
+    optional_groups: tuple[str, ...] = (),
     channels: int | None = None,
     num_classes: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Read and check an npz archive; returns the arrays by name. Every problem
-    is a one-line DatasetError starting with the file's path."""
+    is a one-line DatasetError starting with the file's path. ``optional_groups``
+    are checked like ``groups`` when the archive has them; ``optional_names``
+    (a 1-D array of class names) is read when it has it."""
     who = str(path)
     try:
         archive = np.load(path, allow_pickle=False)
@@ -149,6 +155,8 @@ def _read_npz(
             raise DatasetError(
                 f"{who}: missing array(s) {', '.join(missing)} (has: {', '.join(archive.files) or 'none'})"
             )
+        groups = tuple(groups) + tuple(k for k in optional_groups if k in archive.files)
+        wanted += [k for k in optional_groups if k in archive.files]
         keys = wanted + ([optional_names] if optional_names and optional_names in archive.files else [])
         for key in keys:
             try:
@@ -178,6 +186,10 @@ def _read_npz(
                 f"but needs {channels} (N x H x W x C)"
             )
         out[key] = x
+    if optional_names in out and out[optional_names].ndim != 1:
+        raise DatasetError(
+            f"{who}: array {optional_names} has shape {tuple(out[optional_names].shape)} but needs one name per class"
+        )
     for key in list(labels) + list(groups):
         y = out[key]
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
@@ -524,6 +536,50 @@ def make_synthetic(
     )
 
 
+# --------------------------------------------------------------------------- the user's npz
+
+NPZ_IMAGES = ("x_train", "x_test")
+NPZ_LABELS = ("y_train", "y_test")
+NPZ_GROUPS = "groups_train"
+NPZ_NAMES = "class_names"
+
+
+def find_npz(data_dir: str | os.PathLike | None) -> Path:
+    """The user's npz: ``data_dir`` itself, or the one ``.npz`` file in that folder."""
+    if data_dir is None or str(data_dir) == "":
+        raise DataNotFoundError("dataset npz needs --data-dir FILE.npz (or a folder that holds one .npz file)")
+    path = Path(data_dir).expanduser()
+    if path.is_dir():
+        found = sorted(path.glob("*.npz"))
+        if len(found) != 1:
+            what = "no .npz file" if not found else f"{len(found)} .npz files ({', '.join(f.name for f in found)})"
+            raise DataNotFoundError(f"{path}: holds {what}; pass --data-dir FILE.npz")
+        return found[0]
+    if not path.is_file():
+        raise DataNotFoundError(f"{path} does not exist (--data-dir FILE.npz, or a folder that holds one .npz file)")
+    return path
+
+
+def load_npz(data_dir: str | os.PathLike | None) -> DatasetArrays:
+    """The user's arrays: uint8 images N x H x W x C (or N x H x W: one channel),
+    integer labels (any ids >= 0: the natural class order sorts them), optional
+    ``groups_train`` (one group id per training image: the validation split
+    keeps each group on one side, as GTSRB's tracks) and ``class_names`` (one
+    per label id). The dataset is named after the file."""
+    path = find_npz(data_dir)
+    arrays = _read_npz(path, images=NPZ_IMAGES, labels=NPZ_LABELS, optional_groups=(NPZ_GROUPS,),
+                       optional_names=NPZ_NAMES)
+    return DatasetArrays(
+        name=path.stem,
+        x_train=arrays["x_train"],
+        y_train=arrays["y_train"],
+        x_test=arrays["x_test"],
+        y_test=arrays["y_test"],
+        groups_train=arrays.get(NPZ_GROUPS),
+        class_names=_names_from(arrays, NPZ_NAMES),
+    )
+
+
 # --------------------------------------------------------------------------- registry
 
 DATASETS: dict[str, Callable[..., DatasetArrays]] = {
@@ -531,12 +587,14 @@ DATASETS: dict[str, Callable[..., DatasetArrays]] = {
     "cifar100": lambda data_dir, download: load_cifar100(data_dir, download),
     "digits": lambda data_dir, download: load_digits(),
     "synthetic": lambda data_dir, download: make_synthetic(),
+    "npz": lambda data_dir, download: load_npz(data_dir),
 }
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = False) -> DatasetArrays:
     """Load a dataset by name: one of ``DATASETS`` (gtsrb, cifar100, digits,
-    synthetic). ``data_dir`` / ``download`` matter only for file-backed ones."""
+    synthetic, npz). ``data_dir`` / ``download`` matter only for file-backed ones
+    (for npz, ``data_dir`` is the file or its folder)."""
     key = str(name).strip().lower()
     if key not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")

@@ -99,6 +99,13 @@ class Stream:
     def task_sizes(self) -> list[int]:
         return [t.num_classes for t in self.tasks]
 
+    def task_class_names(self) -> list[list[str]] | None:
+        """Each task's class names, in stream order (``class_names`` is indexed by
+        stream label, and task t owns the labels from its ``label_offset``)."""
+        if self.class_names is None:
+            return None
+        return [list(self.class_names[t.label_offset:t.label_offset + t.num_classes]) for t in self.tasks]
+
     def describe(self) -> dict:
         """JSON-ready summary recorded next to every result (what was trained on)."""
         return {
@@ -106,6 +113,9 @@ class Stream:
             "num_tasks": self.num_tasks,
             "num_classes": self.num_classes,
             "task_classes": [t.classes for t in self.tasks],
+            # The classes' names, task by task (None when the dataset has none):
+            # a result file then says what each task was about, not only ids.
+            "task_class_names": self.task_class_names(),
             "class_order": list(self.class_order),
             "image_shape": list(self.image_shape),
             "seed": self.seed,

@@ -35,7 +35,7 @@ from core.cli import cli_main, format_matrix, format_metrics  # noqa: E402
 from core.errors import UsageError  # noqa: E402
 from core.result import metrics_key  # noqa: E402
 from search.cli import (add_protocol_args, loop_config_from_args, loop_config_from_dict,  # noqa: E402
-                        parse_sets, stream_protocol_from_args)
+                        parse_sets, resolve_data_defaults, stream_protocol_from_args)
 
 
 # Loop fields that say where a run ran, not what it computed: a finished seed
@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     stream_protocol = stream_protocol_from_args(args)
     loop = loop_config_from_args(args, seed=args.seed, eval_split=args.eval)
     stream = load_stream(stream_protocol, val_fraction=0.0 if args.eval == "test" else None)
+    loop = resolve_data_defaults(args, loop, stream)  # imagefolder/npz: defaults that follow the images
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(args.out) if args.out else Path("results") / f"direct-{args.method}-{stamp}"
     seeds = list(range(args.seed, args.seed + args.seeds))

@@ -40,7 +40,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 from core.cli import cli_main  # noqa: E402
 from core.errors import UsageError  # noqa: E402
 from search.cli import (REPO_ROOT, add_protocol_args, loop_config_from_args, loop_config_from_dict,  # noqa: E402
-                        parse_sets, stream_protocol_from_args)
+                        parse_sets, resolve_data_defaults, stream_protocol_from_args)
 
 from core.objectives import DIRECTIONS  # noqa: E402
 from core.result import SEARCH_FORMAT  # noqa: E402
@@ -348,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     arrays, stream_protocol = load_arrays(stream_protocol)
     stream = build_protocol_stream(arrays, stream_protocol)
     del arrays
+    loop = resolve_data_defaults(args, loop, stream)  # imagefolder/npz: defaults that follow the images
     space = fit_space_to_stream(space, stream)
     if (args.asha or args.mo_asha) and args.grace_tasks >= stream.num_tasks:
         raise UsageError(f"--grace-tasks {args.grace_tasks}: early stopping needs a comparison before the last of "

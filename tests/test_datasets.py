@@ -517,7 +517,7 @@ def test_load_dataset_registry():
     assert load_dataset("synthetic").name == "synthetic"
     with pytest.raises(DatasetError) as excinfo:
         load_dataset("mnist")
-    assert one_line_error(excinfo) == "unknown dataset 'mnist'; known: cifar100, digits, gtsrb, synthetic"
+    assert one_line_error(excinfo) == "unknown dataset 'mnist'; known: cifar100, digits, gtsrb, npz, synthetic"
 
 
 def test_import_is_light():

@@ -173,12 +173,15 @@ def test_cli_runs_packnet_on_folders_with_vgg16(roots, tmp_path):
 
 
 def test_cli_folder_mistakes_are_one_line_errors(roots, tmp_path):
+    both = ",".join(map(str, roots))
     for args, message in [
         (["--dataset", "folders"], "needs --folders"),
+        (["--dataset", "folders", "--data-dir", str(roots[0])], "use --dataset imagefolder"),
         (["--dataset", "folders", "--folders", str(roots[0]), "--tasks", "2"], "the tasks are the folders"),
-        (["--dataset", "folders", "--folders", str(roots[0]), "--image-size", "16"], "too small for vgg16"),
+        (["--dataset", "folders", "--folders", str(roots[0])], "one root is a single task"),
+        (["--dataset", "folders", "--folders", both, "--image-size", "16"], "too small for vgg16"),
         (["--dataset", "gtsrb", "--folders", str(roots[0])], "only used with --dataset folders"),
-        (["--dataset", "folders", "--folders", str(tmp_path / "nope")], "nope"),
+        (["--dataset", "folders", "--folders", f"{roots[0]},{tmp_path / 'nope'}"], "nope"),
     ]:
         proc = _rerun("--method", "packnet", *args, cwd=tmp_path)
         assert proc.returncode == 2, (args, proc.stderr[-2000:])
