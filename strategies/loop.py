@@ -208,7 +208,7 @@ def start_phase(strategy: Strategy, phase: Phase, batch_size: int) -> None:
         phase.before()
     if phase.epochs > 0:
         steps = phase.epochs * phase.num_batches(batch_size)
-        strategy.make_optimizer(phase.params(), steps, phase.lr, phase.schedule)
+        strategy.make_optimizer(phase.params(), steps, phase.lr, phase.schedule, phase.optimizer)
 
 
 def train_phase(strategy: Strategy, phase: Phase, loop_cfg: LoopConfig, generator: torch.Generator,
