@@ -52,6 +52,7 @@ from core import space
 from core.space import Dist
 from strategies.networks import IncrementalNet, build_backbone, count_parameters
 from strategies.phases import OPTIMIZERS, SCHEDULES, Phase
+from core.knobs import LOOP_KNOBS
 
 if TYPE_CHECKING:  # the loop imports this module; only the annotation needs its config
     from strategies.loop import LoopConfig
@@ -347,6 +348,13 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     config_class = cls.config_class
     if not dataclasses.is_dataclass(config_class) or not issubclass(config_class, StrategyConfig):
         raise StrategyDefinitionError(f"{where}: config_class must be a dataclass extending StrategyConfig")
+    # A trial's params are split by name into loop knobs and strategy knobs
+    # (core/knobs.py): a config field named like a loop knob would be ambiguous.
+    clash = sorted(set(field_specs(config_class)) & set(LOOP_KNOBS))
+    if clash:
+        raise StrategyDefinitionError(
+            f"{where}: config field(s) {', '.join(map(repr, clash))} clash with the loop knobs a search may set "
+            f"per trial ({', '.join(LOOP_KNOBS)}); rename them")
     if "search_space" not in cls.__dict__:
         raise StrategyDefinitionError(
             f"{where} ({name!r}) declares no search_space: add a class attribute search_space = "
