@@ -73,16 +73,30 @@ def node_info() -> dict[str, Any]:
     return {"ray_node_id": node_id, "hostname": socket.gethostname()}
 
 
+def trial_configs(params: dict[str, Any], loop: dict[str, Any], threads: int = 1, device: str = "cpu"):
+    """A trial's (strategy overrides, LoopConfig) from its params and the search's loop.
+
+    The params hold strategy knobs and, when the search set or ranged them, loop
+    knobs (core/knobs.py): those change this trial's loop config -- batch size,
+    augmentation, epochs -- which its result.json then records as "protocol".
+    The evaluation split is always validation; threads and device follow Ray."""
+    from core.knobs import split_params
+    from search.cli import loop_config_from_dict
+    from strategies.loop import with_loop_knobs
+
+    strategy_params, loop_params = split_params(params)
+    cfg = loop_config_from_dict(loop, eval_split="val", threads=threads, device=device)
+    return strategy_params, with_loop_knobs(cfg, loop_params)
+
+
 def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], loop: dict[str, Any],
                results_dir: str, stream=None, strategy_modules: list[str] = ()) -> None:
     from ray import tune
 
     import strategies  # noqa: F401  (registers the strategies in this worker)
-    from search.cli import loop_config_from_dict
     from strategies.checkpoint import STATE_FILE, LoopState, load_state, save_state
-    from strategies.loop import make_strategy, run, with_loop_knobs
+    from strategies.loop import make_strategy, run
     from core.files import write_json_atomic
-    from core.knobs import split_params
     from core.result import RunResult
 
     # Tune's "Checkpoint successfully created" line after every task is noise here.
@@ -109,11 +123,7 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
         d["restores"] = restores
         write_json_atomic(out_file, d)
 
-    # A trial's params hold strategy knobs and, when the search set or ranged
-    # them, loop knobs (core/knobs.py): those change this trial's loop config,
-    # which its result.json records as "protocol".
-    strategy_params, loop_params = split_params(params)
-    cfg = with_loop_knobs(loop_config_from_dict(loop, eval_split="val", threads=threads, device=device), loop_params)
+    strategy_params, cfg = trial_configs(params, loop, threads=threads, device=device)
 
     def after_task(state: LoopState) -> None:
         save(state.result)
