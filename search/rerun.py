@@ -86,7 +86,9 @@ def run_seeds(method: str, overrides: dict[str, Any], loop, stream, seeds: list[
         cfg = dataclasses.replace(loop, seed=seed)
         strategy = make_strategy(method, overrides, stream, cfg)
         path = out_dir / f"seed{seed}" / "result.json"
-        earlier = finished_run(path, {"method": strategy.name, "config": dataclasses.asdict(strategy.config),
+        # Compared in their JSON form: a list knob (lr_milestones) is a tuple here, a list on disk.
+        earlier = finished_run(path, {"method": strategy.name,
+                                      "config": json.loads(json.dumps(dataclasses.asdict(strategy.config))),
                                       "protocol": json.loads(json.dumps(dataclasses.asdict(cfg))),
                                       "stream": json.loads(json.dumps(stream.describe()))})
         if earlier is not None:

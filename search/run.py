@@ -124,7 +124,7 @@ def search_spec(args, method, space, fixed, objectives, stream_protocol, loop) -
         "grace_tasks": args.grace_tasks,
         "reduction_factor": args.reduction_factor,
         "space": {k: d.to_json() for k, d in space.items()},
-        "fixed": fixed,
+        "fixed": json.loads(json.dumps(fixed)),  # as a resumed search reads it back (a tuple knob as a list)
         # Which searched/fixed knobs are protocol, training or strategy knobs
         # (core/knobs.py), and the protocol knobs the user allowed to vary.
         "knob_kinds": knob_kinds([*space, *fixed]),
