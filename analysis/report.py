@@ -698,7 +698,8 @@ def _spec_items(s: _Search) -> list[str]:
     for key, label in (("dataset", "dataset"), ("tasks", "tasks"), ("classes", "classes"), ("epochs", "epochs per task"),
                        ("backbone", "backbone"), ("batch_size", "batch size"), ("precision", "precision"),
                        ("seed", "seed")):
-        if proto.get(key) is not None:
+        # A loop knob the search set or ranged per trial is shown there, not here.
+        if proto.get(key) is not None and key not in spec["space"] and key not in spec["fixed"]:
             pieces.append(f"{label} {proto[key]}")
     if proto.get("task_sizes"):
         pieces.append(f"task sizes {proto['task_sizes']}")
@@ -718,9 +719,27 @@ def _spec_items(s: _Search) -> list[str]:
         "searched: " + ("; ".join(space) if space else "nothing"),
         "fixed: " + (", ".join(f"{k}={_fmt_value(v)}" for k, v in spec["fixed"].items()) or "nothing"),
     ]
+    if spec.get("knob_kinds"):
+        items.append(_knob_line(spec))
     if spec.get("created"):
         items.append(f"created: {spec['created']}")
     return items
+
+
+def _knob_line(spec: dict[str, Any]) -> str:
+    """The protocol/hyperparameter line (core/knobs.py): what defines the benchmark
+    and stayed fixed, and which searched knobs are training or strategy knobs."""
+    kinds = spec["knob_kinds"]
+    proto = {**(spec.get("loop") or {}), **(spec.get("stream_protocol") or {})}
+    fixed = [f"{k} {proto[k]}" for k in ("dataset", "classes", "tasks", "epochs", "eval_split")
+             if proto.get(k) is not None and kinds.get(k) is None]
+    fixed += [f"{k}={_fmt_value(v)}" for k, v in spec["fixed"].items() if kinds.get(k) == "protocol"]
+    parts = [f"protocol (fixed): {', '.join(fixed) or 'nothing'}"]
+    for kind in ("protocol", "training", "strategy"):
+        names = [k for k in spec["space"] if kinds.get(k) == kind]
+        if names:
+            parts.append(f"searched {kind} knobs: {', '.join(names)}")
+    return "; ".join(parts)
 
 
 def _front_rows(s: _Search) -> tuple[list[str], list[list[str]]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import typing
 from typing import Any, TypeVar
 
@@ -37,7 +38,13 @@ def _coerce(value: Any, typ: Any, key: str, owner: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0] if len(inner) == 1 else inner, key, owner)
-    if typing.get_origin(typ) is tuple:  # ``tuple[X, ...]`` from a list, a tuple or "a,b,c"
+    if typing.get_origin(typ) is tuple:  # ``tuple[X, ...]`` from a list, a tuple, "a,b,c" or "[a, b, c]"
+        if isinstance(value, str) and value.strip().startswith("["):
+            # How trials.csv writes a list-valued param (JSON), read back by rerun.py.
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(f"{owner}: {key}={value!r} is not a valid list") from None
         items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
             raise ConfigError(f"{owner}: {key}={value!r} must be a list")

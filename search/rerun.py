@@ -12,6 +12,7 @@ and writes RESULTS_DIR/final_table.md and final_table.csv (mean ± std over seed
 Direct run (one config, several seeds):
 
     python search/rerun.py --method icarl --set lr=0.5 --set memory=200 --seeds 1
+    python search/rerun.py --method icarl --set batch_size=64 --set optimizer=adam --set lr=0.001
 
 trains on the full training data (train + validation) and evaluates on the test
 split (the final numbers come from test, the search's from validation);
@@ -85,7 +86,9 @@ def run_seeds(method: str, overrides: dict[str, Any], loop, stream, seeds: list[
         cfg = dataclasses.replace(loop, seed=seed)
         strategy = make_strategy(method, overrides, stream, cfg)
         path = out_dir / f"seed{seed}" / "result.json"
-        earlier = finished_run(path, {"method": strategy.name, "config": dataclasses.asdict(strategy.config),
+        # Compared in their JSON form: a list knob (lr_milestones) is a tuple here, a list on disk.
+        earlier = finished_run(path, {"method": strategy.name,
+                                      "config": json.loads(json.dumps(dataclasses.asdict(strategy.config))),
                                       "protocol": json.loads(json.dumps(dataclasses.asdict(cfg))),
                                       "stream": json.loads(json.dumps(stream.describe()))})
         if earlier is not None:
@@ -169,14 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.method:
         raise UsageError("give RESULTS_DIR to rerun a search, or --method METHOD for a direct run (see --list)")
     import strategies  # noqa: F401
-    from strategies.loop import strategy_config
+    from core.knobs import split_params
+    from search.spaces import check_knob
+    from strategies.loop import strategy_config, with_loop_knobs
 
     from datasets.protocol import load_stream
 
-    overrides = parse_sets(args.set)
-    strategy_config(args.method, overrides)  # fail fast on a bad method/key before loading data
+    strategy_config(args.method)  # fail fast on a bad method/key before loading data
+    # --set takes loop knobs too (batch_size, augment, crop_padding, epochs; core/knobs.py).
+    overrides, loop_knobs = split_params({k: check_knob(args.method, k, v) for k, v in parse_sets(args.set).items()})
     stream_protocol = stream_protocol_from_args(args)
-    loop = loop_config_from_args(args, seed=args.seed, eval_split=args.eval)
+    loop = with_loop_knobs(loop_config_from_args(args, seed=args.seed, eval_split=args.eval), loop_knobs)
     stream = load_stream(stream_protocol, val_fraction=0.0 if args.eval == "test" else None)
     loop = resolve_data_defaults(args, loop, stream)  # imagefolder/npz: defaults that follow the images
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -230,21 +236,25 @@ def rerun_search(args) -> int:
     import strategies  # noqa: F401
     from analysis.final_table import build_final_table, write_final_table
     from analysis.results import load_search
-    from strategies.loop import strategy_config
+    from core.knobs import split_params
+    from strategies.loop import strategy_config, with_loop_knobs
 
     results = load_search(Path(args.results_dir))
     spec = results.spec
     method = spec["method"]
     chosen = pick_trials(results, args.pick)
-    configs: dict[str, tuple[str, dict[str, Any]]] = {}
+    # label -> (method, strategy params, loop knobs): a trial that sampled (or
+    # was fixed to) loop knobs -- batch size, augmentation, epochs -- is retrained
+    # with them, so the final table trains exactly what the trial trained.
+    configs: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {}
     for _, row in chosen.iterrows():
-        params = trial_params(row)
+        params, loop_knobs = split_params(trial_params(row))
         strategy_config(method, params)  # still a valid config for this version
-        configs[f"{method} {row['trial_id']}"] = (method, params)
+        configs[f"{method} {row['trial_id']}"] = (method, params, loop_knobs)
     if not args.no_baselines:
         for baseline in ("finetune", "joint"):
             if baseline != method:
-                configs[baseline] = (baseline, {})
+                configs[baseline] = (baseline, {}, {})
     import dataclasses
 
     from core.protocol import StreamProtocol
@@ -261,16 +271,21 @@ def rerun_search(args) -> int:
     out_dir = Path(args.out) if args.out else results.path
     seeds = list(range(args.seed, args.seed + args.seeds))
     runs: dict[str, list[Path]] = {}
-    for label, (m, params) in configs.items():
+    for label, (m, params, loop_knobs) in configs.items():
         run_dir = out_dir / "rerun" / label.replace(" ", "-")
-        print(f"rerun {label} {params} on test, seeds {seeds}", flush=True)
-        run_seeds(m, params, loop, stream, seeds, run_dir, quiet=args.quiet)
+        print(f"rerun {label} {({**params, **loop_knobs})} on test, seeds {seeds}", flush=True)
+        run_seeds(m, params, with_loop_knobs(loop, loop_knobs), stream, seeds, run_dir, quiet=args.quiet)
         runs[label] = [run_dir / f"seed{s}" / "result.json" for s in seeds]
     table = build_final_table(runs)
     notes = [f"search: {results.path}", f"protocol: {stream.name}, {stream.num_tasks} tasks, "
              f"{stream.num_classes} classes, {loop.epochs} epochs/task, {loop.backbone}; trained on "
              "train+validation, evaluated on test", f"seeds: {seeds}",
              "finetune and joint use their default configs under the same protocol"]
+    per_config = {label: knobs for label, (_, _, knobs) in configs.items() if knobs}
+    if per_config:
+        notes.append("loop knobs of the trials, applied to their reruns: "
+                     + "; ".join(f"{label}: " + ", ".join(f"{k}={v}" for k, v in knobs.items())
+                                 for label, knobs in per_config.items()))
     csv_path, md_path = write_final_table(table, out_dir, f"Final table: {method}", notes)
     print(md_path.read_text())
     print(f"final table written to {md_path} and {csv_path}")

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=8, help="number of trials")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fix a knob for every trial (repeatable)")
     p.add_argument("--range", action="append", metavar="KEY=LOW:HIGH", help="narrow a knob's range, or KEY=a,b for choices")
+    p.add_argument("--search-protocol", action="append", metavar="KEY",
+                   help="let --set/--range vary a protocol knob per trial (epochs); without it the protocol is fixed")
     p.add_argument("--objectives", default="final_acc,forgetting",
                    help=f"comma-separated objectives for the Pareto search ({', '.join(DIRECTIONS)})")
     p.add_argument("--memory-objective", action="store_true", help="add memory size (minimise) as an objective")
@@ -111,6 +113,7 @@ def search_spec(args, method, space, fixed, objectives, stream_protocol, loop) -
 
     import strategies
     from core.result import environment_info
+    from search.spaces import knob_kinds, parse_search_protocol
 
     return {
         "format": SEARCH_FORMAT,
@@ -122,7 +125,11 @@ def search_spec(args, method, space, fixed, objectives, stream_protocol, loop) -
         "grace_tasks": args.grace_tasks,
         "reduction_factor": args.reduction_factor,
         "space": {k: d.to_json() for k, d in space.items()},
-        "fixed": fixed,
+        "fixed": json.loads(json.dumps(fixed)),  # as a resumed search reads it back (a tuple knob as a list)
+        # Which searched/fixed knobs are protocol, training or strategy knobs
+        # (core/knobs.py), and the protocol knobs the user allowed to vary.
+        "knob_kinds": knob_kinds([*space, *fixed]),
+        "search_protocol": list(parse_search_protocol(args.search_protocol)),
         "stream_protocol": stream_protocol.to_dict(),
         "loop": dataclasses.asdict(loop),
         "trials": args.trials,
@@ -308,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=Warning, module="optuna")
     import strategies  # noqa: F401
-    from search.spaces import fit_space_to_stream, resolve_space
+    from search.spaces import fit_space_to_stream, parse_search_protocol, resolve_space
     from strategies.plugins import load_cli_modules
     modules = load_cli_modules(args.strategy_module, Path(args.results_root) / args.name if args.name else None)
 
@@ -323,14 +330,15 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--grace-tasks must be at least 1, got {args.grace_tasks}")
     method = args.method
     fixed_raw = parse_sets(args.set)
-    space, fixed = resolve_space(method, args.range, fixed_raw)
+    space, fixed = resolve_space(method, args.range, fixed_raw, parse_search_protocol(args.search_protocol))
     objectives = parse_objectives(args)
     stream_protocol = stream_protocol_from_args(args)
     loop = loop_config_from_args(args, seed=args.seed, eval_split="val")
     if stream_protocol.val_fraction <= 0:
         raise UsageError("a search needs a validation split: --val-fraction must be > 0 (objectives are never measured on test)")
-    from strategies.loop import strategy_config
-    strategy_config(method, fixed)  # the fixed part alone must already be valid
+    from core.knobs import split_params
+    from strategies.loop import strategy_config, with_loop_knobs
+    strategy_config(method, split_params(fixed)[0])  # the fixed part alone must already be valid
 
     name = args.name or f"{method}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if "/" in name or name in (".", ".."):
@@ -362,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     probe_cfg = loop_config_from_dict(spec["loop"], seed=0, device="cpu")
     for end in ("low", "high"):
         probe = {k: (getattr(d, end) if d.type != "categorical" else d.choices[0]) for k, d in space.items()}
-        make_strategy(method, {**fixed, **probe}, stream, probe_cfg)
+        strategy_part, loop_part = split_params({**fixed, **probe})
+        make_strategy(method, strategy_part, stream, with_loop_knobs(probe_cfg, loop_part))
 
     print(f"search {name}: {method} on {stream.name} ({stream.num_tasks} tasks, {stream.num_classes} classes), "
           f"{args.trials} trials, objectives {', '.join(f'{n} ({s})' for n, s in objectives)}")

@@ -7,14 +7,22 @@ and adapted to one search: the user narrows a range with ``--range
 key=low:high`` (or ``key=a,b`` for a categorical) and fixes a value with
 ``--set key=value``; a fixed key leaves the space and is passed to every trial
 as is. Budget knobs are then clipped to what the stream can hold.
+
+Besides the strategy's config fields, ``--set`` / ``--range`` reach the loop
+knobs a trial may override (core/knobs.py: batch size, augmentation, crop
+padding; epochs only with ``--search-protocol epochs``, as it defines the
+benchmark), typed and bounded by ``LoopConfig`` the same way.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
+import typing
 from typing import Any
 
 from core.config import ConfigError, check_value, field_specs
+from core.knobs import LOOP_KNOBS, PROTOCOL_KNOBS, knob_kind
 from core.space import C, Dist, F, I  # noqa: F401  (re-exported: callers build Dists from here)
 
 
@@ -39,23 +47,23 @@ def method_space(method: str) -> dict[str, Dist]:
 
 
 def parse_range(method: str, item: str, space: dict[str, Dist]) -> tuple[str, Dist]:
-    """``lr=0.01:1`` / ``memory=100:500`` / ``selection=random,herding`` -> (key, Dist)."""
-    from strategies import STRATEGIES
-
-    cls = STRATEGIES[method].config_class
+    """``lr=0.01:1`` / ``memory=100:500`` / ``selection=random,herding`` /
+    ``batch_size=16,32`` -> (key, Dist)."""
     key, sep, text = item.partition("=")
     key, text = key.strip(), text.strip()
     if not sep or not key or not text:
         raise ConfigError(f"--range {item!r} must look like key=low:high or key=a,b,c")
-    if key not in field_specs(cls):
-        check_value(cls, key, None, owner=method)  # raises the unknown-key error with a suggestion
+    cls, owner = knob_owner(method, key)
+    if typing.get_origin(typing.get_type_hints(cls).get(key)) is tuple:
+        # A categorical over lists would hand Optuna non-scalar choices.
+        raise ConfigError(f"--range {key}: a list knob is not searched; fix it with --set {key}=a,b")
     base = space.get(key)
     if ":" in text:
         lo_txt, _, hi_txt = text.partition(":")
         if not lo_txt.strip() or not hi_txt.strip() or ":" in hi_txt:
             raise ConfigError(f"--range {key}={text}: give one low and one high bound, key=low:high")
-        lo = check_value(cls, key, lo_txt, owner=method)
-        hi = check_value(cls, key, hi_txt, owner=method)
+        lo = check_value(cls, key, lo_txt, owner=owner)
+        hi = check_value(cls, key, hi_txt, owner=owner)
         if isinstance(lo, (bool, str)):
             raise ConfigError(f"--range {key}: a {type(lo).__name__} knob takes a list of choices (key=a,b), not low:high")
         if not lo < hi:
@@ -65,7 +73,7 @@ def parse_range(method: str, item: str, space: dict[str, Dist]) -> tuple[str, Di
             raise ConfigError(f"--range {key}={text}: this knob is searched on a log scale, low must be > 0")
         kind = "int" if isinstance(lo, int) else "float"
         return key, Dist(kind, lo, hi, log)
-    choices = tuple(check_value(cls, key, v.strip(), owner=method) for v in text.split(",") if v.strip())
+    choices = tuple(check_value(cls, key, v.strip(), owner=owner) for v in text.split(",") if v.strip())
     if len(choices) < 2:
         raise ConfigError(f"--range {key}={text}: give at least two choices (or fix it with --set {key}=...)")
     if len(set(choices)) != len(choices):
@@ -73,19 +81,73 @@ def parse_range(method: str, item: str, space: dict[str, Dist]) -> tuple[str, Di
     return key, C(*choices)
 
 
-def resolve_space(method: str, ranges: list[str] | None, fixed: dict[str, Any]) -> tuple[dict[str, Dist], dict[str, Any]]:
+def knob_owner(method: str, key: str) -> tuple[type, str]:
+    """The config class that types ``key`` and the name its errors start with:
+    ``LoopConfig`` ("loop") for a loop knob, else the method's config class.
+    An unknown key is an error naming the closest known one, loop knobs included."""
+    from strategies import STRATEGIES
+    from strategies.loop import LoopConfig
+
+    if key in LOOP_KNOBS:
+        return LoopConfig, "loop"
+    cls = STRATEGIES[method].config_class
+    if key not in field_specs(cls):
+        known = sorted(set(field_specs(cls)) | set(LOOP_KNOBS))
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{method}: unknown key {key!r}{hint}; known keys: {', '.join(known)}")
+    return cls, method
+
+
+def check_knob(method: str, key: str, value: Any) -> Any:
+    """Coerce and bound-check one ``--set`` value, loop knob or strategy field."""
+    cls, owner = knob_owner(method, key)
+    return check_value(cls, key, value, owner=owner)
+
+
+def check_protocol_keys(keys, search_protocol, flag: str) -> None:
+    """A protocol knob (core/knobs.py) is set or ranged per trial only when the
+    user named it in ``--search-protocol``: otherwise two trials would measure
+    different benchmarks without anyone asking for it."""
+    for key in keys:
+        if key in PROTOCOL_KNOBS and key not in search_protocol:
+            raise ConfigError(f"{flag} {key}: {key} is part of the benchmark protocol, the same for every trial "
+                              f"(set it with --{key.replace('_', '-')}); add --search-protocol {key} to search it")
+
+
+def parse_search_protocol(items: list[str] | None) -> tuple[str, ...]:
+    """``--search-protocol epochs`` (repeatable or comma-separated) -> the protocol keys allowed."""
+    keys = tuple(k.strip() for item in items or [] for k in item.split(",") if k.strip())
+    for key in keys:
+        if key not in PROTOCOL_KNOBS:
+            raise ConfigError(f"--search-protocol {key}: a search may vary only {', '.join(PROTOCOL_KNOBS)} of the "
+                              "protocol (classes, tasks and the evaluation split are the stream's)")
+    return keys
+
+
+def knob_kinds(keys) -> dict[str, str]:
+    """key -> protocol / training / strategy (core/knobs.py) for searched and fixed keys."""
+    from strategies.base import StrategyConfig
+
+    training = tuple(field_specs(StrategyConfig))
+    return {k: knob_kind(k, training) for k in keys}
+
+
+def resolve_space(method: str, ranges: list[str] | None, fixed: dict[str, Any],
+                  search_protocol: tuple[str, ...] = ()) -> tuple[dict[str, Dist], dict[str, Any]]:
     """Apply ``--range`` and ``--set`` to the method's space.
 
-    Returns (searched space, typed fixed values). A key both fixed and ranged is an
-    error; fixing every knob leaves an empty space, which is an error for a search.
+    Returns (searched space, typed fixed values); both may hold loop knobs,
+    which each trial applies to its own loop config. A key both fixed and
+    ranged is an error, as is a protocol knob not named in ``search_protocol``;
+    fixing every knob leaves an empty space, which is an error for a search.
     """
-    from strategies import STRATEGIES
-
     space = method_space(method)
-    cls = STRATEGIES[method].config_class
-    typed_fixed = {k: check_value(cls, k, v, owner=method) for k, v in fixed.items()}
+    check_protocol_keys(fixed, search_protocol, "--set")
+    typed_fixed = {k: check_knob(method, k, v) for k, v in fixed.items()}
     for item in ranges or []:
         key, dist = parse_range(method, item, space)
+        check_protocol_keys([key], search_protocol, "--range")
         if key in typed_fixed:
             raise ConfigError(f"{key} is both fixed (--set) and searched (--range)")
         space[key] = dist

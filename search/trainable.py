@@ -25,6 +25,7 @@ How it fits the search:
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -72,12 +73,27 @@ def node_info() -> dict[str, Any]:
     return {"ray_node_id": node_id, "hostname": socket.gethostname()}
 
 
+def trial_configs(params: dict[str, Any], loop: dict[str, Any], threads: int = 1, device: str = "cpu"):
+    """A trial's (strategy overrides, LoopConfig) from its params and the search's loop.
+
+    The params hold strategy knobs and, when the search set or ranged them, loop
+    knobs (core/knobs.py): those change this trial's loop config -- batch size,
+    augmentation, epochs -- which its result.json then records as "protocol".
+    The evaluation split is always validation; threads and device follow Ray."""
+    from core.knobs import split_params
+    from search.cli import loop_config_from_dict
+    from strategies.loop import with_loop_knobs
+
+    strategy_params, loop_params = split_params(params)
+    cfg = loop_config_from_dict(loop, eval_split="val", threads=threads, device=device)
+    return strategy_params, with_loop_knobs(cfg, loop_params)
+
+
 def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], loop: dict[str, Any],
                results_dir: str, stream=None, strategy_modules: list[str] = ()) -> None:
     from ray import tune
 
     import strategies  # noqa: F401  (registers the strategies in this worker)
-    from search.cli import loop_config_from_dict
     from strategies.checkpoint import STATE_FILE, LoopState, load_state, save_state
     from strategies.loop import make_strategy, run
     from core.files import write_json_atomic
@@ -90,7 +106,9 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
     resources = context.get_trial_resources().required_resources if context.get_trial_resources() else {}
     threads = max(1, int(resources.get("CPU", 1)))
     device = "cuda" if resources.get("GPU", 0) > 0 else "cpu"
-    params = {**fixed, **config}
+    # As JSON would give it back (a fixed list knob is a tuple in a fresh search,
+    # a list in a resumed one): the finished-record check below compares the two.
+    params = json.loads(json.dumps({**fixed, **config}))
     out_file = Path(results_dir) / "trials" / trial_id / "result.json"
     node = node_info()
 
@@ -105,7 +123,7 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
         d["restores"] = restores
         write_json_atomic(out_file, d)
 
-    cfg = loop_config_from_dict(loop, eval_split="val", threads=threads, device=device)
+    strategy_params, cfg = trial_configs(params, loop, threads=threads, device=device)
 
     def after_task(state: LoopState) -> None:
         save(state.result)
@@ -130,7 +148,7 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
         load_strategy_modules(strategy_modules)  # a user's strategy (--strategy-module) registers in this worker too
         resume = _restore(tune.get_checkpoint(), stream, load_state, STATE_FILE)
         if resume is None:
-            strategy = make_strategy(method, params, stream, cfg)
+            strategy = make_strategy(method, strategy_params, stream, cfg)
         else:
             strategy = resume.strategy
             restores.extend(resume.meta.get("restores", []))
@@ -177,8 +195,6 @@ def _restore(checkpoint, stream, load_state, state_file: str):
 def _record_on_disk(out_file: Path) -> dict[str, Any]:
     """The trial's result.json as an earlier attempt left it ({} when there is
     none or it cannot be read)."""
-    import json
-
     try:
         record = json.loads(out_file.read_text())
     except (OSError, ValueError):

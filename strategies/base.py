@@ -22,7 +22,8 @@ per task:
 
 The loop builds each phase's optimiser with ``make_optimizer`` -- the only place
 an optimiser or a learning-rate schedule is constructed -- so every phase gets
-the same SGD (momentum and weight decay from the config) at its own learning rate.
+the config's optimiser (SGD with momentum by default; Adam, AdamW) with its
+weight decay, at the phase's own learning rate and schedule.
 
 Losses are returned as detached tensors so the loop can sum them on the device
 without a host synchronisation per step. Every strategy has a typed config
@@ -50,7 +51,8 @@ from core.errors import UserError
 from core import space
 from core.space import Dist
 from strategies.networks import IncrementalNet, build_backbone, count_parameters
-from strategies.phases import Phase
+from strategies.phases import OPTIMIZERS, SCHEDULES, Phase
+from core.knobs import LOOP_KNOBS
 
 if TYPE_CHECKING:  # the loop imports this module; only the annotation needs its config
     from strategies.loop import LoopConfig
@@ -58,12 +60,27 @@ if TYPE_CHECKING:  # the loop imports this module; only the annotation needs its
 
 @dataclasses.dataclass
 class StrategyConfig:
-    """Optimiser knobs shared by every strategy (SGD with momentum)."""
+    """Optimiser knobs shared by every strategy: the training knobs of core/knobs.py.
 
-    lr: float = bounded(0.05, min=1e-6, max=10.0, help="SGD learning rate (the main plasticity knob)")
-    momentum: float = bounded(0.9, min=0.0, max=0.999, help="SGD momentum")
-    weight_decay: float = bounded(5e-4, min=0.0, max=0.1, help="L2 weight decay")
-    lr_schedule: str = bounded("cosine", choices=("constant", "cosine"), help="per-task learning-rate schedule")
+    The defaults are the harness's historical optimiser (SGD with momentum 0.9,
+    a cosine schedule per phase); ``optimizer``, ``lr_schedule`` and the rest are
+    reachable with ``--set`` / ``--range`` (no default search space names them).
+    """
+
+    lr: float = bounded(0.05, min=1e-6, max=10.0, help="learning rate (the main plasticity knob)")
+    momentum: float = bounded(0.9, min=0.0, max=0.999, help="SGD momentum (optimizer=sgd only)")
+    weight_decay: float = bounded(5e-4, min=0.0, max=0.1,
+                                  help="weight decay: L2 in the gradient for sgd/adam, decoupled for adamw")
+    lr_schedule: str = bounded("cosine", choices=SCHEDULES,
+                               help="per-phase learning-rate schedule (multistep: lr x lr_gamma at lr_milestones)")
+    optimizer: str = bounded("sgd", choices=OPTIMIZERS, help="sgd (with momentum), adam or adamw")
+    lr_gamma: float = bounded(0.2, min=1e-6, max=1.0,
+                              help="multistep: lr factor at each milestone (iCaRL: 1/5)")
+    lr_milestones: tuple[float, ...] = bounded((0.7, 0.9), min=0.0, max=1.0,
+                                               help="multistep: milestones as fractions of a phase's steps "
+                                                    "(iCaRL: 49/70, 63/70)")
+    adam_beta1: float = bounded(0.9, min=0.0, max=0.9999, help="adam/adamw: first-moment decay")
+    adam_beta2: float = bounded(0.999, min=0.0, max=0.99999, help="adam/adamw: second-moment decay")
 
 
 # The learning-rate range every strategy but iCaRL searches. On a log scale: the
@@ -192,22 +209,52 @@ class Strategy:
         )
 
     def make_optimizer(self, params: list[nn.Parameter], steps: int, lr: float | None = None,
-                       schedule: str | None = None) -> torch.optim.Optimizer:
-        """The one place an optimiser and a schedule are built: SGD over ``params``
-        with the config's momentum and weight decay at ``lr`` (default: the
-        config's), and ``schedule`` (default: the config's ``lr_schedule``) over
-        ``steps`` optimiser steps. Sets ``self.optimizer`` / ``self.scheduler``,
-        which ``train_step`` uses, and returns the optimiser."""
+                       schedule: str | None = None, optimizer: str | None = None) -> torch.optim.Optimizer:
+        """The one place an optimiser and a schedule are built.
+
+        ``optimizer`` (default: the config's) over ``params`` at ``lr`` (default:
+        the config's), with the config's weight decay:
+
+        - ``sgd``: SGD with the config's momentum, weight decay as L2 in the gradient;
+        - ``adam``: Adam (Kingma & Ba 2015, Alg. 1) with betas (adam_beta1,
+          adam_beta2), weight decay as L2 in the gradient;
+        - ``adamw``: AdamW (Loshchilov & Hutter 2019, Alg. 2): the decay is
+          decoupled from the adaptive step, w <- w - lr * wd * w.
+
+        ``schedule`` (default: the config's ``lr_schedule``) over ``steps``
+        optimiser steps: ``constant``; ``cosine`` annealing to zero over the
+        phase; ``multistep``: lr x ``lr_gamma`` at each of ``lr_milestones``
+        (fractions of the phase's steps), the schedule of iCaRL (Rebuffi et al.
+        2017, §4: lr divided by 5 after 49 and 63 of 70 epochs, i.e. gamma 0.2
+        at 0.7 and 0.9). Sets ``self.optimizer`` / ``self.scheduler``, which
+        ``train_step`` uses, and returns the optimiser."""
         cfg = self.config
         lr = cfg.lr if lr is None else lr
         schedule = cfg.lr_schedule if schedule is None else schedule
-        self.optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        name = cfg.optimizer if optimizer is None else optimizer
+        if name == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        elif name == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                              weight_decay=cfg.weight_decay)
+        elif name == "adamw":
+            self.optimizer = torch.optim.AdamW(params, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                               weight_decay=cfg.weight_decay)
+        else:
+            raise ValueError(f"unknown optimizer {name!r} ({', '.join(OPTIMIZERS)})")
         if schedule == "cosine":
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(steps, 1))
+        elif schedule == "multistep":
+            # Fractions, not epochs: the same setting means the same point of
+            # every phase whatever its length (epochs x batches). A milestone
+            # rounds to a step >= 1 (the scheduler never sees step 0).
+            milestones = sorted(max(1, round(f * steps)) for f in cfg.lr_milestones)
+            self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=milestones,
+                                                                  gamma=cfg.lr_gamma)
         elif schedule == "constant":
             self.scheduler = None
         else:
-            raise ValueError(f"unknown learning-rate schedule {schedule!r} (constant or cosine)")
+            raise ValueError(f"unknown learning-rate schedule {schedule!r} ({', '.join(SCHEDULES)})")
         return self.optimizer
 
     def training_data(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
@@ -326,6 +373,13 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     config_class = cls.config_class
     if not dataclasses.is_dataclass(config_class) or not issubclass(config_class, StrategyConfig):
         raise StrategyDefinitionError(f"{where}: config_class must be a dataclass extending StrategyConfig")
+    # A trial's params are split by name into loop knobs and strategy knobs
+    # (core/knobs.py): a config field named like a loop knob would be ambiguous.
+    clash = sorted(set(field_specs(config_class)) & set(LOOP_KNOBS))
+    if clash:
+        raise StrategyDefinitionError(
+            f"{where}: config field(s) {', '.join(map(repr, clash))} clash with the loop knobs a search may set "
+            f"per trial ({', '.join(LOOP_KNOBS)}); rename them")
     if "search_space" not in cls.__dict__:
         raise StrategyDefinitionError(
             f"{where} ({name!r}) declares no search_space: add a class attribute search_space = "

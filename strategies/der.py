@@ -147,7 +147,7 @@ class DERConfig(RehearsalConfig):
                                     help="exemplars per seen class (paper/notebook: 10); 0 = use the fixed total `memory`")
     aux_weight: float = bounded(1.0, min=0.0, max=100.0, help="weight of the auxiliary new+1 loss (paper Eq. 6)")
     balance_epochs: int = bounded(2, min=0, max=1000, help="classifier re-balancing epochs after each task (0 = off)")
-    balance_lr: float = bounded(0.01, min=1e-6, max=10.0, help="SGD learning rate of the classifier re-balancing")
+    balance_lr: float = bounded(0.01, min=1e-6, max=10.0, help="SGD learning rate of the classifier re-balancing (always SGD)")
     balance_reinit: bool = bounded(False, help="re-initialise the classifier before re-balancing (else fine-tune it)")
     init_from_previous: bool = bounded(False, help="start each new extractor from the previous one (PyCIL) instead of fresh")
 
@@ -235,6 +235,11 @@ class DER(RehearsalStrategy):
             params=lambda: list(self.model.head.parameters()),
             lr=cfg.balance_lr,
             schedule="constant",
+            # SGD whatever the main phase's optimiser: balance_lr is an absolute
+            # SGD rate (0.01), and the same number would be another step size
+            # under Adam. PackNet's retraining needs no such pin: its rate is a
+            # fraction of the config's lr, so it follows the config's optimiser.
+            optimizer="sgd",
             # Off, as the re-balancing has always run (results unchanged): it only
             # re-fits the head to frozen features on the few stored exemplars.
             augment=False,

@@ -52,7 +52,8 @@ from strategies.base import STRATEGIES, RunContext, Strategy
 from strategies.batch_ops import random_crop, random_flip
 from strategies.checkpoint import LoopState, capture, restore_rngs
 from strategies.phases import Phase
-from core.config import ConfigError, bounded, config_from_dict
+from core.config import ConfigError, bounded, check_value, config_from_dict, field_specs
+from core.knobs import LOOP_KNOBS
 from strategies.networks import BACKBONES
 from core.result import RunResult, environment_info, metrics_key
 
@@ -74,6 +75,22 @@ class LoopConfig:
     crop_padding: int = bounded(-1, min=-1, max=64, help="random-crop padding in pixels (-1 = image size / 8)")
     eval_batch_size: int = bounded(1024, min=1, max=65536, help="evaluation batch size")
     seed: int = bounded(0, min=0, max=2**31 - 1, help="seed for init, data order and augmentation")
+
+
+# The loop knobs a trial may override are LoopConfig fields (core/knobs.py names them
+# without importing torch; this keeps the two lists from drifting apart).
+assert set(LOOP_KNOBS) <= set(field_specs(LoopConfig)), LOOP_KNOBS
+
+
+def with_loop_knobs(loop_cfg: LoopConfig, knobs: dict[str, Any] | None) -> LoopConfig:
+    """``loop_cfg`` with a trial's (or a direct run's) loop knobs applied, each
+    typed and bounded by ``LoopConfig`` like a ``--set``; other keys are refused."""
+    if not knobs:
+        return loop_cfg
+    other = sorted(set(knobs) - set(LOOP_KNOBS))
+    if other:
+        raise ConfigError(f"loop: {', '.join(other)} cannot be set per run (per-run loop knobs: {', '.join(LOOP_KNOBS)})")
+    return dataclasses.replace(loop_cfg, **{k: check_value(LoopConfig, k, v, owner="loop") for k, v in knobs.items()})
 
 
 # Smallest image side each backbone can take (VGG-16: five 2x max-poolings).
@@ -202,7 +219,7 @@ def start_phase(strategy: Strategy, phase: Phase, batch_size: int) -> None:
         phase.before()
     if phase.epochs > 0:
         steps = phase.epochs * phase.num_batches(batch_size)
-        strategy.make_optimizer(phase.params(), steps, phase.lr, phase.schedule)
+        strategy.make_optimizer(phase.params(), steps, phase.lr, phase.schedule, phase.optimizer)
 
 
 def train_phase(strategy: Strategy, phase: Phase, loop_cfg: LoopConfig, generator: torch.Generator,

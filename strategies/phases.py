@@ -29,8 +29,10 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-# Learning-rate schedules ``Strategy.make_optimizer`` can build, over a phase's steps.
-SCHEDULES = ("constant", "cosine")
+# Learning-rate schedules ``Strategy.make_optimizer`` can build, over a phase's
+# steps (multistep: iCaRL's, Rebuffi et al. 2017 §4), and its optimisers.
+SCHEDULES = ("constant", "cosine", "multistep")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -48,6 +50,9 @@ class Phase:
     to the phase's batches, False feeds them unaugmented. ``generator`` drives the
     phase's batch order and augmentation; None means the loop's own generator.
     ``before`` runs at the start of the phase, before its optimiser is built.
+    ``optimizer``: None builds the config's optimiser (``StrategyConfig.optimizer``);
+    a phase whose learning rate is its own absolute setting, tuned for one
+    optimiser (DER's ``balance_lr``, an SGD rate), names that optimiser here.
     """
 
     name: str
@@ -60,10 +65,13 @@ class Phase:
     augment: bool
     generator: torch.Generator | None = None
     before: Callable[[], None] | None = None
+    optimizer: str | None = None
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"phase {self.name!r}: schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"phase {self.name!r}: optimizer must be None or one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.epochs < 0:
             raise ValueError(f"phase {self.name!r}: epochs must be >= 0, got {self.epochs}")
         if not isinstance(self.augment, bool):

@@ -72,6 +72,16 @@ CASES = [
     ("rerun", ["--method", "icarl", "--tasks", "0"], "protocol: tasks=0 is below its minimum 1"),
     ("rerun", ["--method", "icarl", "--batch-size", "0"], "batch_size=0 is below its minimum 2"),
     ("rerun", ["--method", "icarl", "--seeds", "0"], "--seeds must be at least 1, got 0"),
+    # training knobs (core/knobs.py): an unknown optimiser, a zero batch size, the protocol's
+    # epochs set or ranged per trial without --search-protocol
+    ("run", ["--method", "icarl", "--set", "optimizer=rmsprop"], "icarl: optimizer='rmsprop' must be one of sgd, adam, adamw"),
+    ("rerun", ["--method", "icarl", "--set", "optimizer=rmsprop"], "icarl: optimizer='rmsprop' must be one of sgd, adam, adamw"),
+    ("run", ["--method", "icarl", "--set", "batch_size=0"], "loop: batch_size=0 is below its minimum 2"),
+    ("run", ["--method", "icarl", "--range", "batch_size=0,32"], "loop: batch_size=0 is below its minimum 2"),
+    ("rerun", ["--method", "icarl", "--set", "batch_size=0"], "loop: batch_size=0 is below its minimum 2"),
+    ("run", ["--method", "icarl", "--range", "epochs=2:10"], "--range epochs: epochs is part of the benchmark protocol, the same for every trial (set it with --epochs); add --search-protocol epochs to search it"),
+    ("run", ["--method", "icarl", "--set", "epochs=3"], "--set epochs: epochs is part of the benchmark protocol"),
+    ("run", ["--method", "icarl", "--search-protocol", "classes", "--range", "epochs=2:10"], "--search-protocol classes: a search may vary only epochs"),
     # early stopping: conflicting modes, a factor that stops nothing, no comparison before the last task
     ("run", ["--method", "icarl", "--asha", "final_acc", "--mo-asha"], "--asha (one objective) and --mo-asha (the Pareto objectives) exclude each other"),
     ("run", ["--method", "icarl", "--mo-asha", "--reduction-factor", "1"], "--reduction-factor must be at least 2, got 1"),

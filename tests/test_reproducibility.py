@@ -120,7 +120,8 @@ def test_result_records_everything_needed_to_rerun(runs, method):
     # config: every field of the strategy's typed config, with the values used
     config_class = strategies.STRATEGIES[method].config_class
     overrides = dict(s.split("=", 1) for s in METHODS[method][1::2])
-    assert d["config"] == dataclasses.asdict(config_from_dict(config_class, overrides))
+    # (in its JSON form: a list knob such as lr_milestones is a tuple in the config, a list on disk)
+    assert d["config"] == json.loads(json.dumps(dataclasses.asdict(config_from_dict(config_class, overrides))))
     # protocol: every loop setting, the seed among them
     assert set(d["protocol"]) == {f.name for f in dataclasses.fields(LoopConfig)}
     assert d["protocol"]["seed"] == 0 and d["protocol"]["threads"] == 1 and d["protocol"]["device"] == "cpu"
