@@ -93,7 +93,8 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--augment", default=None, choices=("none", "crop", "crop+flip"))
     g.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16 autocast (CPUs with AMX, GPUs)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    g.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = torch default)")
+    g.add_argument("--threads", type=int, default=0,
+                   help="torch threads per run (0 = every CPU this process may use; a search trial uses the CPUs Ray gives it)")
 
 
 def stream_protocol_from_args(args: argparse.Namespace):

@@ -40,8 +40,10 @@ from search.cli import (add_protocol_args, loop_config_from_args, loop_config_fr
 
 
 # Loop fields that say where a run ran, not what it computed: a finished seed
-# is reused whatever they were. Likewise where the data was read from.
-HARDWARE_KEYS = ("threads", "device")
+# is reused whatever they were. Likewise where the data was read from. The
+# thread count is NOT one of them: float reductions differ with it, so a seed
+# run with another number of threads is run again.
+HARDWARE_KEYS = ("device",)
 
 
 def _without_data_dir(stream: dict[str, Any]) -> dict[str, Any]:
@@ -78,12 +80,15 @@ def run_seeds(method: str, overrides: dict[str, Any], loop, stream, seeds: list[
     import dataclasses
 
     import strategies  # noqa: F401  (registers the strategies)
-    from strategies.loop import make_strategy, run
+    from strategies.loop import make_strategy, resolve_threads, run
     from core.files import write_json_atomic
 
     results = []
     for seed in seeds:
-        cfg = dataclasses.replace(loop, seed=seed)
+        # Seeds run one after another here, so each may use every CPU given to
+        # the process (the one thread rule, strategies/loop.py:resolve_threads);
+        # resolved before the reuse check, which compares thread counts.
+        cfg = dataclasses.replace(loop, seed=seed, threads=resolve_threads(loop.threads))
         strategy = make_strategy(method, overrides, stream, cfg)
         path = out_dir / f"seed{seed}" / "result.json"
         # Compared in their JSON form: a list knob (lr_milestones) is a tuple here, a list on disk.

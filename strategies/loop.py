@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -68,7 +69,7 @@ class LoopConfig:
     pretrained: bool = bounded(False, help="ImageNet weights for vgg16 when cached locally")
     eval_split: str = bounded("val", choices=("val", "test"), help="split that fills the accuracy matrices")
     device: str = bounded("auto", help="auto, cpu, cuda or cuda:N")
-    threads: int = bounded(0, min=0, max=1024, help="torch CPU threads (0 = leave as is)")
+    threads: int = bounded(0, min=0, max=1024, help="torch CPU threads (0 = the CPUs this process may use)")
     channels_last: bool = bounded(True, help="channels_last memory format")
     precision: str = bounded("fp32", choices=("fp32", "bf16"), help="bf16 = autocast mixed precision")
     augment: str = bounded("crop", choices=("none", "crop", "crop+flip"), help="batch augmentation (no flip for traffic signs)")
@@ -120,6 +121,26 @@ def strategy_config(method: str, overrides: dict[str, Any] | None = None):
     return config_from_dict(cls.config_class, overrides, owner=method)
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (a container's, a
+    ``taskset``'s or a cluster scheduler's limit), not the host's core count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # platforms without affinity masks
+        return os.cpu_count() or 1
+
+
+def resolve_threads(requested: int) -> int:
+    """The one thread rule for searches, reruns and direct runs: a run uses the
+    CPUs given to it. ``requested`` > 0 is that number (a search trial: the CPUs
+    Ray allocated to it; a command line: ``--threads``); 0 means every CPU this
+    process may use -- never torch's own default, which OMP_NUM_THREADS or the
+    host's core count decide behind the caller's back. Oversubscription is what
+    this prevents: two processes with two threads each on two cores ran 5-20x
+    slower than one thread each (bench/README.md)."""
+    return requested if requested > 0 else available_cpus()
+
+
 def make_strategy(method: str, overrides: dict[str, Any] | None, stream: Stream, loop_cfg: LoopConfig) -> Strategy:
     """Validate the config and build the strategy (seeded, on the right device)."""
     config = strategy_config(method, overrides)
@@ -128,8 +149,7 @@ def make_strategy(method: str, overrides: dict[str, Any] | None, stream: Stream,
         raise ConfigError(f"backbone {loop_cfg.backbone} needs images of at least {MIN_IMAGE_SIDE[loop_cfg.backbone]} px "
                           f"(its poolings); this stream's are {stream.image_shape[1]}x{stream.image_shape[2]}")
     device = resolve_device(loop_cfg.device)
-    if loop_cfg.threads > 0:
-        torch.set_num_threads(loop_cfg.threads)
+    torch.set_num_threads(resolve_threads(loop_cfg.threads))
     torch.manual_seed(loop_cfg.seed)
     ctx = RunContext(
         num_classes_total=stream.num_classes,
@@ -335,7 +355,9 @@ def _start_result(strategy: Strategy, stream: Stream, loop_cfg: LoopConfig) -> R
     return RunResult(
         method=strategy.name,
         config=dataclasses.asdict(strategy.config),
-        protocol=dataclasses.asdict(loop_cfg),
+        # Results depend on the thread count (float reductions differ): record
+        # the number torch really uses, not the request (0 = "all available").
+        protocol={**dataclasses.asdict(loop_cfg), "threads": torch.get_num_threads()},
         stream=stream.describe(),
         task_incremental_only=strategy.task_incremental_only,
         eval_split=loop_cfg.eval_split,
@@ -351,15 +373,14 @@ def _resume(strategy: Strategy, stream: Stream, loop_cfg: LoopConfig, state: Loo
         raise ValueError("run(strategy, ..., resume=state): pass state.strategy as the strategy")
     result = state.result
     T, first = stream.num_tasks, result.tasks_done
-    if result.protocol != dataclasses.asdict(loop_cfg) and log:
+    if result.protocol != {**dataclasses.asdict(loop_cfg), "threads": resolve_threads(loop_cfg.threads)} and log:
         log(f"[{strategy.name}] resuming with a different loop config than the checkpoint's")
     if first > T or result.stream.get("num_tasks") != T:
         raise ValueError(f"checkpoint after {first} tasks of a {result.stream.get('num_tasks')}-task stream "
                          f"cannot resume on this {T}-task stream")
     # The seen tasks point at this run's (device) copies of the stream.
     strategy.tasks = [stream.tasks[t.task_id] for t in strategy.tasks]
-    if loop_cfg.threads > 0:
-        torch.set_num_threads(loop_cfg.threads)
+    torch.set_num_threads(resolve_threads(loop_cfg.threads))
     gen = restore_rngs(state)
     if log:
         log(f"[{strategy.name}] resuming after task {first}/{T}")
