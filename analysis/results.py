@@ -20,6 +20,13 @@ Trial status in trials.csv (never the raw result status alone):
   0) and it must never reach a Pareto front;
 * ``running``: a trial id the caller says is still in flight (``running=``);
 * ``completed``: all tasks done. Only these are eligible for a front;
+* ``infeasible``: all tasks done, but the trial did not learn
+  (``core.feasibility``: its plasticity is not the search's margin above
+  chance; the margin is search.json's ``min_plasticity_margin``, the default
+  for a folder written before it). A collapsed model has nothing to forget, so
+  its forgetting would put it on a front; it is never eligible. ``error`` holds
+  the reason. The rule is applied on read, from the matrices, so an old folder
+  gets it too (result.json's own ``feasible`` field is not trusted);
 * ``excluded``: a record that cannot be trusted (``check_result``), or a trial
   that trials.csv names but whose folder or result.json is gone. Its ``error``
   says why in one line, starting with the kind (``bad record: ...`` or
@@ -54,6 +61,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
+from core.feasibility import check_result as check_feasibility, margin_from_spec
 from core.files import write_text_atomic
 from core.protocol import upgrade_search_spec
 from core.result import RESULT_FORMAT, SEARCH_FORMAT
@@ -82,7 +90,7 @@ __all__ = [
     "objective_column",
 ]
 
-STATUSES = ("completed", "diverged", "error", "truncated", "running", "excluded")
+STATUSES = ("completed", "infeasible", "diverged", "error", "truncated", "running", "excluded")
 # Why a trial is excluded: the first word(s) of its ``error`` cell, so the kind
 # survives a round trip through trials.csv without a column of its own.
 BAD_RECORD = "bad record"
@@ -167,6 +175,10 @@ def read_search_spec(results_dir: str | Path) -> dict[str, Any]:
         raise ResultsError(f"{spec_file}: space entry {bad[0]!r} must be an object with a 'type', "
                            f"got {_show(spec['space'][bad[0]])}")
     spec.setdefault("task_incremental_only", False)
+    try:
+        margin_from_spec(spec)
+    except ValueError as exc:
+        raise ResultsError(f"{spec_file}: {exc}") from None
     return spec
 
 
@@ -504,6 +516,11 @@ def _trial_row(path: Path, trial_id: str, spec: dict[str, Any], running: set[str
         return _excluded_row(trial_id, method, BAD_RECORD, rel, problem, params)
     done = _tasks_done(d)
     status, error = _status(d, trial_id, done, _num_tasks(d, spec), running)
+    if status == "completed":
+        # A run that finished but did not learn is no trade-off point (core/feasibility.py).
+        verdict = check_feasibility(d, margin_from_spec(spec))
+        if verdict is not None and not verdict.feasible:
+            status, error = "infeasible", verdict.reason
     row: dict[str, Any] = {"trial_id": trial_id, "method": d.get("method") or method,
                            "status": status, "error": error}
     row.update(_param_cells(d.get("params")))
@@ -617,7 +634,11 @@ def _csv_disagreement(cells: pd.Series, row: dict[str, Any]) -> str | None:
     """How a trials.csv row differs from the row rebuilt from its result.json
     (status, every number, every parameter), in a few words; None when it does not."""
     status = cells.get("status")
-    if str(status) != row["status"] and not (status == "running" and row["status"] == "truncated"):
+    # running/truncated: the driver knew the trial was still in flight; completed/infeasible:
+    # a trials.csv written before the feasibility rule (or with another margin) -- the rule is
+    # applied on read from the matrices, so neither is a disagreement about the record.
+    if str(status) != row["status"] and not (status == "running" and row["status"] == "truncated") \
+            and {str(status), row["status"]} != {"completed", "infeasible"}:
         shown = "empty" if _is_blank(status) else repr(str(status))
         return f"status {shown} disagrees with result.json's {row['status']!r}"
     for col in NUMERIC_COLUMNS:
@@ -757,8 +778,14 @@ class SearchResults:
 
     @property
     def eligible(self) -> pd.Series:
-        """True for the trials that may be on a front: status ``completed``."""
+        """True for the trials that may be on a front: status ``completed``
+        (an ``infeasible`` trial finished but did not learn: never eligible)."""
         return self.trials["status"] == "completed"
+
+    @property
+    def min_plasticity_margin(self) -> float:
+        """The feasibility margin the trials are judged with (``core.feasibility``)."""
+        return margin_from_spec(self.spec)
 
     @property
     def excluded(self) -> pd.DataFrame:

@@ -11,6 +11,15 @@ that the cut splits, the NSGA-II crowding distance (Deb et al. 2002, §III-B):
 lonelier points first, so a cut front keeps its spread along the trade-off
 instead of one end of it. This is the NSGA-II selection variant of MO-ASHA.
 
+Trials that did not learn (``core.feasibility``: task-IL plasticity over the
+tasks done not the margin above chance) rank below every trial that did, at
+every rung, whatever their objective vectors: a collapsed model's ~0 forgetting
+would otherwise put it on the rung's first front and keep it running while a
+learning trial is stopped. Among themselves they rank by how far below the
+floor they are (least first), as Optuna's constrained TPE ranks infeasible
+trials (search/searcher.py). They also do not enter the non-dominated sorting
+of the feasible trials, so they cannot push one of those to a later front.
+
 Why a separate scheduler: Ray's ``ASHAScheduler`` refuses metric lists, and a scalarised objective would decide in advance where on the
 stability-plasticity trade-off the survivors lie.
 
@@ -36,7 +45,8 @@ from typing import Any
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from core.metrics import summarize
+from core.feasibility import REPORT_KEY, check_plasticity
+from core.metrics import plasticity, summarize
 from analysis.pareto import crowding_distance, front_ranks
 from analysis.results import read_result, result_matrix
 from core.result import metrics_key
@@ -45,23 +55,30 @@ from core.rungs import rung_tasks
 __all__ = ["MultiObjectiveASHA", "rung_tasks", "survivors"]
 
 
-def survivors(records: dict[str, tuple[float, ...]], senses: list[str], eta: int) -> set[str]:
+def survivors(records: dict[str, tuple[float, ...]], senses: list[str], eta: int,
+              infeasible: dict[str, float] | None = None) -> set[str]:
     """Ids among ``records`` (id -> objective vector) that rank in the top
     ceil(n / eta): by front, then by crowding distance (larger first), then by
     the order of ``records`` (arrival at the rung: the earlier trial wins an
     exact tie, as a trial already let through cannot be called back).
-    Vectors with a NaN/inf rank last."""
+    Vectors with a NaN/inf rank last. ``infeasible`` (id -> how far below the
+    plasticity floor, > 0): trials that did not learn; they rank after all
+    others, least violated first, and are left out of the sorting of the rest."""
     if not records:
         return set()
+    infeasible = infeasible or {}
     ids = list(records)
+    bad = np.array([i in infeasible for i in ids], dtype=bool)
     points = np.array([records[i] for i in ids], dtype=float)
+    points[bad] = np.nan  # out of the non-dominated sorting and the crowding of the feasible ones
     ranks = front_ranks(points, senses)
     crowd = crowding_distance(points, senses, ranks)
     big = len(ids) + 1  # after every front
-    keys = [(ranks[n] if ranks[n] >= 0 else big, np.inf if np.isnan(crowd[n]) else -crowd[n], n)
+    keys = [(1, infeasible[ids[n]], 0.0, n) if bad[n] else
+            (0, ranks[n] if ranks[n] >= 0 else big, np.inf if np.isnan(crowd[n]) else -crowd[n], n)
             for n in range(len(ids))]
     keep = math.ceil(len(ids) / eta)
-    return {ids[k[2]] for k in sorted(keys)[:keep]}
+    return {ids[k[3]] for k in sorted(keys)[:keep]}
 
 
 class MultiObjectiveASHA(FIFOScheduler):
@@ -70,16 +87,24 @@ class MultiObjectiveASHA(FIFOScheduler):
     ``objectives``: (metric name, "max"/"min") pairs, as the trials report them.
     ``results_dir``: the search folder, read once (on the first result this
     object sees) to rebuild the rung records of a resumed search.
+    ``class_counts`` (classes per task) and ``min_plasticity_margin``: the
+    did-not-learn rule (core/feasibility.py); off without class counts or
+    with margin 0.
     """
 
     def __init__(self, objectives: list[tuple[str, str]], num_tasks: int, grace: int = 1, eta: int = 2,
-                 results_dir: str | None = None, task_incremental_only: bool = False) -> None:
+                 results_dir: str | None = None, task_incremental_only: bool = False,
+                 class_counts: list[int] | None = None, min_plasticity_margin: float = 0.0) -> None:
         super().__init__()
         self.objectives = [(str(n), str(s)) for n, s in objectives]
         self.senses = [s for _, s in self.objectives]
         self.eta = int(eta)
         self.rungs = rung_tasks(num_tasks, grace, eta)
         self.records: dict[int, dict[str, tuple[float, ...]]] = {r: {} for r in self.rungs}
+        # rung -> {trial id: how far below the plasticity floor} of the trials that had not learned there
+        self.infeasible: dict[int, dict[str, float]] = {r: {} for r in self.rungs}
+        self.class_counts = list(class_counts) if class_counts else None
+        self.margin = float(min_plasticity_margin)
         self.stopped: dict[str, int] = {}  # trial id -> rung it was stopped at
         self.results_dir = results_dir
         self.task_incremental_only = task_incremental_only
@@ -94,13 +119,29 @@ class MultiObjectiveASHA(FIFOScheduler):
                 out.append(math.nan)
         return tuple(out)
 
+    def violation(self, tasks_done: int, metrics: dict[str, Any]) -> float | None:
+        """How far below the plasticity floor a trial is after ``tasks_done`` tasks
+        (> 0), or None when it learned or the rule is off."""
+        if self.margin <= 0 or not self.class_counts or not 1 <= tasks_done <= len(self.class_counts):
+            return None
+        try:
+            p = float(metrics.get(REPORT_KEY, math.nan))
+        except (TypeError, ValueError):
+            p = math.nan
+        verdict = check_plasticity(p, self.class_counts, tasks_done, margin=self.margin)
+        return None if verdict.feasible else verdict.constraint
+
     def decide(self, trial_id: str, tasks_done: int, metrics: dict[str, Any]) -> str:
         """CONTINUE or STOP for a trial that has just finished ``tasks_done`` tasks."""
         if tasks_done not in self.records:
             return TrialScheduler.CONTINUE
         recorded = self.records[tasks_done]
-        recorded.setdefault(trial_id, self.vector(metrics))
-        if trial_id in survivors(recorded, self.senses, self.eta):
+        if trial_id not in recorded:
+            recorded[trial_id] = self.vector(metrics)
+            violated = self.violation(tasks_done, metrics)
+            if violated is not None:
+                self.infeasible[tasks_done][trial_id] = violated
+        if trial_id in survivors(recorded, self.senses, self.eta, self.infeasible[tasks_done]):
             return TrialScheduler.CONTINUE
         self.stopped[trial_id] = tasks_done
         return TrialScheduler.STOP
@@ -124,6 +165,9 @@ class MultiObjectiveASHA(FIFOScheduler):
             if M is None or M.shape[0] < rung or len(sizes) < rung:
                 break
             metrics: dict[str, Any] = summarize(M[:rung, :rung], sizes[:rung])
+            # The rule's input, as the trial reported it (search/trainable.py).
+            T = result_matrix(d, "task_il")
+            metrics[REPORT_KEY] = plasticity(T[:rung, :rung]) if T is not None and T.shape[0] >= rung else math.nan
             # Memory as the file has it now (a rehearsal memory is full from the
             # first task on, so it is the same at every rung).
             metrics["memory"] = d.get("memory_size")
@@ -142,9 +186,14 @@ class MultiObjectiveASHA(FIFOScheduler):
             for rung, metrics in at_rungs.items():
                 if path.parent.name not in self.records[rung]:
                     self.records[rung][path.parent.name] = self.vector(metrics)
+                    violated = self.violation(rung, metrics)
+                    if violated is not None:
+                        self.infeasible[rung][path.parent.name] = violated
                     added += 1
         return added
 
     def debug_string(self) -> str:
         counts = ", ".join(f"{r} task(s): {len(self.records[r])} recorded" for r in self.rungs)
-        return f"MO-ASHA (eta {self.eta}): {len(self.stopped)} stopped; rungs {counts}"
+        bad = sum(len(v) for v in self.infeasible.values())
+        return (f"MO-ASHA (eta {self.eta}): {len(self.stopped)} stopped; rungs {counts}"
+                + (f"; {bad} rung record(s) of trials that had not learned" if bad else ""))

@@ -15,7 +15,11 @@ cluster with ``--address``); Optuna's TPE sampler proposes the knobs:
 - ``--mo-asha``: the Pareto objectives with multi-objective ASHA early stopping
   (search/mo_asha.py): at ``--grace-tasks`` x ``--reduction-factor``**i tasks a
   trial goes on only if it ranks in the top 1/reduction-factor of the trials
-  compared there (non-dominated sorting, then crowding distance).
+  compared there (non-dominated sorting, then crowding distance);
+- ``--min-plasticity-margin``: a trial whose task-IL plasticity is not this
+  far above chance did not learn (core/feasibility.py): it is infeasible --
+  told to Optuna as a violated constraint, ranked last at MO-ASHA rungs, never
+  on a front or in the live best values (default 0.1, 0 = off).
 
 It writes RESULTS_DIR/search.json (the spec), trials/<id>/result.json per trial,
 trials.csv (one row per trial) and the Pareto report; an interrupted search
@@ -42,6 +46,7 @@ from core.errors import UsageError  # noqa: E402
 from search.cli import (REPO_ROOT, add_protocol_args, loop_config_from_args, loop_config_from_dict,  # noqa: E402
                         parse_sets, resolve_data_defaults, stream_protocol_from_args)
 
+from core.feasibility import DEFAULT_MARGIN, REPORT_KEY, SPEC_KEY, check_plasticity, validate_margin  # noqa: E402
 from core.objectives import DIRECTIONS  # noqa: E402
 from core.result import SEARCH_FORMAT  # noqa: E402
 
@@ -82,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restarts of a trial whose worker died or raised, each from its last per-task checkpoint "
                         "(a diverged trial is not retrained; -1 = unlimited)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's training")
+    p.add_argument("--min-plasticity-margin", type=float, default=DEFAULT_MARGIN, metavar="FRACTION",
+                   help="a trial whose task-IL plasticity (accuracy on each task right after learning it) is "
+                        "not this far above chance did not learn: infeasible, never on a front "
+                        f"(default {DEFAULT_MARGIN:g} = 10 points; 0 = off)")
     p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     add_protocol_args(p)
     return p
@@ -124,6 +133,7 @@ def search_spec(args, method, space, fixed, objectives, stream_protocol, loop) -
         "mo_asha": bool(args.mo_asha),
         "grace_tasks": args.grace_tasks,
         "reduction_factor": args.reduction_factor,
+        SPEC_KEY: args.min_plasticity_margin,
         "space": {k: d.to_json() for k, d in space.items()},
         "fixed": json.loads(json.dumps(fixed)),  # as a resumed search reads it back (a tuple knob as a list)
         # Which searched/fixed knobs are protocol, training or strategy knobs
@@ -157,7 +167,7 @@ def check_resumable(results_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
 def _same_search(old: dict[str, Any], new: dict[str, Any]) -> bool:
     keys = ("method", "objectives", "asha", "space", "fixed", "trials")
     # Early-stopping keys came later: a spec without them ran with these values.
-    later = {"mo_asha": False, "grace_tasks": 1, "reduction_factor": 2}
+    later = {"mo_asha": False, "grace_tasks": 1, "reduction_factor": 2, SPEC_KEY: DEFAULT_MARGIN}
     # Where the data lies and which hardware runs the trials do not change what
     # a search computes: a resumed search may differ in them.
     where = {"stream_protocol": ("data_dir",), "loop": ("device", "threads")}
@@ -173,7 +183,8 @@ def _same_search(old: dict[str, Any], new: dict[str, Any]) -> bool:
 class ProgressPrinter:
     """A compact live view: trials done/running/failed, best values, time per trial."""
 
-    def __init__(self, total: int, objectives: list[tuple[str, str]], num_tasks: int, results_dir: Path) -> None:
+    def __init__(self, total: int, objectives: list[tuple[str, str]], num_tasks: int, results_dir: Path,
+                 class_counts: list[int] | None = None, margin: float = 0.0) -> None:
         from ray.tune import Callback
 
         printer = self
@@ -202,7 +213,8 @@ class ProgressPrinter:
         self.results_dir = results_dir
         self.started: dict[str, float] = {}
         self.last: dict[str, dict] = {}
-        self.done = self.failed = self.truncated = 0
+        self.done = self.failed = self.truncated = self.infeasible = 0
+        self.class_counts, self.margin = class_counts, margin  # the did-not-learn rule (core/feasibility.py)
         self.durations: list[float] = []
         self.best: dict[str, float] = {}
         self.t0 = time.time()
@@ -224,6 +236,10 @@ class ProgressPrinter:
             self.truncated += 1
             n = int(result.get('tasks_done', 0))
             what = f"stopped early after {n} task{'' if n == 1 else 's'}"
+        elif (verdict := self.feasibility(result)) is not None and not verdict.feasible:
+            # Completed but did not learn: its ~0 forgetting is no best value.
+            self.infeasible += 1
+            what = f"INFEASIBLE ({verdict.reason})"
         else:
             self.done += 1
             for name, sense in self.objectives:
@@ -233,14 +249,21 @@ class ProgressPrinter:
                 if name not in self.best or (v > self.best[name] if sense == "max" else v < self.best[name]):
                     self.best[name] = v
             what = " ".join(f"{n} {self._fmt(n, result.get(n))}" for n, _ in self.objectives)
-        ended = self.done + self.failed + self.truncated
+        ended = self.done + self.failed + self.truncated + self.infeasible
         best = ", ".join(f"{'best' if s == 'max' else 'lowest'} {n} {self._fmt(n, self.best[n])}"
                          for n, s in self.objectives if n in self.best)
         mean_t = sum(self.durations) / len(self.durations)
         running = len(self.started) - ended
         self.print_line(f"trial {trial.trial_id} {what} | {ended}/{self.total} ended ({self.done} completed, "
-                        f"{self.truncated} stopped, {self.failed} failed, {max(running, 0)} running) | {best} | "
+                        f"{self.infeasible} did not learn, {self.truncated} stopped, {self.failed} failed, {max(running, 0)} running) | {best} | "
                         f"{mean_t:.0f} s/trial, elapsed {(time.time() - self.t0) / 60:.1f} min")
+
+    def feasibility(self, result: dict):
+        """The did-not-learn verdict on a finished trial's last report; None when the rule is off."""
+        if not self.margin or not self.class_counts:
+            return None
+        return check_plasticity(result.get(REPORT_KEY, float("nan")), self.class_counts,
+                                min(int(result.get("tasks_done", 0)) or 1, len(self.class_counts)), margin=self.margin)
 
     def failure_reason(self, trial_id: str) -> str:
         try:
@@ -328,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--reduction-factor must be at least 2, got {args.reduction_factor}")
     if args.grace_tasks < 1:
         raise UsageError(f"--grace-tasks must be at least 1, got {args.grace_tasks}")
+    try:
+        validate_margin(args.min_plasticity_margin)
+    except ValueError as exc:
+        raise UsageError(f"--min-plasticity-margin: {exc}") from None
     method = args.method
     fixed_raw = parse_sets(args.set)
     space, fixed = resolve_space(method, args.range, fixed_raw, parse_search_protocol(args.search_protocol))
@@ -398,12 +425,14 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
         if not resuming:
             from core.files import write_json_atomic
             write_json_atomic(results_dir / "search.json", spec)
+        margin = float(spec.get(SPEC_KEY, DEFAULT_MARGIN))  # a resumed search keeps its own
+        class_counts = [len(t.classes) for t in stream.tasks]
         trainable = tune.with_resources(
             tune.with_parameters(trial_main, method=spec["method"], fixed=spec["fixed"], loop=spec["loop"],
                                  results_dir=str(results_dir), stream=stream,
-                                 strategy_modules=spec["strategy_modules"]),
+                                 strategy_modules=spec["strategy_modules"], min_plasticity_margin=margin),
             resources)
-        progress = ProgressPrinter(spec["trials"], objectives, stream.num_tasks, results_dir)
+        progress = ProgressPrinter(spec["trials"], objectives, stream.num_tasks, results_dir, class_counts, margin)
         run_config = tune.RunConfig(
             name="tune", storage_path=str(results_dir), verbose=0, callbacks=[progress.callback],
             # A trial whose worker dies is restarted from its last per-task
@@ -423,7 +452,7 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                 metric=metrics if len(metrics) > 1 else metrics[0],
                 mode=modes if len(modes) > 1 else modes[0],
                 sampler=make_sampler(args.seed, spec["trials"]),
-                num_tasks=stream.num_tasks,
+                num_tasks=stream.num_tasks, class_counts=class_counts, min_plasticity_margin=margin,
             )
             scheduler = None
             if spec["asha"]:
@@ -434,7 +463,8 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                 from search.mo_asha import MultiObjectiveASHA
                 scheduler = MultiObjectiveASHA(objectives, stream.num_tasks, grace=spec["grace_tasks"],
                                                eta=spec["reduction_factor"], results_dir=str(results_dir),
-                                               task_incremental_only=spec["task_incremental_only"])
+                                               task_incremental_only=spec["task_incremental_only"],
+                                               class_counts=class_counts, min_plasticity_margin=margin)
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec["trials"],

@@ -1,4 +1,5 @@
-"""Optuna inside Ray Tune, with only COMPLETE trials told to Optuna as complete.
+"""Optuna inside Ray Tune, with only COMPLETE trials told to Optuna as complete,
+and trials that did not learn told as infeasible.
 
 Ray's ``OptunaSearch.on_trial_complete`` tells Optuna "complete" with whatever a
 trial reported last -- also for a trial that raised after reporting (a diverged
@@ -7,29 +8,70 @@ forgetting looks perfect. Either would mislead the sampler. Here
 an errored trial is told as FAIL and a truncated one (fewer tasks done than the
 stream has) as PRUNED; the sampler then learns only from full runs.
 
+A trial that did not learn (``core.feasibility``: its task-IL plasticity is not
+the margin above chance) has ~0 forgetting because it has nothing to forget,
+and TPE would count it among the non-dominated points and sample around it.
+It is told as infeasible through Optuna's own constraint mechanism: before the
+trial is told, its Optuna trial gets ``set_constraint(CONSTRAINT_KEY, C + margin
+- P)`` (> 0 violated). Optuna's constrained TPE (the background is c-TPE,
+Watanabe & Hutter, arXiv:2211.14411; Optuna's variant, in its
+``_split_trials``, differs) ranks infeasible trials after every feasible one,
+least violated first, when it splits the history into the "good" and "bad"
+groups whose densities it compares, so it samples away from them. (Optuna 5 deprecated the sampler's ``constraints_func`` in favour of
+``Trial.set_constraint``; TPE reads ``FrozenTrial.constraints`` either way.)
+Truncated trials get the constraint over the tasks they did, so a PRUNED trial
+that had not learned by its rung is infeasible too. With margin 0 the rule is
+off and no constraint is set.
+
 The sampler is TPE with ``constant_liar=True`` (pending trials count as bad
 guesses, so concurrent trials spread out) and ``multivariate=True`` (knobs
 such as lr and memory interact).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
+from core.feasibility import CONSTRAINT_KEY, DEFAULT_MARGIN, REPORT_KEY, check_plasticity
+
 
 class FullRunOptunaSearch(OptunaSearch):
-    def __init__(self, *args: Any, num_tasks: int, **kwargs: Any) -> None:
+    """``class_counts``: classes of each task of the stream (the rule's chance
+    levels); ``min_plasticity_margin``: the rule's margin, 0 = off."""
+
+    def __init__(self, *args: Any, num_tasks: int, class_counts: Sequence[int] | None = None,
+                 min_plasticity_margin: float = DEFAULT_MARGIN, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.num_tasks = num_tasks
+        self.class_counts = list(class_counts) if class_counts is not None else None
+        self.min_plasticity_margin = float(min_plasticity_margin)
+        # trial id -> the constraint value told to Optuna (also in the study's
+        # trials; kept here so the value survives in the searcher's saved state).
+        self.constraints: dict[str, float] = {}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if not error and result is not None and trial_id in self._ot_trials:
+            self._set_constraint(trial_id, result)
         if error:
             result = None
         elif result is not None and int(result.get("tasks_done", 0)) < self.num_tasks:
             result = None  # truncated: PRUNED, not complete
         super().on_trial_complete(trial_id, result=result, error=error)
+
+    def _set_constraint(self, trial_id: str, result: dict) -> None:
+        """Store the did-not-learn constraint on the Optuna trial before it is told
+        (TPE reads it from the trial's system attributes when it next samples)."""
+        done = int(result.get("tasks_done", 0))
+        # getattr: a searcher pickled by a search from before the rule (resumed) lacks these.
+        margin, counts = getattr(self, "min_plasticity_margin", 0.0), getattr(self, "class_counts", None)
+        if margin <= 0 or counts is None or not 1 <= done <= len(counts):
+            return
+        verdict = check_plasticity(result.get(REPORT_KEY, float("nan")), counts, done, margin=margin)
+        self._ot_trials[trial_id].set_constraint(CONSTRAINT_KEY, verdict.constraint)
+        if hasattr(self, "constraints"):
+            self.constraints[trial_id] = verdict.constraint
 
 
 def make_sampler(seed: int, num_trials: int) -> optuna.samplers.BaseSampler:

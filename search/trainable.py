@@ -6,7 +6,10 @@ How it fits the search:
 - objectives are measured on the VALIDATION split;
 - the trial reports after every task (``tasks_done`` is the time axis an ASHA
   scheduler uses) and its LAST report holds the final metrics, which is what
-  Optuna reads for a multi-objective study;
+  Optuna reads for a multi-objective study; every report also carries the
+  task-IL plasticity (``core.feasibility.REPORT_KEY``), the input of the
+  did-not-learn rule that the searcher and the MO-ASHA scheduler apply, and
+  result.json records the rule's verdict (``feasible``, ``infeasible_reason``);
 - torch threads = the CPUs Ray gave the trial (two processes with two threads
   each on two cores collapse to a fraction of the throughput);
 - the trial writes its own ``trials/<id>/result.json`` after every task (atomic),
@@ -35,6 +38,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from core.feasibility import DEFAULT_MARGIN, REPORT_KEY
+from core.feasibility import check_result as check_feasibility
 from core.objectives import SUMMARY_KEYS
 from core.result import metrics_key
 
@@ -51,6 +56,7 @@ def tune_metrics(result) -> dict[str, Any]:
     """The flat dict a trial reports to Tune for a (partial) RunResult."""
     m = result.metrics.get(metrics_key(result.task_incremental_only)) or {}
     out = {name: float(m.get(name, math.nan)) for name in REPORTED}
+    out[REPORT_KEY] = float((result.metrics.get("task_il") or {}).get("plasticity", math.nan))
     out.update(tasks_done=result.tasks_done, memory=int(result.memory_size), num_params=int(result.num_params),
                train_time_s=float(result.train_time_s))
     return out
@@ -60,6 +66,8 @@ def record_metrics(record: dict[str, Any]) -> dict[str, Any]:
     """The flat dict ``tune_metrics`` gives, read back from a finished result.json."""
     m = (record.get("metrics") or {}).get(metrics_key(bool(record.get("task_incremental_only")))) or {}
     out = {name: float(m[name]) if m.get(name) is not None else math.nan for name in REPORTED}
+    task_il = (record.get("metrics") or {}).get("task_il") or {}
+    out[REPORT_KEY] = float(task_il["plasticity"]) if task_il.get("plasticity") is not None else math.nan
     out.update(tasks_done=len(record.get("acc_task_il") or []), memory=int(record.get("memory_size", 0)),
                num_params=int(record.get("num_params", 0)), train_time_s=float(record.get("train_time_s", 0.0)))
     return out
@@ -90,7 +98,8 @@ def trial_configs(params: dict[str, Any], loop: dict[str, Any], threads: int = 1
 
 
 def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], loop: dict[str, Any],
-               results_dir: str, stream=None, strategy_modules: list[str] = ()) -> None:
+               results_dir: str, stream=None, strategy_modules: list[str] = (),
+               min_plasticity_margin: float = DEFAULT_MARGIN) -> None:
     from ray import tune
 
     import strategies  # noqa: F401  (registers the strategies in this worker)
@@ -121,6 +130,9 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
         d["node"] = node
         d["pid"] = os.getpid()
         d["restores"] = restores
+        verdict = check_feasibility(d, min_plasticity_margin)  # over the tasks done so far
+        d["feasible"] = None if verdict is None else verdict.feasible
+        d["infeasible_reason"] = None if verdict is None else verdict.reason
         write_json_atomic(out_file, d)
 
     strategy_params, cfg = trial_configs(params, loop, threads=threads, device=device)

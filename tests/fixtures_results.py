@@ -26,6 +26,13 @@ the task-IL front is the same trials.
 ``task_incremental_only=True`` writes a PackNet-style folder: the same numbers
 on the task-IL matrices, class-IL matrices all null, class-IL metrics null.
 
+The did-not-learn rule (core/feasibility.py) is OFF in these folders unless a
+test asks for it (``min_plasticity_margin``): the hand-made numbers were chosen
+for the front, not for chance levels -- trial 7's task-IL diagonal (40, 40,
+70 %) is below the 60 % floor of 2-class tasks, as are trial 2's and trial 7's
+PackNet-style diagonals. ``min_plasticity_margin=None`` writes no key, as a
+folder from before the rule (the default margin then applies on read).
+
 The protocol in search.json is the synthetic dataset's (3 tasks), as
 ``search/run.py`` writes it (``stream_protocol`` and ``loop``), so a rerun test
 can reuse it.
@@ -167,7 +174,8 @@ def make_result(spec: dict[str, Any], t: dict[str, Any], tid: str, task_incremen
 def write_search_fixture(root: str | Path, *, method: str = "icarl", task_incremental_only: bool = False,
                          objectives: Sequence[Sequence[str]] = (("final_acc", "max"), ("forgetting", "min")),
                          prefix: str = "a1b2c", trials: Sequence[dict[str, Any]] | None = None,
-                         space: dict[str, Any] | None = None) -> Path:
+                         space: dict[str, Any] | None = None,
+                         min_plasticity_margin: float | None = 0.0) -> Path:
     """Write search.json + trials/<id>/result.json under ``root``; return ``root``.
 
     ``task_incremental_only=True`` (PackNet style) uses ``PACKNET_SPACE`` and maps
@@ -186,6 +194,8 @@ def write_search_fixture(root: str | Path, *, method: str = "icarl", task_increm
         "trials": len(trials),
         "created": "2025-01-01 00:00:00", "environment": {"python": "3.x"},
     }
+    if min_plasticity_margin is not None:
+        spec["min_plasticity_margin"] = min_plasticity_margin
     (root / "search.json").write_text(json.dumps(spec, indent=1))
     for t in trials:
         if task_incremental_only and "prune_ratio" not in t["params"]:

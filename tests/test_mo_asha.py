@@ -175,3 +175,21 @@ def test_replay_of_a_full_search_applies_the_scheduler_in_simulated_time():
     out2 = replay_mod.replay(res, trials, grace=1, factor=2, slots=2)
     assert out2["tasks_run"]["B"] == 1 and out2["tasks_run"]["A"] == 3
     assert replay_mod.full_makespan(trials, 1) == pytest.approx(3 * (1 + 2 + 3 + 4))
+
+
+def test_a_trial_that_has_not_learned_by_its_rung_ranks_below_every_one_that_has():
+    # Two 2-class tasks: chance 50 %, floor 60 % of task-IL plasticity after task 1.
+    s = MultiObjectiveASHA(OBJ, num_tasks=4, grace=1, eta=2, class_counts=[2, 2, 2, 2], min_plasticity_margin=0.1)
+    go, stop = "CONTINUE", "STOP"
+    # A learning trial arrives first and goes on; a collapsed one with a vector that
+    # dominates it (nothing to forget) is stopped, not let through in its place.
+    assert s.decide("learns", 1, {"final_acc": 0.6, "forgetting": 0.1, "task_il_plasticity": 0.9}) == go
+    assert s.decide("collapsed", 1, {"final_acc": 0.7, "forgetting": 0.0, "task_il_plasticity": 0.5}) == stop
+    assert s.infeasible[1] == {"collapsed": pytest.approx(0.1)}
+    # Among trials that did not learn, the least violated ranks first.
+    assert survivors({"a": (0.9, 0.0), "b": (0.1, 0.9), "c": (0.2, 0.8)}, SENSES, 2,
+                     infeasible={"a": 0.3, "c": 0.05}) == {"b", "c"}
+    # The rule off (margin 0): the dominating vector wins as before.
+    off = MultiObjectiveASHA(OBJ, num_tasks=4, grace=1, eta=2, class_counts=[2, 2, 2, 2], min_plasticity_margin=0.0)
+    assert off.decide("learns", 1, {"final_acc": 0.6, "forgetting": 0.1, "task_il_plasticity": 0.9}) == go
+    assert off.decide("collapsed", 1, {"final_acc": 0.7, "forgetting": 0.0, "task_il_plasticity": 0.5}) == go
