@@ -8,6 +8,7 @@ matrices and metrics, which every CLI shares.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import traceback
@@ -15,10 +16,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.errors import UserError
+from core.errors import UsageError, UserError
 from core.objectives import SUMMARY_METRICS
 
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError, json.JSONDecodeError)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a command-line mistake raises ``UsageError`` instead of
+    printing the usage block and exiting: every CLI mistake then ends like
+    every other expected error, as ONE ``error:`` line and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        if "expected one argument" in message:
+            # "--task-sizes -2,12": argparse takes a value that starts with "-"
+            # for an option; the "=" form passes it through.
+            message += " (a value starting with '-' must be attached: --option=VALUE)"
+        raise UsageError(f"{self.prog}: {message}")
 
 
 def first_line(exc: BaseException) -> str:
