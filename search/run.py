@@ -590,7 +590,10 @@ def main(argv: list[str] | None = None) -> int:
         probe = {k: (getattr(d, end) if d.type != "categorical" else d.choices[0]) for k, d in space.items()}
         make_strategy(method, {**fixed, **probe}, stream, probe_cfg)
 
-    need = estimate_disk_need(method, fixed, space, stream, probe_cfg, spec["trials"])
+    from search.trainable import completed_on_disk
+    done = sum(completed_on_disk(f) for f in (results_dir / "trials").glob("*/result.json")) if resuming else 0
+    need = estimate_disk_need(method, fixed, space, stream, probe_cfg, spec["trials"], done=done,
+                              concurrent=args.max_concurrent)
     check_free_space(results_dir, need)
 
     # One driver per search folder; the checks above changed nothing, so a
@@ -603,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if stale:
             print(f"{results_dir}: {stale}", file=sys.stderr)
-        if (results_dir / "tune").exists() != resuming:
+        if (results_dir / "tune").exists() != resuming or (not resuming and not folder_is_free(results_dir)):
             # Another driver started this search between our checks and the lock.
             raise UsageError(f"{results_dir} was started by another driver meanwhile; "
                              "to continue it, rerun with --resume")

@@ -5,7 +5,8 @@ trial reported last -- also for a trial that raised after reporting (a diverged
 run) and for a trial an ASHA scheduler stopped after its first task, whose
 forgetting looks perfect (DESIGN §5, §9). Either would mislead the sampler. Here
 an errored trial is told as FAIL and a truncated one (fewer tasks done than the
-stream has) as PRUNED; the sampler then learns only from full runs.
+stream has) as PRUNED; the sampler then learns only from full runs. A trial
+told once is not told again (a failed trial restarted by ``--resume``).
 
 The sampler is TPE with ``constant_liar=True`` (pending trials count as bad
 guesses, so concurrent trials spread out) and ``multivariate=True`` (knobs
@@ -25,6 +26,12 @@ class FullRunOptunaSearch(OptunaSearch):
         self.num_tasks = num_tasks
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        ot_trial = getattr(self, "_ot_trials", {}).get(trial_id)
+        if ot_trial is not None and self._ot_study.trials[ot_trial.number].state.is_finished():
+            # Told already: a trial that errored (a full disk) and was restarted
+            # on --resume (restart_errored) ends a second time; Optuna refuses a
+            # second tell of a finished trial, and the first one stands.
+            return
         if error:
             result = None
         elif result is not None and int(result.get("tasks_done", 0)) < self.num_tasks:
