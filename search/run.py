@@ -654,6 +654,22 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         )
         tune_dir = results_dir / "tune"
+        done: dict[str, dict[str, Any]] = {}
+        if resuming and not tune_state_readable(tune_dir):
+            # Tune writes its experiment state in place: a disk that filled up
+            # during that write leaves it cut short, and Tune's restore then
+            # starts from nothing. What finished is known from the trials' own
+            # records: keep those, put Tune's broken state aside, and run the
+            # rest as a new Tune experiment whose sampler is told the finished
+            # trials' results.
+            done = completed_records(results_dir)
+            aside = set_aside_tune_state(tune_dir)
+            print(f"Tune's saved state is unreadable (cut short, e.g. by a full disk); moved to {aside.name}/. "
+                  f"Kept the {len(done)} finished trial(s) from their result.json; running the other "
+                  f"{max(spec['trials'] - len(done), 0)} as a new Tune experiment")
+            resuming = False
+            if len(done) >= spec["trials"]:
+                return 0
         if resuming:
             print(f"resuming from {tune_dir}")
             # Errored trials start again from scratch (restart_errored), not from
@@ -670,8 +686,11 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                 space={k: to_optuna(d) for k, d in space.items()},
                 metric=metrics if len(metrics) > 1 else metrics[0],
                 mode=modes if len(modes) > 1 else modes[0],
-                sampler=make_sampler(args.seed, spec["trials"]),
+                # After a lost Tune state the sampler starts again: offset its seed by
+                # the trials kept, or its first draw repeats the first kept trial.
+                sampler=make_sampler(args.seed + len(done), spec["trials"]),
                 num_tasks=stream.num_tasks,
+                **warm_start(done, space, metrics),
             )
             scheduler = None
             if spec["asha"]:
@@ -685,7 +704,8 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                                                task_incremental_only=spec["task_incremental_only"])
             tuner = tune.Tuner(
                 trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec["trials"],
+                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                            num_samples=spec["trials"] - len(done),
                                             max_concurrent_trials=args.max_concurrent, reuse_actors=True),
                 run_config=run_config,
             )
@@ -711,6 +731,59 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
         return 0
     finally:
         ray.shutdown()
+
+
+def tune_state_readable(tune_dir: Path) -> bool:
+    """Whether Tune's newest experiment state (a JSON file Tune writes in place)
+    is whole. A cut-short one makes ``Tuner.restore`` start from no trials."""
+    states = sorted(tune_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return False
+    try:
+        json.loads(states[-1].read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def set_aside_tune_state(tune_dir: Path) -> Path:
+    n = 1
+    target = tune_dir.with_name("tune.unreadable")
+    while target.exists():
+        n += 1
+        target = tune_dir.with_name(f"tune.unreadable.{n}")
+    os.replace(tune_dir, target)
+    return target
+
+
+def completed_records(results_dir: Path) -> dict[str, dict[str, Any]]:
+    """trial id -> result.json of every trial whose own record says completed."""
+    from search.trainable import record_on_disk
+
+    out = {}
+    for f in sorted((results_dir / "trials").glob("*/result.json")):
+        record = record_on_disk(f)
+        if record.get("status") == "completed" and isinstance(record.get("params"), dict):
+            out[f.parent.name] = record
+    return out
+
+
+def warm_start(done: dict[str, dict[str, Any]], space: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
+    """The finished trials for the searcher (search/searcher.py: their searched
+    knobs and objective values), so a new experiment samples as if it had seen them."""
+    if not done:
+        return {}
+    from search.trainable import record_metrics
+
+    import math
+
+    finished = []
+    for record in done.values():
+        values = record_metrics(record)
+        objective = [values[m] for m in metrics]
+        if all(k in record["params"] for k in space) and all(math.isfinite(v) for v in objective):
+            finished.append(({k: record["params"][k] for k in space}, objective))
+    return {"finished": finished}
 
 
 def count_statuses(results_dir: Path) -> dict[str, int]:
@@ -773,8 +846,9 @@ def set_aside_orphans(results_dir: Path, known: set[str]) -> list[str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(trials_dir / name, target)
     if orphans:
-        print(f"set aside {len(orphans)} trial folder(s) that a killed driver had started after its last saved "
-              f"state (Tune ran replacements): {', '.join(orphans)} -> trials_orphaned/")
+        print(f"set aside {len(orphans)} unfinished trial folder(s) that Tune's saved state does not list (started "
+              f"after its last snapshot by a killed driver, or before a state a full disk cut short; Tune ran "
+              f"replacements): {', '.join(orphans)} -> trials_orphaned/")
     return orphans
 
 

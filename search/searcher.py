@@ -21,9 +21,24 @@ from ray.tune.search.optuna import OptunaSearch
 
 
 class FullRunOptunaSearch(OptunaSearch):
-    def __init__(self, *args: Any, num_tasks: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, num_tasks: int,
+                 finished: list[tuple[dict[str, Any], list[float]]] | None = None, **kwargs: Any) -> None:
+        # ``finished``: (searched knobs, objective values) of trials that ended
+        # before this searcher existed (a search whose Tune state was lost);
+        # told to the study as COMPLETE so sampling goes on from them. Ray's own
+        # ``evaluated_rewards`` cannot do this: it passes one value, and a
+        # Pareto search has several.
+        self._finished = list(finished or [])
         super().__init__(*args, **kwargs)
         self.num_tasks = num_tasks
+
+    def _setup_study(self, mode: Any) -> None:
+        super()._setup_study(mode)
+        for params, values in self._finished:
+            self._ot_study.add_trial(optuna.trial.create_trial(
+                state=optuna.trial.TrialState.COMPLETE, values=list(values), params=params,
+                distributions=self._space))
+        self._finished = []  # once, even if the study is set up again
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         ot_trial = getattr(self, "_ot_trials", {}).get(trial_id)
