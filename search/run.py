@@ -489,6 +489,13 @@ def init_ray(address: str | None) -> None:
         runtime_env = {"env_vars": {"PYTHONPATH": pythonpath, "RAY_AUTH_MODE": "disabled"}}
     ray.init(address=address, runtime_env=runtime_env, include_dashboard=False, logging_level="ERROR",
              log_to_driver=True, configure_logging=True)
+    if not address:
+        # Ray's dashboard and runtime-env agents outlive a killed driver by 1-2
+        # minutes (search/ray_watchdog.py says why); this watchdog ends them.
+        import subprocess
+        subprocess.Popen([sys.executable, str(REPO_ROOT / "search" / "ray_watchdog.py"), str(os.getpid())],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         close_fds=True)
     # A failed trial is reported in one line by ProgressPrinter (reason from its
     # result.json); Tune's own multi-line tracebacks stay in tune/*/error.txt.
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)

@@ -201,21 +201,27 @@ def _kill_session(sid: int) -> None:
 
 @pytest.mark.slow
 def test_two_drivers_on_one_folder_one_is_refused(tmp_path):
+    """Two drivers started together: one runs, the other is refused in one line.
+    While the search runs, report.py on it and a rerun writing into it are
+    refused too; then Ctrl-C stops the search, which releases the lock."""
     args = [*RUN, *TINY, "--results-root", str(tmp_path), "--method", "finetune", "--trials", "2",
-            "--max-concurrent", "1", "--epochs", "30", "--name", "twin"]
+            "--max-concurrent", "1", "--epochs", "400", "--name", "twin"]
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
                               cwd=tmp_path, start_new_session=True) for _ in range(2)]
+    folder = tmp_path / "twin"
     try:
-        # While the search runs (one trial done, the second training), report.py
-        # and rerun.py may read it but not write into it.
-        folder = tmp_path / "twin"
         deadline = time.time() + 300
-        while not _completed(folder / "trials") and time.time() < deadline:
+        while not list(folder.glob("trials/*/result.json")) and time.time() < deadline:
             time.sleep(0.2)
+        assert list(folder.glob("trials/*/result.json")), "the search did not start"
         report = subprocess.run([*REPORT, str(folder)], capture_output=True, text=True, env=_env(), timeout=120)
-        rerun = subprocess.run([*RERUN, str(folder), "--seeds", "1"], capture_output=True, text=True, env=_env(),
+        rerun = subprocess.run([*RERUN, "--method", "finetune", "--dataset", "synthetic", "--epochs", "1",
+                                "--quiet", "--out", str(folder)], capture_output=True, text=True, env=_env(),
                                timeout=120)
-        outs = [p.communicate(timeout=400) for p in procs]
+        running = [p for p in procs if p.poll() is None]
+        assert len(running) == 1, [p.communicate()[1][-2000:] for p in procs if p.poll() is not None]
+        os.killpg(running[0].pid, signal.SIGINT)  # Ctrl-C
+        outs = [p.communicate(timeout=300) for p in procs]
     finally:
         for p in procs:
             _kill_session(p.pid)
@@ -223,13 +229,14 @@ def test_two_drivers_on_one_folder_one_is_refused(tmp_path):
     assert codes == [0, 2], [o[1][-2000:] for o in outs]
     loser = next(o for p, o in zip(procs, outs) if p.returncode == 2)
     lines = loser[1].strip().splitlines()
-    assert len(lines) == 1 and "is in use by another process (pid" in lines[0], loser[1]
+    assert len(lines) == 1 and f"{folder} is in use by another process (pid" in lines[0], loser[1]
     for proc in (report, rerun):
-        assert proc.returncode == 2 and "in use by another process" in proc.stderr, proc.stderr
-    df = pd.read_csv(tmp_path / "twin" / "trials.csv")
-    assert len(df) == 2 and set(df["status"]) == {"completed"}
-    assert not (tmp_path / "twin" / "trials_orphaned").exists()
-    assert not (tmp_path / "twin" / LOCK_NAME).exists()
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and "is in use by another process (pid" in lines[-1], proc.stderr[-2000:]
+    assert not (folder / "rerun").exists() and not (folder / "seed0").exists()  # the rerun wrote nothing
+    assert not (folder / LOCK_NAME).exists()  # released on Ctrl-C
+    assert not (folder / "trials_orphaned").exists()
+    print(f"refused: {lines[-1]}")
 
 
 def _mount_tmpfs(path: Path, size: str) -> None:
