@@ -20,7 +20,9 @@ Slow tier (real drivers, Ray, and -- as root -- real small tmpfs mounts):
   (exit 2); after space is freed, --resume completes every planned trial and
   sets none of the finished ones aside;
 - a search whose only trial's worker is killed with --max-failures 0: the trial
-  is "error" with the reason, and the search exits 2 ("every trial failed").
+  is "error" with the reason, and the search exits 2 ("every trial failed");
+- a rerun into a read-only folder fails before any training;
+- a driver SIGKILLed alone leaves no Ray process behind (search/ray_watchdog.py).
 """
 from __future__ import annotations
 
@@ -417,3 +419,25 @@ def test_enospc_anywhere_in_a_command_is_one_line_naming_the_file(tmp_path, caps
     assert err == [f"error: no space left on the disk writing {tmp_path / 'trials.csv'} (No space left on device); "
                    "free some space and run the command again (a search: with --resume)"]
     assert not (tmp_path / "clsearch-crash.log").exists()
+
+
+@pytest.mark.slow
+def test_rerun_into_a_read_only_folder_fails_before_training(tmp_path):
+    """Root ignores file modes, so the folder is a tmpfs remounted read-only."""
+    from tests.fixtures_results import write_search_fixture
+
+    disk = tmp_path / "ro"
+    _mount_tmpfs(disk, "8m")
+    try:
+        write_search_fixture(disk / "s")
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        t0 = time.time()
+        proc = subprocess.run([*RERUN, str(disk / "s"), "--seeds", "1", "--quiet"], capture_output=True, text=True,
+                              env=_env(), timeout=300, cwd=tmp_path)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+        assert lines[0] == f"error: cannot write in {disk / 's'} (lock file {LOCK_NAME}): Read-only file system"
+        assert "[finetune]" not in proc.stderr and "rerun " not in proc.stdout  # nothing trained
+        print(f"{lines[0]} after {time.time() - t0:.1f} s")
+    finally:
+        _umount(disk)
