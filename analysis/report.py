@@ -63,7 +63,7 @@ import pandas as pd  # noqa: E402
 
 from core.metrics import accuracy_curves  # noqa: E402
 from analysis.pareto import non_dominated, pareto_table  # noqa: E402
-from core.cli import cli_main  # noqa: E402
+from core.cli import ArgumentParser, cli_main  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.files import write_bytes_atomic  # noqa: E402
 from core.rungs import rung_tasks  # noqa: E402
@@ -901,14 +901,17 @@ def _swap_in(build: Path, out: Path, names: list[str]) -> None:
 
 
 def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
-                 color: str | None = None, warn: Callable[[str], None] | None = None) -> Path:
+                 color: str | None = None, warn: Callable[[str], None] | None = None,
+                 before_write: Callable[[Path], None] | None = None) -> Path:
     """Write the report of one search (or a comparison of several); return the path of report.html.
 
     ``out_dir`` defaults to the results folder itself, or ``<first folder>/comparison``
     for several. ``color``: a parameter (or trials.csv column) to colour the
     points by; default the memory budget when memory is searched. ``warn``:
     called with one line per excluded trial and per note on trials.csv once
-    the report is written (default: print to stderr).
+    the report is written (default: print to stderr). ``before_write``: called
+    with the output folder after every check and before the first write (the
+    command line takes the folder's lock there).
 
     Raises ResultsError (one line) for unreadable folders, an unknown
     ``color`` or search-space type, all before any file is written;
@@ -927,6 +930,8 @@ def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None 
     if out_dir is None:
         out_dir = dirs[0] if len(dirs) == 1 else dirs[0] / "comparison"
     out = Path(out_dir)
+    if before_write is not None:
+        before_write(out)
 
     created = not out.exists()
     build: Path | None = None
@@ -961,7 +966,7 @@ def _print_warning(line: str) -> None:
 # --------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="analysis/report.py", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="analysis/report.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR", help="search results folder(s)")
     p.add_argument("--out", default=None, help="output folder (default: the results folder, or "
@@ -973,12 +978,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from core.lock import FolderLock
+
+    dirs = [Path(d) for d in args.results_dirs]
+    # The report is written into the first results folder (or its comparison/
+    # subfolder) or into --out: refused while a search or rerun writes there.
+    # Taken once the folders have been read and checked, so a refused build
+    # changes nothing.
+    target = Path(args.out) if args.out else dirs[0]
+    lock = FolderLock(target, "report")
+    created = not target.exists()
+
+    def take_lock(_out: Path) -> None:
+        stale = lock.acquire()
+        if stale:
+            print(f"{target}: {stale}", file=sys.stderr)
+
     try:
-        path = build_report([Path(d) for d in args.results_dirs], Path(args.out) if args.out else None, args.color)
+        path = build_report(dirs, Path(args.out) if args.out else None, args.color, before_write=take_lock)
     except (UserError, OSError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        lock.release()
+        if created and target.is_dir() and not any(target.iterdir()):
+            target.rmdir()  # a failed build into a new --out leaves no folder
     print(path)
     return 0
 

@@ -83,14 +83,22 @@ def _is_int(v) -> bool:
     return isinstance(v, Integral) and not isinstance(v, bool)
 
 
-def _select_classes(present: list[int], classes) -> list[int]:
-    """Selected class ids in natural (sorted) order."""
+def _select_classes(present: list[int], classes, known: list[int] | None = None) -> list[int]:
+    """Selected class ids in natural (sorted) order. ``known``: every class id the
+    dataset has (training labels, test labels, class names), to tell "the first
+    N classes" from "the first N classes that happen to have training images"."""
     if classes is None:
         return list(present)
     if _is_int(classes):
         n = int(classes)
         if n < 1 or n > len(present):
             raise DatasetError(f"classes={n} is out of range: the training data has {len(present)} classes")
+        first = (known or present)[:n]
+        missing = [c for c in first if c not in set(present)]
+        if missing:
+            # Taking present[:n] would silently shift "classes 0..N-1" onto other ids.
+            raise DatasetError(f"classes={n}: class id(s) {_ranges(missing)} of the first {n} have no training "
+                               f"image; fix the data or list the classes to use")
         return present[:n]
     if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence) and not isinstance(classes, np.ndarray):
         raise DatasetError(f"classes must be None, an int or a list of class ids, got {classes!r}")
@@ -209,7 +217,9 @@ def plan_stream(
     who = arrays.name
     y_train, y_test = arrays.y_train, arrays.y_test
     present = arrays.classes
-    selected = _select_classes(present, classes)
+    names = len(arrays.class_names) if arrays.class_names is not None else 0
+    known = sorted(set(present) | {int(c) for c in np.unique(y_test)} | set(range(names)))
+    selected = _select_classes(present, classes, known)
     sizes = _task_sizes(len(selected), num_tasks, task_sizes)
 
     order = list(selected)

@@ -32,7 +32,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.cli import cli_main, format_matrix, format_metrics  # noqa: E402
+from core.cli import ArgumentParser, cli_main, format_matrix, format_metrics  # noqa: E402
 from core.errors import UsageError  # noqa: E402
 from core.result import metrics_key  # noqa: E402
 from search.cli import (add_protocol_args, loop_config_from_args, loop_config_from_dict,  # noqa: E402
@@ -129,7 +129,7 @@ def print_result(d: dict[str, Any]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="search/rerun.py", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="search/rerun.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results_dir", nargs="?", help="a search's results folder: rerun its chosen configs")
     p.add_argument("--pick", nargs="+", default=["front"], help="with RESULTS_DIR: 'front' or trial numbers/ids")
@@ -190,16 +190,63 @@ def main(argv: list[str] | None = None) -> int:
     loop = with_loop_knobs(loop_config_from_args(args, seed=args.seed, eval_split=args.eval), loop_knobs)
     stream = load_stream(stream_protocol, val_fraction=0.0 if args.eval == "test" else None)
     loop = resolve_data_defaults(args, loop, stream)  # imagefolder/npz: defaults that follow the images
+    from strategies.loop import check_eval_split, resolve_device
+    check_eval_split(stream, args.eval)
+    resolve_device(loop.device)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(args.out) if args.out else Path("results") / f"direct-{args.method}-{stamp}"
     seeds = list(range(args.seed, args.seed + args.seeds))
-    results = run_seeds(args.method, overrides, loop, stream, seeds, out_dir, quiet=args.quiet)
+    with output_folder(out_dir):
+        results = run_seeds(args.method, overrides, loop, stream, seeds, out_dir, quiet=args.quiet)
     for d in results:
         print_result(d)
     if len(results) > 1:
         print_seed_summary(results)
     print(f"\nresults written to {out_dir}")
     return 0
+
+
+# Options that a rerun of a search takes from its search.json: given next to
+# RESULTS_DIR they would be silently ignored, so they are refused. (--data-dir,
+# --device, --threads and --precision say where and how to run, and apply.)
+FIXED_BY_SEARCH = ("dataset", "folders", "image_size", "download", "classes", "tasks", "task_sizes", "class_order",
+                   "stream_seed", "val_fraction", "epochs", "batch_size", "backbone", "pretrained", "augment", "eval")
+
+
+def check_no_protocol_options(args) -> None:
+    defaults = build_parser()
+    for dest in FIXED_BY_SEARCH:
+        if getattr(args, dest) != defaults.get_default(dest):
+            flag = "--" + dest.replace("_", "-")
+            raise UsageError(f"{flag} cannot be changed when rerunning the search in {args.results_dir}: "
+                             f"its search.json fixes the protocol (drop {flag})")
+
+
+class output_folder:
+    """The lock of the folder a rerun writes into (core/lock.py), taken before any
+    training: a folder another process writes into, a file in the way, a
+    read-only or missing disk are refused in one line, not after hours of work.
+    A folder it created and left empty is removed."""
+
+    def __init__(self, folder: Path) -> None:
+        from core.lock import FolderLock
+
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise UsageError(f"--out {self.folder} is a file, not a folder")
+        self.created = not self.folder.exists()
+        self.lock = FolderLock(self.folder, "rerun")
+
+    def __enter__(self) -> "output_folder":
+        stale = self.lock.acquire()
+        if stale:
+            print(f"{self.folder}: {stale}", file=sys.stderr)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+        if self.created and self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
 
 
 def pick_trials(results, picks: list[str]):
@@ -245,6 +292,7 @@ def rerun_search(args) -> int:
     from strategies.loop import strategy_config, with_loop_knobs
 
     results = load_search(Path(args.results_dir))
+    check_no_protocol_options(args)
     spec = results.spec
     method = spec["method"]
     chosen = pick_trials(results, args.pick)
@@ -273,25 +321,29 @@ def rerun_search(args) -> int:
     loop = loop_config_from_dict(spec["loop"], eval_split="test", **hardware)
     # Train on train + validation, evaluate on test: the only place test is used.
     stream = load_stream(stream_protocol, val_fraction=0.0)
+    from strategies.loop import check_eval_split, resolve_device
+    check_eval_split(stream, "test")
+    resolve_device(loop.device)
     out_dir = Path(args.out) if args.out else results.path
     seeds = list(range(args.seed, args.seed + args.seeds))
     runs: dict[str, list[Path]] = {}
-    for label, (m, params, loop_knobs) in configs.items():
-        run_dir = out_dir / "rerun" / label.replace(" ", "-")
-        print(f"rerun {label} {({**params, **loop_knobs})} on test, seeds {seeds}", flush=True)
-        run_seeds(m, params, with_loop_knobs(loop, loop_knobs), stream, seeds, run_dir, quiet=args.quiet)
-        runs[label] = [run_dir / f"seed{s}" / "result.json" for s in seeds]
-    table = build_final_table(runs)
-    notes = [f"search: {results.path}", f"protocol: {stream.name}, {stream.num_tasks} tasks, "
-             f"{stream.num_classes} classes, {loop.epochs} epochs/task, {loop.backbone}; trained on "
-             "train+validation, evaluated on test", f"seeds: {seeds}",
-             "finetune and joint use their default configs under the same protocol"]
-    per_config = {label: knobs for label, (_, _, knobs) in configs.items() if knobs}
-    if per_config:
-        notes.append("loop knobs of the trials, applied to their reruns: "
-                     + "; ".join(f"{label}: " + ", ".join(f"{k}={v}" for k, v in knobs.items())
-                                 for label, knobs in per_config.items()))
-    csv_path, md_path = write_final_table(table, out_dir, f"Final table: {method}", notes)
+    with output_folder(out_dir):
+        for label, (m, params, loop_knobs) in configs.items():
+            run_dir = out_dir / "rerun" / label.replace(" ", "-")
+            print(f"rerun {label} {({**params, **loop_knobs})} on test, seeds {seeds}", flush=True)
+            run_seeds(m, params, with_loop_knobs(loop, loop_knobs), stream, seeds, run_dir, quiet=args.quiet)
+            runs[label] = [run_dir / f"seed{s}" / "result.json" for s in seeds]
+        table = build_final_table(runs)
+        notes = [f"search: {results.path}", f"protocol: {stream.name}, {stream.num_tasks} tasks, "
+                 f"{stream.num_classes} classes, {loop.epochs} epochs/task, {loop.backbone}; trained on "
+                 "train+validation, evaluated on test", f"seeds: {seeds}",
+                 "finetune and joint use their default configs under the same protocol"]
+        per_config = {label: knobs for label, (_, _, knobs) in configs.items() if knobs}
+        if per_config:
+            notes.append("loop knobs of the trials, applied to their reruns: "
+                         + "; ".join(f"{label}: " + ", ".join(f"{k}={v}" for k, v in knobs.items())
+                                     for label, knobs in per_config.items()))
+        csv_path, md_path = write_final_table(table, out_dir, f"Final table: {method}", notes)
     print(md_path.read_text())
     print(f"final table written to {md_path} and {csv_path}")
     return 0

@@ -41,8 +41,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.cli import cli_main  # noqa: E402
-from core.errors import UsageError  # noqa: E402
+from core.cli import ArgumentParser, cli_main  # noqa: E402
+from core.errors import UsageError, UserError  # noqa: E402
 from search.cli import (REPO_ROOT, add_protocol_args, loop_config_from_args, loop_config_from_dict,  # noqa: E402
                         parse_sets, resolve_data_defaults, stream_protocol_from_args)
 
@@ -52,7 +52,7 @@ from core.result import SEARCH_FORMAT  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="search/run.py", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="search/run.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", default="icarl", help="strategy to search (search/rerun.py --list shows them)")
     p.add_argument("--strategy-module", action="append", metavar="PATH_OR_MODULE",
@@ -147,6 +147,191 @@ def search_spec(args, method, space, fixed, objectives, stream_protocol, loop) -
         "environment": environment_info(),
     }
 
+MB = 1 << 20
+# Besides the checkpoints: per trial its result.json and Tune's logs of it; per
+# search Tune's experiment state, search.json, trials.csv and the report.
+PER_TRIAL_FILES = 256 * 1024
+PER_SEARCH_FILES = 8 * MB
+
+
+def check_results_dir(results_root: str, name: str) -> Path:
+    """The search folder RESULTS_ROOT/NAME, refused in one line -- before anything
+    is created -- when it cannot be a folder: a name with a slash or too long for
+    the filesystem, a file where a folder must be."""
+    if "/" in name or name in (".", "..") or "\0" in name or not name.strip():
+        raise UsageError(f"--name {name!r} must be a plain folder name")
+    root = Path(results_root).expanduser().absolute()
+    existing = next((p for p in (root, *root.parents) if p.exists()), Path("/"))
+    if not existing.is_dir():
+        raise UsageError(f"--results-root {root}: {existing} is a file, not a folder")
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(name.encode()) > name_max:
+        raise UsageError(f"--name is {len(name.encode())} bytes long; a folder name on {existing} "
+                         f"can have at most {name_max}")
+    results_dir = (root / name).resolve()
+    if results_dir.exists() and not results_dir.is_dir():
+        raise UsageError(f"{results_dir} is a file, not a search folder; choose another --name")
+    return results_dir
+
+
+def folder_is_free(results_dir: Path) -> bool:
+    """Absent or empty -- a lock file left by a driver that died before it wrote
+    anything does not make a folder taken."""
+    from core.lock import LOCK_NAME
+
+    return not results_dir.exists() or all(p.name == LOCK_NAME for p in results_dir.iterdir())
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the filesystem that holds ``path`` (or would hold it)."""
+    p = next((q for q in (path, *path.parents) if q.exists()), Path("/")).resolve()
+    while not os.path.ismount(p):
+        p = p.parent
+    return p
+
+
+def free_bytes(path: Path) -> int:
+    import shutil
+
+    p = next((q for q in (path, *path.parents) if q.exists()), Path("/"))
+    return shutil.disk_usage(p).free
+
+
+class DiskNeed:
+    """What a search will write: ``per_checkpoint`` bytes for each trial's kept
+    checkpoint, ``total`` for the whole search."""
+
+    def __init__(self, per_checkpoint: int, total: int, trials: int) -> None:
+        self.per_checkpoint, self.total, self.trials = per_checkpoint, total, trials
+
+
+def estimate_disk_need(method, fixed, space, stream, cfg, trials: int, done: int = 0,
+                       concurrent: int | None = None) -> DiskNeed:
+    """Estimate the disk a search needs, from the real size of one checkpoint.
+
+    A fresh strategy at the top of every range is serialised as Tune stores it
+    (``torch.save`` of the whole object); a checkpoint after some tasks also
+    holds the old model that distillation keeps (once more the model) and the
+    exemplar memory (``memory`` images at the stream's image size). Tune keeps
+    one checkpoint per trial (``num_to_keep=1``) and writes the next one before
+    deleting the last, so running trials briefly hold two. ``done`` trials have
+    their checkpoint already on disk."""
+    import io
+    import math
+
+    import torch
+
+    from strategies.loop import make_strategy
+
+    top = {k: (d.high if d.type != "categorical" else d.choices[0]) for k, d in space.items()}
+    strategy = make_strategy(method, {**fixed, **top}, stream, cfg)
+    buf = io.BytesIO()
+    torch.save(strategy.model.state_dict(), buf)
+    model = len(buf.getvalue())
+    conf = strategy.config
+    images = int(getattr(conf, "memory", 0) or 0) or int(getattr(conf, "memory_per_class", 0) or 0) * stream.num_classes
+    per = 2 * model + images * math.prod(stream.image_shape) + 64 * 1024
+    left = max(trials - done, 0)
+    running = min(left, concurrent or os.cpu_count() or 1)
+    return DiskNeed(per, per * (left + running) + PER_TRIAL_FILES * left + PER_SEARCH_FILES, trials)
+
+
+def check_free_space(results_dir: Path, need: DiskNeed) -> None:
+    free = free_bytes(results_dir)
+    if free < need.total:
+        raise UsageError(f"not enough disk space on {mount_point(results_dir)} for this search: about "
+                         f"{need.total / MB:.1f} MB needed ({need.per_checkpoint / MB:.1f} MB per trial checkpoint, "
+                         f"{need.trials} trials), {free / MB:.1f} MB free")
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it, or its text: Ray wraps a worker's
+    exception into its own types) is a full disk."""
+    import errno
+
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc) or "Errno 28" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def _trial_error_is_disk_full(trial) -> bool:
+    """Whether Tune's error file of ``trial`` says ENOSPC (empty or unreadable: no)."""
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text(errors="replace") if path else ""
+    except OSError:
+        return False
+    return "No space left on device" in text or "Errno 28" in text
+
+
+class DiskFull(UserError):
+    """The search stopped because its disk is (nearly) full."""
+
+
+class DiskGuard:
+    """Stops a search cleanly before its disk is full.
+
+    Checked at every step of Tune's loop: once the free space on the results
+    disk falls below ``reserve`` (two checkpoints), or a trial failed with
+    ENOSPC, it interrupts the search the way Ctrl-C does (SIGUSR1, which Tune
+    treats like SIGINT): Tune saves its experiment state one last time, with
+    the unfinished trials still resumable, while there is room for it. A disk
+    that fills up under Tune leaves 0-byte state files instead, and the next
+    restore fails with unrelated errors (an EOFError from pickle)."""
+
+    def __init__(self, results_dir: Path, reserve: int) -> None:
+        self.results_dir, self.reserve = results_dir, reserve
+        self.full = False
+        self._last = 0.0
+
+    def low(self) -> bool:
+        now = time.time()
+        if not self.full and now - self._last > 0.5:  # statvfs is cheap, but steps are many
+            self._last = now
+            if free_bytes(self.results_dir) < self.reserve:
+                self.full = True
+        return self.full
+
+    def trip(self) -> None:
+        if not getattr(self, "_tripped", False):
+            self._tripped = True
+            self.full = True
+            import signal
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    def callback(self):
+        from ray.tune import Callback
+
+        guard = self
+
+        class _Guard(Callback):
+            def on_step_begin(self, iteration, trials, **info):
+                if guard.low():
+                    guard.trip()
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                if guard.low() or _trial_error_is_disk_full(trial):
+                    guard.trip()
+
+            on_trial_recover = on_trial_error
+
+        return _Guard()
+
+    def error(self) -> DiskFull:
+        free = free_bytes(self.results_dir)
+        return DiskFull(f"the disk at {mount_point(self.results_dir)} is full ({free / MB:.1f} MB free, the search "
+                        f"keeps {self.reserve / MB:.1f} MB in reserve): the search stopped; free some space, then "
+                        f"rerun the same command with --resume")
+
 
 def check_resumable(results_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
     """The stored spec of a search to resume; error if it is another search."""
@@ -184,7 +369,7 @@ class ProgressPrinter:
     """A compact live view: trials done/running/failed, best values, time per trial."""
 
     def __init__(self, total: int, objectives: list[tuple[str, str]], num_tasks: int, results_dir: Path,
-                 class_counts: list[int] | None = None, margin: float = 0.0) -> None:
+                 class_counts: list[int] | None = None, margin: float = 0.0, max_failures: int = 0) -> None:
         from ray.tune import Callback
 
         printer = self
@@ -201,7 +386,10 @@ class ProgressPrinter:
                 printer.finished(trial, failed=False)
 
             def on_trial_error(self, iteration, trials, trial, **info):
-                printer.finished(trial, failed=True)
+                record = mark_dead_trial_failed(results_dir, trial, max_failures)
+                # Tune failed it, but its own record is complete (it finished and
+                # Tune's restore of a deleted checkpoint failed): it is done.
+                printer.finished(trial, failed=record.get("status") != "completed", record=record)
 
             def on_trial_recover(self, iteration, trials, trial, **info):
                 done = printer.last.get(trial.trial_id, {}).get("tasks_done", 0)
@@ -226,8 +414,11 @@ class ProgressPrinter:
     def print_line(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
-    def finished(self, trial, failed: bool) -> None:
+    def finished(self, trial, failed: bool, record: dict[str, Any] | None = None) -> None:
         result = self.last.get(trial.trial_id, {})
+        if record and record.get("status") == "completed" and not failed:
+            from search.trainable import record_metrics
+            result = record_metrics(record)
         self.durations.append(time.time() - self.started.get(trial.trial_id, time.time()))
         if failed:
             self.failed += 1
@@ -279,6 +470,40 @@ class ProgressPrinter:
         return f"{v:.0f}" if name == "memory" else f"{100 * v:.1f}%"
 
 
+def mark_dead_trial_failed(results_dir: Path, trial, max_failures: int) -> dict[str, Any]:
+    """The record of a trial Tune gave up on, made to say so.
+
+    A trial that raised has written its error into its result.json already.
+    One whose worker died (killed, out of memory) more than ``--max-failures``
+    times never got to: its record still says "running" and would read as
+    early-stopped ("truncated"). Rewrite it as "error" with the reason, so
+    result.json and trials.csv both say failed. Returns the record as it ends."""
+    from core.files import write_json_atomic
+    from search.trainable import record_on_disk
+
+    path = results_dir / "trials" / trial.trial_id / "result.json"
+    record = record_on_disk(path)
+    if record.get("status") not in (None, "running"):
+        return record
+    reason = "no error text"
+    try:
+        lines = [ln for ln in Path(trial.error_file).read_text(errors="replace").splitlines() if ln.strip()]
+        reason = lines[-1].strip()[:300] if lines else reason
+    except (OSError, TypeError):
+        pass
+    tries = "" if max_failures < 0 else f" {max_failures + 1} time(s), more than --max-failures {max_failures}"
+    record.update(status="error", error=f"worker died or raised{tries}: {reason}")
+    if "trial_id" not in record:
+        record.update({"format": "clsearch-result/1", "trial_id": trial.trial_id, "acc_class_il": [],
+                       "acc_task_il": [], "eval_sizes": [], "metrics": {}, "timings": [], "protocol": {},
+                       "params": dict(trial.config)})
+    try:
+        write_json_atomic(path, record)
+    except OSError:
+        pass  # a full disk: the guard stops the search; trials.csv then reads it as unfinished
+    return record
+
+
 def init_ray(address: str | None) -> None:
     import ray
 
@@ -297,6 +522,13 @@ def init_ray(address: str | None) -> None:
         runtime_env = {"env_vars": {"PYTHONPATH": pythonpath, "RAY_AUTH_MODE": "disabled"}}
     ray.init(address=address, runtime_env=runtime_env, include_dashboard=False, logging_level="ERROR",
              log_to_driver=True, configure_logging=True)
+    if not address:
+        # Ray's dashboard and runtime-env agents outlive a killed driver by 1-2
+        # minutes (search/ray_watchdog.py says why); this watchdog ends them.
+        import subprocess
+        subprocess.Popen([sys.executable, str(REPO_ROOT / "search" / "ray_watchdog.py"), str(os.getpid())],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         close_fds=True)
     # A failed trial is reported in one line by ProgressPrinter (reason from its
     # result.json); Tune's own multi-line tracebacks stay in tune/*/error.txt.
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
@@ -355,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
         validate_margin(args.min_plasticity_margin)
     except ValueError as exc:
         raise UsageError(f"--min-plasticity-margin: {exc}") from None
+    if not 0 <= args.seed < 2**31:
+        raise UsageError(f"--seed must be in 0..{2**31 - 1}, got {args.seed}")
     method = args.method
     fixed_raw = parse_sets(args.set)
     space, fixed = resolve_space(method, args.range, fixed_raw, parse_search_protocol(args.search_protocol))
@@ -367,14 +601,18 @@ def main(argv: list[str] | None = None) -> int:
     from strategies.loop import strategy_config, with_loop_knobs
     strategy_config(method, split_params(fixed)[0])  # the fixed part alone must already be valid
 
+    if not args.address:
+        # Locally the driver sees the trials' hardware: a CUDA device that is not
+        # there is refused now, not silently replaced by the CPU in every trial.
+        from strategies.loop import resolve_device
+        resolve_device(loop.device)
+
     name = args.name or f"{method}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if "/" in name or name in (".", ".."):
-        raise UsageError(f"--name {name!r} must be a plain folder name")
-    results_dir = (Path(args.results_root) / name).resolve()
+    results_dir = check_results_dir(args.results_root, name)
     resuming = (results_dir / "tune").exists()
     if args.resume and not resuming:
         raise UsageError(f"nothing to resume: {results_dir} has no search state")
-    if not resuming and results_dir.exists() and any(results_dir.iterdir()):
+    if not resuming and not folder_is_free(results_dir):
         raise UsageError(f"{results_dir} already exists and is not a search to resume; choose another --name")
 
     # Load and split the data ONCE in the driver; trials get it from the object store.
@@ -384,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     stream = build_protocol_stream(arrays, stream_protocol)
     del arrays
     loop = resolve_data_defaults(args, loop, stream)  # imagefolder/npz: defaults that follow the images
+    from strategies.loop import check_eval_split
+    check_eval_split(stream, "val")  # every trial would fail on it: say so before Ray starts
     space = fit_space_to_stream(space, stream)
     if (args.asha or args.mo_asha) and args.grace_tasks >= stream.num_tasks:
         raise UsageError(f"--grace-tasks {args.grace_tasks}: early stopping needs a comparison before the last of "
@@ -400,16 +640,41 @@ def main(argv: list[str] | None = None) -> int:
         strategy_part, loop_part = split_params({**fixed, **probe})
         make_strategy(method, strategy_part, stream, with_loop_knobs(probe_cfg, loop_part))
 
-    print(f"search {name}: {method} on {stream.name} ({stream.num_tasks} tasks, {stream.num_classes} classes), "
-          f"{args.trials} trials, objectives {', '.join(f'{n} ({s})' for n, s in objectives)}")
-    print(f"results folder: {results_dir}")
+    from search.trainable import completed_on_disk
+    done = sum(completed_on_disk(f) for f in (results_dir / "trials").glob("*/result.json")) if resuming else 0
+    need = estimate_disk_need(method, fixed, space, stream, probe_cfg, spec["trials"], done=done,
+                              concurrent=args.max_concurrent)
+    check_free_space(results_dir, need)
 
-    status = run_tune(args, spec, space, objectives, stream, results_dir, resuming)
-    finish(results_dir, args, objectives)
-    return status
+    # One driver per search folder; the checks above changed nothing, so a
+    # refused driver leaves no trace. Taken only now, after every check: the
+    # lock creates the folder.
+    from core.lock import FolderLock
+    created = not results_dir.exists()
+    lock = FolderLock(results_dir, "search")
+    stale = lock.acquire()
+    try:
+        if stale:
+            print(f"{results_dir}: {stale}", file=sys.stderr)
+        if (results_dir / "tune").exists() != resuming or (not resuming and not folder_is_free(results_dir)):
+            # Another driver started this search between our checks and the lock.
+            raise UsageError(f"{results_dir} was started by another driver meanwhile; "
+                             "to continue it, rerun with --resume")
+        print(f"search {name}: {method} on {stream.name} ({stream.num_tasks} tasks, {stream.num_classes} classes), "
+              f"{args.trials} trials, objectives {', '.join(f'{n} ({s})' for n, s in objectives)}")
+        print(f"results folder: {results_dir}")
+        guard = DiskGuard(results_dir, reserve=max(need.per_checkpoint * 2, 2 * MB))
+        status = run_tune(args, spec, space, objectives, stream, results_dir, resuming, guard)
+        if status == 0:
+            finish(results_dir, args, objectives, guard)
+        return status
+    finally:
+        lock.release()
+        if created and results_dir.is_dir() and not any(results_dir.iterdir()):
+            results_dir.rmdir()  # a search that never started leaves no folder
 
 
-def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming: bool) -> int:
+def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming: bool, guard: DiskGuard) -> int:
     import ray
     from ray import tune
 
@@ -432,18 +697,42 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                                  results_dir=str(results_dir), stream=stream,
                                  strategy_modules=spec["strategy_modules"], min_plasticity_margin=margin),
             resources)
-        progress = ProgressPrinter(spec["trials"], objectives, stream.num_tasks, results_dir, class_counts, margin)
+        progress = ProgressPrinter(spec["trials"], objectives, stream.num_tasks, results_dir, class_counts, margin,
+                                   max_failures=args.max_failures)
         run_config = tune.RunConfig(
-            name="tune", storage_path=str(results_dir), verbose=0, callbacks=[progress.callback],
+            name="tune", storage_path=str(results_dir), verbose=0,
+            callbacks=[progress.callback, guard.callback()],
             # A trial whose worker dies is restarted from its last per-task
             # checkpoint (search/trainable.py); one checkpoint per trial is kept.
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         )
         tune_dir = results_dir / "tune"
+        done: dict[str, dict[str, Any]] = {}
+        if resuming and not tune_state_readable(tune_dir):
+            # Tune writes its experiment state in place: a disk that filled up
+            # during that write leaves it cut short, and Tune's restore then
+            # starts from nothing. What finished is known from the trials' own
+            # records: keep those, put Tune's broken state aside, and run the
+            # rest as a new Tune experiment whose sampler is told the finished
+            # trials' results.
+            done = completed_records(results_dir)
+            aside = set_aside_tune_state(tune_dir)
+            print(f"Tune's saved state is unreadable (cut short, e.g. by a full disk); moved to {aside.name}/. "
+                  f"Kept the {len(done)} finished trial(s) from their result.json; running the other "
+                  f"{max(spec['trials'] - len(done), 0)} as a new Tune experiment")
+            resuming = False
+            if len(done) >= spec["trials"]:
+                return 0
         if resuming:
             print(f"resuming from {tune_dir}")
-            tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, resume_errored=False)
+            # Errored trials start again from scratch (restart_errored), not from
+            # their checkpoint: a trial stopped by a full disk may have a broken
+            # one, and one whose checkpoint Tune deleted fails in Ray's restore
+            # before our own fallback runs. A trial whose result.json already
+            # says completed is reported as is (search/trainable.py), a diverged
+            # one fails again at once; the others train again, same seed.
+            tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, restart_errored=True)
         else:
             metrics = [n for n, _ in objectives]
             modes = [s for _, s in objectives]
@@ -451,8 +740,11 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                 space={k: to_optuna(d) for k, d in space.items()},
                 metric=metrics if len(metrics) > 1 else metrics[0],
                 mode=modes if len(modes) > 1 else modes[0],
-                sampler=make_sampler(args.seed, spec["trials"]),
+                # After a lost Tune state the sampler starts again: offset its seed by
+                # the trials kept, or its first draw repeats the first kept trial.
+                sampler=make_sampler(args.seed + len(done), spec["trials"]),
                 num_tasks=stream.num_tasks, class_counts=class_counts, min_plasticity_margin=margin,
+                **warm_start(done, space, metrics),
             )
             scheduler = None
             if spec["asha"]:
@@ -467,17 +759,108 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                                                class_counts=class_counts, min_plasticity_margin=margin)
             tuner = tune.Tuner(
                 trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=spec["trials"],
+                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                            num_samples=spec["trials"] - len(done),
                                             max_concurrent_trials=args.max_concurrent, reuse_actors=True),
                 run_config=run_config,
             )
-        grid = tuner.fit()
-        errors = len(grid.errors)
-        print(f"search finished: {len(grid)} trials, {errors} failed")
+        try:
+            grid = tuner.fit()
+        except Exception as exc:
+            # Tune's own writes (experiment state, trial logs) on a full disk end
+            # in unrelated errors (EOFError from a 0-byte pickle): name the disk.
+            if is_disk_full(exc) or guard.low():
+                raise guard.error() from None
+            raise
+        if guard.full or any(is_disk_full(e) for e in grid.errors):
+            save_trials_csv_quietly(results_dir)
+            raise guard.error()
         set_aside_orphans(results_dir, known_trial_ids(grid))
+        counts = count_statuses(results_dir)
+        print(f"search finished: {len(grid)} trials in Tune, " +
+              ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+        if counts and not counts.get("completed") and not counts.get("truncated"):
+            save_trials_csv_quietly(results_dir)
+            raise UserError(f"every trial of the search failed ({', '.join(f'{v} {k}' for k, v in counts.items())}); "
+                            f"the reasons are in trials.csv and {results_dir / 'trials'}/*/result.json")
         return 0
     finally:
         ray.shutdown()
+
+
+def tune_state_readable(tune_dir: Path) -> bool:
+    """Whether Tune's newest experiment state (a JSON file Tune writes in place)
+    is whole. A cut-short one makes ``Tuner.restore`` start from no trials."""
+    states = sorted(tune_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return False
+    try:
+        json.loads(states[-1].read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def set_aside_tune_state(tune_dir: Path) -> Path:
+    n = 1
+    target = tune_dir.with_name("tune.unreadable")
+    while target.exists():
+        n += 1
+        target = tune_dir.with_name(f"tune.unreadable.{n}")
+    os.replace(tune_dir, target)
+    return target
+
+
+def completed_records(results_dir: Path) -> dict[str, dict[str, Any]]:
+    """trial id -> result.json of every trial whose own record says completed."""
+    from search.trainable import record_on_disk
+
+    out = {}
+    for f in sorted((results_dir / "trials").glob("*/result.json")):
+        record = record_on_disk(f)
+        if record.get("status") == "completed" and isinstance(record.get("params"), dict):
+            out[f.parent.name] = record
+    return out
+
+
+def warm_start(done: dict[str, dict[str, Any]], space: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
+    """The finished trials for the searcher (search/searcher.py: their searched
+    knobs and objective values), so a new experiment samples as if it had seen them."""
+    if not done:
+        return {}
+    from search.trainable import record_metrics
+
+    import math
+
+    finished = []
+    for record in done.values():
+        values = record_metrics(record)
+        objective = [values[m] for m in metrics]
+        if all(k in record["params"] for k in space) and all(math.isfinite(v) for v in objective):
+            finished.append(({k: record["params"][k] for k in space}, objective))
+    return {"finished": finished}
+
+
+def count_statuses(results_dir: Path) -> dict[str, int]:
+    """Trials by the status their own result.json gives (what trials.csv will say)."""
+    from analysis.results import trials_frame_from_results
+
+    try:
+        df = trials_frame_from_results(results_dir)
+    except (UserError, OSError):
+        return {}
+    return {str(k): int(v) for k, v in df["status"].value_counts().items()} if len(df) else {}
+
+
+def save_trials_csv_quietly(results_dir: Path) -> None:
+    """trials.csv when the search ends early; on a full disk it may not fit
+    (the result.json files it comes from are there either way)."""
+    from analysis.results import write_trials_csv
+
+    try:
+        write_trials_csv(results_dir)
+    except (OSError, UserError):
+        pass
 
 
 def known_trial_ids(grid) -> set[str]:
@@ -500,7 +883,15 @@ def set_aside_orphans(results_dir: Path, known: set[str]) -> list[str]:
     trials_dir = results_dir / "trials"
     if not known or not trials_dir.is_dir():
         return []
-    orphans = sorted(d.name for d in trials_dir.iterdir() if d.is_dir() and d.name not in known)
+    # A finished trial is known from its own result.json: one Tune's state lost
+    # (a driver stopped between the trial's last write and Tune's snapshot) is
+    # kept, never set aside.
+    from search.trainable import completed_on_disk
+    unknown = sorted(d.name for d in trials_dir.iterdir() if d.is_dir() and d.name not in known)
+    kept = [n for n in unknown if completed_on_disk(trials_dir / n / "result.json")]
+    if kept:
+        print(f"kept {len(kept)} finished trial(s) that Tune's saved state did not list: {', '.join(kept)}")
+    orphans = [n for n in unknown if n not in kept]
     for name in orphans:
         target = results_dir / "trials_orphaned" / name
         n = 1
@@ -510,15 +901,21 @@ def set_aside_orphans(results_dir: Path, known: set[str]) -> list[str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(trials_dir / name, target)
     if orphans:
-        print(f"set aside {len(orphans)} trial folder(s) that a killed driver had started after its last saved "
-              f"state (Tune ran replacements): {', '.join(orphans)} -> trials_orphaned/")
+        print(f"set aside {len(orphans)} unfinished trial folder(s) that Tune's saved state does not list (started "
+              f"after its last snapshot by a killed driver, or before a state a full disk cut short; Tune ran "
+              f"replacements): {', '.join(orphans)} -> trials_orphaned/")
     return orphans
 
 
-def finish(results_dir: Path, args, objectives) -> None:
+def finish(results_dir: Path, args, objectives, guard: DiskGuard) -> None:
     from analysis.results import load_search, write_trials_csv
 
-    write_trials_csv(results_dir)
+    try:
+        write_trials_csv(results_dir)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise guard.error() from None
+        raise
     results = load_search(results_dir)
     df = results.trials
     print(f"trials.csv: {len(df)} rows, by status: " + ", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()))

@@ -6,7 +6,8 @@ trial reported last -- also for a trial that raised after reporting (a diverged
 run) and for a trial an ASHA scheduler stopped after its first task, whose
 forgetting looks perfect. Either would mislead the sampler. Here
 an errored trial is told as FAIL and a truncated one (fewer tasks done than the
-stream has) as PRUNED; the sampler then learns only from full runs.
+stream has) as PRUNED; the sampler then learns only from full runs. A trial
+told once is not told again (a failed trial restarted by ``--resume``).
 
 A trial that did not learn (``core.feasibility``: its task-IL plasticity is not
 the margin above chance) has ~0 forgetting because it has nothing to forget,
@@ -39,10 +40,17 @@ from core.feasibility import CONSTRAINT_KEY, DEFAULT_MARGIN, REPORT_KEY, check_p
 
 class FullRunOptunaSearch(OptunaSearch):
     """``class_counts``: classes of each task of the stream (the rule's chance
-    levels); ``min_plasticity_margin``: the rule's margin, 0 = off."""
+    levels); ``min_plasticity_margin``: the rule's margin, 0 = off.
+    ``finished``: (searched knobs, objective values) of trials that ended
+    before this searcher existed (a search whose Tune state was lost); told to
+    the study as COMPLETE so sampling goes on from them. Ray's own
+    ``evaluated_rewards`` cannot do this: it passes one value, and a Pareto
+    search has several."""
 
     def __init__(self, *args: Any, num_tasks: int, class_counts: Sequence[int] | None = None,
-                 min_plasticity_margin: float = DEFAULT_MARGIN, **kwargs: Any) -> None:
+                 min_plasticity_margin: float = DEFAULT_MARGIN,
+                 finished: list[tuple[dict[str, Any], list[float]]] | None = None, **kwargs: Any) -> None:
+        self._finished = list(finished or [])
         super().__init__(*args, **kwargs)
         self.num_tasks = num_tasks
         self.class_counts = list(class_counts) if class_counts is not None else None
@@ -51,7 +59,21 @@ class FullRunOptunaSearch(OptunaSearch):
         # trials; kept here so the value survives in the searcher's saved state).
         self.constraints: dict[str, float] = {}
 
+    def _setup_study(self, mode: Any) -> None:
+        super()._setup_study(mode)
+        for params, values in self._finished:
+            self._ot_study.add_trial(optuna.trial.create_trial(
+                state=optuna.trial.TrialState.COMPLETE, values=list(values), params=params,
+                distributions=self._space))
+        self._finished = []  # once, even if the study is set up again
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        ot_trial = getattr(self, "_ot_trials", {}).get(trial_id)
+        if ot_trial is not None and self._ot_study.trials[ot_trial.number].state.is_finished():
+            # Told already: a trial that errored (a full disk) and was restarted
+            # on --resume (restart_errored) ends a second time; Optuna refuses a
+            # second tell of a finished trial, and the first one stands.
+            return
         if not error and result is not None and trial_id in self._ot_trials:
             self._set_constraint(trial_id, result)
         if error:

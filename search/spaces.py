@@ -58,6 +58,12 @@ def parse_range(method: str, item: str, space: dict[str, Dist]) -> tuple[str, Di
         # A categorical over lists would hand Optuna non-scalar choices.
         raise ConfigError(f"--range {key}: a list knob is not searched; fix it with --set {key}=a,b")
     base = space.get(key)
+    if "(" in text or ")" in text:
+        # "lr=log(0.001,1)" would otherwise be split at its comma into two odd choices.
+        scale = f" ({key} is searched on a {'log' if base is not None and base.log else 'linear'} scale)" \
+            if base is not None and base.type != "categorical" else ""
+        raise ConfigError(f"--range {key}={text}: write a range as {key}=low:high, the scale comes from the "
+                          f"search space{scale}")
     if ":" in text:
         lo_txt, _, hi_txt = text.partition(":")
         if not lo_txt.strip() or not hi_txt.strip() or ":" in hi_txt:

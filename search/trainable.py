@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 import os
 import socket
 import tempfile
@@ -146,7 +147,7 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
             tune.report(tune_metrics(state.result), checkpoint=tune.Checkpoint.from_directory(tmp))
 
     _raise_if_diverged_before(out_file)  # outside the try: keep the record as it is
-    finished = _record_on_disk(out_file)
+    finished = record_on_disk(out_file)
     if finished.get("status") == "completed" and finished.get("params") == params:
         # Finished before its driver stopped, but Tune's last checkpoint of it
         # predates the end (the driver was stopped between the trial's last
@@ -171,7 +172,7 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
             # the final metrics again so this attempt ends with them. A finished
             # record already on disk is kept as it is (same numbers: the resume is
             # bit-identical), so a resumed search never rewrites a finished trial.
-            if not _completed_on_disk(out_file):
+            if not completed_on_disk(out_file):
                 save(result)
             tune.report(tune_metrics(result))
     except Exception as exc:
@@ -202,9 +203,13 @@ def _restore(checkpoint, stream, load_state, state_file: str):
             return load_state(Path(folder) / state_file, stream)
     except FileNotFoundError:
         return None
+    except (EOFError, RuntimeError, ValueError, pickle.UnpicklingError):
+        # A checkpoint cut short (a full disk while Tune copied it in): the same
+        # fallback, from scratch.
+        return None
 
 
-def _record_on_disk(out_file: Path) -> dict[str, Any]:
+def record_on_disk(out_file: Path) -> dict[str, Any]:
     """The trial's result.json as an earlier attempt left it ({} when there is
     none or it cannot be read)."""
     try:
@@ -214,8 +219,8 @@ def _record_on_disk(out_file: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
-def _completed_on_disk(out_file: Path) -> bool:
-    return _record_on_disk(out_file).get("status") == "completed"
+def completed_on_disk(out_file: Path) -> bool:
+    return record_on_disk(out_file).get("status") == "completed"
 
 
 def _raise_if_diverged_before(out_file: Path) -> None:
@@ -223,6 +228,6 @@ def _raise_if_diverged_before(out_file: Path) -> None:
     a NaN/inf loss is deterministic, so training again would only repeat it.
     (Other exceptions are retried from the last checkpoint: an out-of-memory
     error, for one, may not recur.)"""
-    previous = _record_on_disk(out_file)
+    previous = record_on_disk(out_file)
     if previous.get("status") == "diverged":
         raise TrialFailed(previous.get("error") or "diverged")

@@ -340,11 +340,31 @@ def _evaluate_task(strategy: Strategy, stream: Stream, t: int, result: RunResult
 
 # -- the run ------------------------------------------------------------------------------
 
+def check_eval_split(stream: Stream, split: str) -> None:
+    """Every task must have images in the split it is scored on; the message
+    says why this one has none, so the hint fits the case. The command lines
+    call it before Ray starts or training begins."""
+    empty = [t.task_id for t in stream.tasks if len(getattr(t, split)) == 0]
+    if not empty:
+        return
+    where = f"task{'s' if len(empty) > 1 else ''} {', '.join(str(t + 1) for t in empty)} of {stream.num_tasks}"
+    if split == "test":
+        raise ConfigError(f"{where} {'have' if len(empty) > 1 else 'has'} no test images (the dataset has none for "
+                          f"their classes): evaluate on the validation split (--eval val) or use data with a test set")
+    fraction = stream.val_fraction
+    if not fraction:
+        raise ConfigError(f"eval_split='val' but the validation fraction is 0: use --val-fraction > 0 or evaluate on test")
+    grouped = "by track" if stream.info.get("val_split") == "group" or getattr(stream, "val_split", None) == "group" \
+        else "by image"
+    raise ConfigError(f"{where} got no validation images with --val-fraction {fraction:g}: the split is made "
+                      f"{grouped} and a class needs at least 2 {'tracks' if grouped == 'by track' else 'images'} "
+                      f"to give one to validation (each class there has one)")
+
+
 def _stream_on_device(stream: Stream, device: torch.device, split: str) -> Stream:
     """The stream with every split on the training device (uint8, so it fits),
     after checking that every task has images in the evaluation split."""
-    if any(len(getattr(t, split)) == 0 for t in stream.tasks):
-        raise ConfigError(f"eval_split={split!r} but some task has no {split} images (use a validation fraction > 0 or eval on test)")
+    check_eval_split(stream, split)
     tasks = [dataclasses.replace(t, train=t.train.to(device), val=t.val.to(device), test=t.test.to(device))
              for t in stream.tasks]
     return dataclasses.replace(stream, tasks=tasks)

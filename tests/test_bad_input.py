@@ -10,7 +10,7 @@ data files and results folders, some of them broken. Every row must:
 - leave the workspace exactly as it was: every path, its bytes (sha256) and its
   mtime, so nothing was written, replaced, touched or created -- no results
   folder from a search that failed, no crash log in the working directory;
-- fail before Ray starts and before any training: the subprocesses see a
+- fail before Ray starts (and before any lock is taken) and before any training: the subprocesses see a
   poisoned ``ray`` package first on PYTHONPATH (importing it raises), and
   training would write under the workspace (caught by the snapshot).
 
@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -40,11 +41,13 @@ from tests.fixtures_results import write_search_fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIS = {"run": ROOT / "search" / "run.py", "rerun": ROOT / "search" / "rerun.py",
-        "report": ROOT / "analysis" / "report.py"}
+        "rerun-dir": ROOT / "search" / "rerun.py", "report": ROOT / "analysis" / "report.py"}
 # Every run.py / rerun.py row works on the synthetic stream (3 tasks, 6 classes, 360 training images)
 # unless it names --dataset gtsrb; outputs go under the workspace.
 BASE = {"run": ["--dataset", "synthetic", "--epochs", "1", "--results-root", "{ws}/results"],
         "rerun": ["--dataset", "synthetic", "--epochs", "1", "--threads", "1", "--quiet", "--out", "{ws}/out"],
+        # rerun of a search folder: the protocol comes from its search.json
+        "rerun-dir": ["--threads", "1", "--quiet"],
         "report": []}
 GTSRB = ["--dataset", "gtsrb", "--data-dir"]
 POISON = 'raise RuntimeError("bad-input test: Ray was imported, so this case did not fail before Ray starts")\n'
@@ -108,7 +111,71 @@ CASES = [
     ("report", ["{ws}/results/old"], "has format 'clsearch-search/0'; this version reads 'clsearch-search/2'"),
     ("rerun", ["{ws}/results/old", "--seeds", "1"], "has format 'clsearch-search/0'; this version reads 'clsearch-search/2'"),
     ("run", ["--method", "icarl", "--name", "old"], "search.json is from another version (clsearch-search/0)"),
+    # -- issue "reliability": paths that cannot be folders (were crashes, some after the work)
+    ("run", ["--method", "icarl", "--name", "n" * 300], "--name is 300 bytes long; a folder name on"),
+    ("run", ["--method", "icarl", "--name", "a/b"], "--name 'a/b' must be a plain folder name"),
+    ("run", ["--method", "icarl", "--results-root", "{ws}/afile"], "--results-root {ws}/afile: {ws}/afile is a file, not a folder"),
+    ("run", ["--method", "icarl", "--results-root", "{ws}/afile/deeper"], "{ws}/afile is a file, not a folder"),
+    ("rerun", ["--method", "icarl", "--out", "{ws}/afile"], "--out {ws}/afile is a file, not a folder"),
+    ("rerun-dir", ["{ws}/results/good", "--seeds", "1", "--out", "{ws}/afile"], "--out {ws}/afile is a file, not a folder"),
+    ("rerun", ["--method", "icarl", "--out", "{ws}/afile/deeper"], "cannot create the folder {ws}/afile/deeper"),
+    # seeds out of range (run.py used to fail only after Ray started, leaving a folder behind)
+    ("run", ["--method", "icarl", "--seed", "-1"], "--seed must be in 0..2147483647, got -1"),
+    ("run", ["--method", "icarl", "--seed", "4294967296"], "--seed must be in 0..2147483647, got 4294967296"),
+    ("rerun", ["--method", "icarl", "--seed", "-1"], "seed=-1 is below its minimum 0"),
+    # options a rerun of a search would silently ignore
+    ("rerun-dir", ["{ws}/results/good", "--epochs", "3"], "--epochs cannot be changed when rerunning the search"),
+    ("rerun-dir", ["{ws}/results/good", "--dataset", "gtsrb"], "--dataset cannot be changed when rerunning the search"),
+    ("rerun-dir", ["{ws}/results/good", "--eval", "val"], "--eval cannot be changed when rerunning the search"),
+    ("rerun-dir", ["{ws}/results/good", "--val-fraction", "0.3"], "--val-fraction cannot be changed when rerunning"),
+    ("rerun-dir", ["{ws}/results/good", "--method", "icarl"], "give either RESULTS_DIR (rerun a search's configs) or --method/--set"),
+    ("rerun-dir", ["{ws}/results/good", "--pick", "999"], "--pick '999': no such trial"),
+    # a class without training images must not shift "the first N classes"
+    ("run", ["--method", "icarl", *GTSRB, "{ws}/data/noclass"], "classes=40: class id(s) 5 of the first 40 have no training image"),
+    ("rerun", ["--method", "icarl", *GTSRB, "{ws}/data/noclass"], "classes=40: class id(s) 5 of the first 40 have no training image"),
+    # streams that cannot be scored, found before Ray or training starts, with the hint that fits
+    ("run", ["--method", "icarl", *GTSRB, "{ws}/data/onetrack"], "got no validation images with --val-fraction 0.1: the split is made by track"),
+    ("rerun", ["--method", "icarl", "--eval", "val", *GTSRB, "{ws}/data/onetrack"], "got no validation images with --val-fraction 0.1"),
+    ("rerun", ["--method", "icarl", *GTSRB, "{ws}/data/notest"], "have no test images (the dataset has none for their classes)"),
+    ("rerun", ["--method", "icarl", "--eval", "val", "--val-fraction", "0"], "the validation fraction is 0"),
+    ("run", ["--method", "icarl", "--val-fraction", "0"], "a search needs a validation split"),
+    # ranges written as a function call, not split at their comma
+    ("run", ["--method", "icarl", "--range", "lr=log(0.001,1)"], "--range lr=log(0.001,1): write a range as lr=low:high"),
+    ("run", ["--method", "icarl", "--range", "memory=100"], "--range memory=100: give at least two choices"),
+    ("run", ["--method", "icarl", "--set", "lr"], "--set 'lr' must look like key=value"),
+    ("run", ["--method", "icarl", "--set", "lr=0.1", "--set", "lr=0.2"], "--set 'lr' given twice"),
+    ("run", ["--method", "icarl", "--set", "lr=0.1", "--range", "lr=0.2:0.3"], "lr is both fixed (--set) and searched (--range)"),
+    # argparse mistakes: one error line too, never the usage block
+    ("run", ["--method", "icarl", "--task-sizes", "-2,12"], "argument --task-sizes: expected one argument (a value starting with '-' must be attached"),
+    ("run", ["--method", "icarl", "--task-sizes=-2,12"], "task_sizes=-2 is below its minimum 1"),
+    ("run", ["--method", "icarl", "--task-sizes", "2,x"], "--task-sizes '2,x' must be comma-separated integers"),
+    ("run", ["--method", "icarl", "--trials", "abc"], "argument --trials: invalid int value: 'abc'"),
+    ("run", ["--method", "icarl", "--trails", "5"], "unrecognized arguments: --trails 5"),
+    ("rerun", ["--method", "icarl", "--eval", "train"], "argument --eval: invalid choice: 'train'"),
+    ("report", [], "the following arguments are required: RESULTS_DIR"),
+    ("report", ["{ws}/results/good", "--colour", "lr"], "unrecognized arguments: --colour lr"),
+    # other flags checked before anything starts
+    ("run", ["--method", "icarl", "--max-failures", "-2"], "--max-failures must be -1 (unlimited) or at least 0, got -2"),
+    ("run", ["--method", "icarl", "--max-concurrent", "0"], "--max-concurrent must be at least 1, got 0"),
+    ("run", ["--method", "icarl", "--gpus-per-trial", "-1"], "--gpus-per-trial must be >= 0, got -1"),
+    ("run", ["--method", "icarl", "--objectives", "final_acc,final_acc"], "give each objective once"),
+    ("run", ["--method", "icarl", "--objectives", "accuracy"], "unknown objective 'accuracy'"),
+    ("run", ["--method", "icarl", "--asha", "memory"], "--asha 'memory': choose one of"),
+    ("run", ["--method", "icarl", "--name", "nothing", "--resume"], "nothing to resume: {ws}/results/nothing has no search state"),
+    ("run", ["--method", "icarl", "--name", "good"], "already exists and is not a search to resume"),
+    ("report", ["{ws}/results/good", "--color", "nosuch"], "nosuch"),
+    # a folder another process holds (lock file naming a live pid on this host)
+    ("run", ["--method", "icarl", "--name", "lockedempty"], "{ws}/results/lockedempty is in use by another process (pid 1 on"),
+    ("report", ["{ws}/results/locked"], "{ws}/results/locked is in use by another process (pid 1 on"),
+    ("rerun-dir", ["{ws}/results/locked", "--seeds", "1"], "{ws}/results/locked is in use by another process (pid 1 on"),
+    ("rerun", ["--method", "icarl", "--out", "{ws}/results/lockedempty"], "{ws}/results/lockedempty is in use by another process"),
 ]
+# No GPU here: --device cuda must be refused, not run on the CPU while recording "cuda".
+if not Path("/dev/nvidia0").exists():
+    CASES += [
+        ("run", ["--method", "icarl", "--device", "cuda"], "device 'cuda' requested but CUDA is not available"),
+        ("rerun", ["--method", "icarl", "--device", "cuda:1"], "device 'cuda:1' requested but CUDA is not available"),
+    ]
 
 
 def _tiny_gtsrb(**replace: np.ndarray) -> dict[str, np.ndarray]:
@@ -155,6 +222,27 @@ def template(tmp_path_factory) -> Path:
     spec["format"] = "clsearch-search/0"
     (old / "search.json").write_text(json.dumps(spec, indent=1))
     (old / "tune").mkdir()                      # Tune state: run.py --name old tries to resume it
+
+    # the reliability rows: a file where a folder is expected, data whose stream
+    # cannot be scored, a class without training images, folders held by a live process
+    (ws / "afile").write_text("not a folder\n")
+    keep = good["y_train"] != 5
+    broken = {
+        "noclass": _tiny_gtsrb(x_train=good["x_train"][keep], y_train=good["y_train"][keep],
+                               track_train=good["track_train"][keep]),
+        "onetrack": _tiny_gtsrb(track_train=(good["y_train"].astype(np.int32) * 10000)),  # one track per class
+        "notest": _tiny_gtsrb(x_test=good["x_test"][20:], y_test=good["y_test"][20:]),     # classes 0..19: no test image
+    }
+    for name, arrays in broken.items():
+        (data / name).mkdir()
+        np.savez_compressed(data / name / "gtsrb32.npz", **arrays)
+    write_search_fixture(results / "good")
+    write_search_fixture(results / "locked")
+    (results / "lockedempty").mkdir()
+    holder = json.dumps({"pid": 1, "host": socket.gethostname(), "started": "2026-01-01 00:00:00",
+                         "purpose": "search", "command": "search/run.py (the bad-input test's stand-in)"})
+    for folder in ("locked", "lockedempty"):
+        (results / folder / ".clsearch.lock").write_text(holder)
 
     (ws / "poison" / "ray").mkdir(parents=True)
     (ws / "poison" / "ray" / "__init__.py").write_text(POISON)

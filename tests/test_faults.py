@@ -316,7 +316,7 @@ def test_killed_driver_resumes_with_every_trial_kept_and_none_duplicated(tmp_pat
     if newcomer in final:  # Tune knew the trial: it continued it from its checkpoint
         assert final[newcomer]["status"] == "completed" and not orphaned
     else:  # Tune never heard of it: it ran a replacement; its files are set aside
-        assert orphaned and "set aside 1 trial folder(s)" in again.stdout
+        assert orphaned and "set aside 1 unfinished trial folder(s)" in again.stdout
     print(f"driver killed with {len(before)} trial(s) completed and {newcomer} on disk "
           f"({len(on_disk[newcomer]['acc_task_il']) if newcomer in on_disk else 0} task(s)), "
           f"{'in' if in_snapshot else 'not in'} Tune's last snapshot; resumed: {len(df)} trials; "
