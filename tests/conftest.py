@@ -1,4 +1,4 @@
-"""Shared pytest fixtures.
+"""Shared pytest fixtures and hooks.
 
 ``tiny_stream``: the small synthetic stream of the strategy tests.
 
@@ -11,12 +11,23 @@ session through ``datasets.load_gtsrb()``, which looks in ``$CL_DATA_DIR`` and
 they are skipped, except when ``CL_REQUIRE_REAL_DATA=1`` (CI): a skipped real-data
 test must not be mistaken for a passing one there, so it fails instead. A file
 that is present but broken always fails (that is a real problem, not absence).
+
+Process-wide state: ``pytest_runtest_setup``/``pytest_runtest_teardown`` below
+fail the test after which the SIGTERM/SIGINT handlers, a few environment
+variables or Ray's ``ray.init`` state differ from what they were before its
+setup, then put them back so the leak stops at that test.
 """
 from __future__ import annotations
 
 import os
+import signal
+import sys
 
 import pytest
+
+# pytester runs a small pytest session in-process: tests/test_conftest_hooks.py uses
+# it to check the hooks below (that they can fail, and what they say).
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(scope="session")
@@ -63,3 +74,94 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# -- process-wide state must not leak from one test into the next ---------------------
+#
+# A test (or a fixture it set up) that changes one of these and does not put it
+# back changes every later test in the session: Ray installs its own SIGTERM
+# handler (exit after killing "its" processes) when a node starts in-process,
+# and such a handler outliving its test once turned a later test's SIGTERM into
+# a failure under load. Checked around each test's whole setup-call-teardown
+# rather than in a function-scoped fixture: a module-scoped fixture is set up
+# before and torn down after every function fixture, so a function fixture would
+# see its change as "already there" and its teardown as "not yet done". A
+# module-scoped fixture that changes them is therefore reported against the
+# first test that set it up: do such work in a subprocess.
+
+WATCHED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Thread counts change the speed and the float results of torch/numpy; the
+# others decide which data, which Ray cluster and which Ray temp folder a later
+# test (or its subprocesses, which inherit them) uses.
+WATCHED_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
+               "RAY_ADDRESS", "RAY_TMPDIR", "RAY_AUTH_MODE", "CL_DATA_DIR", "CL_REQUIRE_REAL_DATA")
+_STATE = pytest.StashKey[dict]()
+
+
+def _ray_initialized() -> bool:
+    ray = sys.modules.get("ray")  # never imported by the check itself: importing Ray takes seconds
+    return bool(ray is not None and getattr(ray, "is_initialized", lambda: False)())
+
+
+def _process_state() -> dict:
+    state = {f"{signal.Signals(s).name} handler": signal.getsignal(s) for s in WATCHED_SIGNALS}
+    state.update({f"${name}": os.environ.get(name) for name in WATCHED_ENV})
+    state["ray.init"] = _ray_initialized()
+    return state
+
+
+def _describe(value) -> str:
+    """A handler or value as a reader can find it: SIG_DFL, or module.qualname of a function."""
+    if isinstance(value, signal.Handlers):
+        return value.name
+    if callable(value):
+        module = getattr(value, "__module__", None) or "?"
+        return f"{module}.{getattr(value, '__qualname__', repr(value))}"
+    return repr(value)
+
+
+def _restore(before: dict) -> None:
+    for sig in WATCHED_SIGNALS:
+        handler = before[f"{signal.Signals(sig).name} handler"]
+        if handler is not None:  # None: set outside Python, cannot be set back from here
+            signal.signal(sig, handler)
+    for name in WATCHED_ENV:
+        value = before[f"${name}"]
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    if not before["ray.init"] and _ray_initialized():
+        sys.modules["ray"].shutdown()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item):
+    # A wrapper runs before every plain setup hook, the skip/xfail ones included,
+    # so the state is recorded for every test that gets a teardown.
+    item.stash[_STATE] = _process_state()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    before = item.stash.get(_STATE, None)
+    try:
+        result = yield  # function fixtures, and module/session ones that end with this test
+    except BaseException:
+        if before is not None:
+            _restore(before)  # the teardown's own error is the one to report
+        raise
+    if before is None:
+        return result
+    problems = []
+    after = _process_state()
+    changed = [f"{key}: before {_describe(before[key])}, after {_describe(after[key])}"
+               for key in before if before[key] != after[key]]
+    if changed:
+        _restore(before)
+        problems.append("changed process-wide state and did not put it back; restored for the next tests. "
+                        "Restore it, or do this in a subprocess:\n  " + "\n  ".join(changed))
+    if problems:
+        pytest.fail(f"{item.nodeid} (or a fixture it set up) " + "\nIt also ".join(problems), pytrace=False)
+    return result
