@@ -45,7 +45,8 @@ CLUSTER_PROCESS = [sys.executable, str(ROOT / "tests" / "cluster_process.py")]
 # machine. 40 epochs: ~5 s a trial, ~8 s for a worker's first one.
 EPOCHS = "40"
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="Ray's multi-node cluster utilities need Linux/macOS")
+pytestmark = [pytest.mark.slow,  # a Ray cluster and searches on it, in subprocesses
+              pytest.mark.skipif(sys.platform == "win32", reason="Ray's multi-node cluster utilities need Linux/macOS")]
 
 
 @pytest.fixture(scope="module")

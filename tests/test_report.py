@@ -396,6 +396,7 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     ("other_format", "clsearch-search/99"),
     ("no_trials", "no trials"),
 ])
+@pytest.mark.slow  # subprocess: analysis/report.py
 def test_cli_errors_are_one_line_exit_2(tmp_path, kind, message):
     d = _bad_folder(tmp_path, kind)
     proc = _cli([str(d)], cwd=tmp_path)        # run from elsewhere: the script finds the project itself
@@ -405,6 +406,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, kind, message):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
+@pytest.mark.slow  # subprocess: analysis/report.py
 def test_cli_writes_the_report_and_prints_its_path(tmp_path):
     # a small folder (3 completed trials: no importance step) keeps this subprocess quick
     d = write_search_fixture(tmp_path / "small", trials=[t for t in TRIALS if t["n"] in (0, 1, 2, 5, 8)])

@@ -280,6 +280,7 @@ def test_a_bad_record_is_named_and_excluded(tmp_path, capsys, case: RecordCase):
         assert final == {trial_id(1): "70.0", trial_id(0): "60.0", trial_id(2): "50.0"}
 
 
+@pytest.mark.slow  # subprocess: analysis/report.py
 def test_the_cli_prints_one_warning_and_exits_0(tmp_path):
     """The command itself (not main in-process): exit 0, the report's path on
     stdout, one warning line on stderr, nothing else."""
