@@ -89,6 +89,7 @@ def _run_interrupted(method, stream, cfg, folder: Path, stop_after: int, overrid
 # -- a: interrupted and resumed runs are bit-identical --------------------------------
 
 @pytest.mark.parametrize("method, overrides", CASES, ids=[m + ("+" + ",".join(o) if o else "") for m, o in CASES])
+@pytest.mark.slow  # 3 runs per case, default configs: 1-13 s of CPU each, 34 s for the 11
 def test_run_resumed_after_an_interruption_is_bit_identical(method, overrides, stream, tmp_path):
     cfg = tiny_loop_config(augment="crop")  # the loop's generator also drives the crops
     reference_strategy = make_strategy(method, overrides, stream, cfg)
@@ -358,6 +359,7 @@ def _search_folder(tmp_path: Path) -> Path:
     return out
 
 
+@pytest.mark.slow  # a training run and a full report: ~8 s of CPU
 def test_full_disk_midway_keeps_the_previous_result_and_checkpoint(tmp_path, stream, monkeypatch):
     from analysis.report import build_report
     from analysis.results import trials_frame_from_results
