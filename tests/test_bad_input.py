@@ -273,6 +273,7 @@ def snapshot(root: Path) -> dict[str, tuple]:
 
 @pytest.mark.parametrize("cli, args, message", CASES,
                          ids=[f"{c}:{' '.join(a)}" for c, a, _ in CASES])
+@pytest.mark.slow  # subprocess: one CLI run per case
 def test_bad_input_is_one_line_and_changes_nothing(template, tmp_path, cli, args, message):
     ws = tmp_path / "ws"
     shutil.copytree(template, ws, symlinks=True)

@@ -7,11 +7,17 @@ run two at a time by using both nodes. The search driver is a subprocess that
 connects with ``--address``, as a user on a cluster's head would; the project's
 code reaches the trial workers as Ray's ``working_dir``.
 
-Ray's state of this cluster lives in a private temp folder (``RAY_TMPDIR``):
-``Cluster`` writes its address to ``<temp>/ray/ray_current_cluster``, and in
-the shared /tmp/ray that file would make every later plain ``ray.init()`` on
-the machine (another search, the other tests) join this cluster or, once it is
-gone, fail to connect. Only the processes this fixture started are stopped.
+The cluster runs in a process of its own (tests/cluster_process.py), not in
+pytest's: a Ray node started in a process installs Ray's SIGTERM handler and
+atexit hooks there, which outlive ``Cluster.shutdown()`` (in pytest's process
+the handler turned a later test's SIGTERM into a failure under load).
+
+Ray's state of this cluster lives in a private temp folder (``RAY_TMPDIR``, set
+for the cluster's and the driver's processes only): ``Cluster`` writes its
+address to ``<temp>/ray/ray_current_cluster``, and in the shared /tmp/ray that
+file would make every later plain ``ray.init()`` on the machine (another search,
+the other tests) join this cluster or, once it is gone, fail to connect. Only
+the processes this fixture started are stopped.
 """
 from __future__ import annotations
 
@@ -19,9 +25,11 @@ import collections
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +37,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = [sys.executable, str(ROOT / "search" / "run.py")]
+CLUSTER_PROCESS = [sys.executable, str(ROOT / "tests" / "cluster_process.py")]
 # Each trial must outlast a trial worker's start-up on the other node (1-3 s
 # here): with reuse_actors Tune hands a pending trial to an actor that just
 # became free and drops the actor still starting for it, so sub-second trials
@@ -36,44 +45,51 @@ RUN = [sys.executable, str(ROOT / "search" / "run.py")]
 # machine. 40 epochs: ~5 s a trial, ~8 s for a worker's first one.
 EPOCHS = "40"
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="Ray's multi-node cluster utilities need Linux/macOS")
+pytestmark = [pytest.mark.slow,  # a Ray cluster and searches on it, in subprocesses
+              pytest.mark.skipif(sys.platform == "win32", reason="Ray's multi-node cluster utilities need Linux/macOS")]
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head and a worker node, one CPU each; yields (cluster, environment for the driver)."""
-    from ray.cluster_utils import Cluster
-
+    """A head and a worker node, one CPU each; yields (address, node ids, environment for the driver)."""
     # Short path: Ray's unix sockets live below it (107-character limit).
-    temp_root = tempfile.mkdtemp(prefix="clray", dir="/tmp")
-    c = None
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_TMPDIR", temp_root)
-        mp.setenv("RAY_AUTH_MODE", "disabled")
-        mp.delenv("RAY_ADDRESS", raising=False)
-        try:
-            c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-            c.add_node(num_cpus=1)
-            c.wait_for_nodes(timeout=60)
-            env = dict(os.environ)
-            env.pop("CL_DATA_DIR", None)
-            yield c, env
-        finally:
-            if c is not None:
-                c.shutdown()  # kills this cluster's processes only; removes <temp>/ray/ray_current_cluster
-            shutil.rmtree(temp_root, ignore_errors=True)
+    temp_root = Path(tempfile.mkdtemp(prefix="clray", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if k not in ("CL_DATA_DIR", "RAY_ADDRESS")}
+    env.update(RAY_TMPDIR=str(temp_root), RAY_AUTH_MODE="disabled")
+    ready, log = temp_root / "ready.json", temp_root / "cluster.log"
+    proc = None
+    try:
+        with open(log, "w") as out:
+            # Its own session: if it ever has to be killed, its process group goes with it.
+            proc = subprocess.Popen([*CLUSTER_PROCESS, str(ready)], stdin=subprocess.PIPE, stdout=out,
+                                    stderr=subprocess.STDOUT, env=env, cwd=temp_root, start_new_session=True)
+        deadline = time.time() + 180
+        while not ready.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        if not ready.exists():
+            pytest.fail(f"the 2-node cluster did not come up (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
+        info = json.loads(ready.read_text())
+        yield info["address"], set(info["node_ids"]), env
+    finally:
+        if proc is not None:
+            proc.stdin.close()  # the cluster process shuts the cluster down and exits
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        shutil.rmtree(temp_root, ignore_errors=True)
 
 
 def search(cluster, tmp_path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    c, env = cluster
-    return subprocess.run([*RUN, "--address", c.address, "--dataset", "synthetic", "--epochs", EPOCHS,
+    address, _, env = cluster
+    return subprocess.run([*RUN, "--address", address, "--dataset", "synthetic", "--epochs", EPOCHS,
                            "--results-root", str(tmp_path), "--no-report", *args],
                           capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
 
 
 def test_search_on_two_nodes_spreads_its_trials(cluster, tmp_path):
-    c, _ = cluster
-    node_ids = {n.node_id for n in c.list_all_nodes()}
+    _, node_ids, _ = cluster
     assert len(node_ids) == 2
     proc = search(cluster, tmp_path, "--method", "replay", "--trials", "4", "--cpus-per-trial", "1",
                   "--name", "two-nodes")

@@ -520,6 +520,7 @@ def test_load_dataset_registry():
     assert one_line_error(excinfo) == "unknown dataset 'mnist'; known: cifar100, digits, gtsrb, npz, synthetic"
 
 
+@pytest.mark.slow  # subprocess: a fresh interpreter
 def test_import_is_light():
     """``import datasets`` must not pull in torchvision or scikit-learn."""
     import subprocess
@@ -539,6 +540,7 @@ def notebook_plan(gtsrb_arrays):
 
 
 @pytest.mark.realdata
+@pytest.mark.slow  # real GTSRB file
 def test_gtsrb_real_file(gtsrb_arrays):
     a = gtsrb_arrays
     assert a.x_train.shape == (39209, 32, 32, 3) and a.x_test.shape == (12630, 32, 32, 3)
@@ -550,6 +552,7 @@ def test_gtsrb_real_file(gtsrb_arrays):
 
 
 @pytest.mark.realdata
+@pytest.mark.slow  # real GTSRB file
 def test_gtsrb_notebook_protocol(gtsrb_arrays, notebook_plan):
     a = gtsrb_arrays
     s = build_stream(a, classes=40, num_tasks=5, val_fraction=0.1, seed=0)
@@ -573,6 +576,7 @@ def test_gtsrb_notebook_protocol(gtsrb_arrays, notebook_plan):
 
 
 @pytest.mark.realdata
+@pytest.mark.slow  # real GTSRB file
 def test_gtsrb_all_classes_five_tasks(gtsrb_arrays):
     plan = plan_stream(gtsrb_arrays, num_tasks=5, val_fraction=0.0)
     assert [len(t.classes) for t in plan.tasks] == [9, 9, 9, 8, 8]

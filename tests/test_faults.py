@@ -89,6 +89,7 @@ def _run_interrupted(method, stream, cfg, folder: Path, stop_after: int, overrid
 # -- a: interrupted and resumed runs are bit-identical --------------------------------
 
 @pytest.mark.parametrize("method, overrides", CASES, ids=[m + ("+" + ",".join(o) if o else "") for m, o in CASES])
+@pytest.mark.slow  # 3 runs per case, default configs: 1-13 s of CPU each, 34 s for the 11
 def test_run_resumed_after_an_interruption_is_bit_identical(method, overrides, stream, tmp_path):
     cfg = tiny_loop_config(augment="crop")  # the loop's generator also drives the crops
     reference_strategy = make_strategy(method, overrides, stream, cfg)
@@ -209,6 +210,7 @@ def _direct_run_matrices(results_dir: Path, d: dict) -> tuple[list, list]:
 
 # -- b: a trial's worker SIGKILLed mid-run ---------------------------------------------
 
+@pytest.mark.slow  # Ray search in a subprocess
 def test_killed_trial_worker_is_resumed_from_its_last_task_checkpoint(tmp_path):
     name = "workerkill"
     args = [*RUN, "--dataset", "synthetic", "--cpus-per-trial", "1", "--results-root", str(tmp_path),
@@ -256,6 +258,7 @@ def test_killed_trial_worker_is_resumed_from_its_last_task_checkpoint(tmp_path):
 
 # -- c: the driver SIGKILLed mid-search, then --resume ----------------------------------------
 
+@pytest.mark.slow  # Ray searches in subprocesses
 def test_killed_driver_resumes_with_every_trial_kept_and_none_duplicated(tmp_path):
     """The moment of the kill is chosen: just after the driver starts a new trial
     (its "started" line), the driver is frozen (SIGSTOP) until that trial's worker
@@ -356,6 +359,7 @@ def _search_folder(tmp_path: Path) -> Path:
     return out
 
 
+@pytest.mark.slow  # a training run and a full report: ~8 s of CPU
 def test_full_disk_midway_keeps_the_previous_result_and_checkpoint(tmp_path, stream, monkeypatch):
     from analysis.report import build_report
     from analysis.results import trials_frame_from_results
@@ -383,6 +387,7 @@ def test_full_disk_midway_keeps_the_previous_result_and_checkpoint(tmp_path, str
     assert build_report([folder]).stat().st_size > 0
 
 
+@pytest.mark.slow  # subprocess writers
 def test_writer_killed_midway_leaves_the_old_file_and_a_harmless_temp_file(tmp_path):
     from analysis.report import build_report
     from analysis.results import load_search, trials_frame_from_results, write_trials_csv

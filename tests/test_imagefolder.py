@@ -155,6 +155,7 @@ def _rerun(*args, cwd):
                           capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
+@pytest.mark.slow  # subprocess: search/rerun.py
 def test_cli_runs_packnet_on_folders_with_vgg16(roots, tmp_path):
     """The PackNet sequence from the command line: one task per tree, vgg16, task-IL."""
     import json
@@ -172,6 +173,7 @@ def test_cli_runs_packnet_on_folders_with_vgg16(roots, tmp_path):
     assert result["acc_task_il"][1][0] == result["acc_task_il"][0][0]  # PackNet: task 1 frozen
 
 
+@pytest.mark.slow  # subprocess: search/rerun.py, one per case
 def test_cli_folder_mistakes_are_one_line_errors(roots, tmp_path):
     both = ",".join(map(str, roots))
     for args, message in [

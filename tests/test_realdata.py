@@ -13,7 +13,7 @@ import strategies  # noqa: F401
 from datasets import build_stream
 from strategies.loop import LoopConfig, make_strategy, run
 
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]  # the real file, and training on it
 
 
 @pytest.fixture(scope="module")

@@ -323,6 +323,7 @@ def test_report_html_is_self_contained(icarl_dir, icarl_report):
     assert trial_id(1) in text
 
 
+@pytest.mark.slow  # a full report: ~7 s of CPU
 def test_three_objectives_front(tmp_path):
     d = write_search_fixture(tmp_path / "s3", objectives=[["final_acc", "max"], ["forgetting", "min"],
                                                           ["memory", "min"]])
@@ -347,6 +348,7 @@ def test_importance_falls_back_with_few_trials(tmp_path):
 # report.py: comparisons and task-IL methods
 # --------------------------------------------------------------------------
 
+@pytest.mark.slow  # a report of three searches: ~9 s of CPU
 def test_comparison_of_methods_with_a_task_il_one(tmp_path):
     a = write_search_fixture(tmp_path / "icarl", method="icarl", prefix="aaaaa")
     b = write_search_fixture(tmp_path / "replay", method="replay", prefix="bbbbb")
@@ -365,6 +367,7 @@ def test_comparison_of_methods_with_a_task_il_one(tmp_path):
     assert html_text.count("data:image/png;base64,") == 5
 
 
+@pytest.mark.slow  # a report of two searches: ~4 s of CPU
 def test_task_il_only_search_goes_on_its_own_figure(tmp_path):
     p = write_search_fixture(tmp_path / "packnet", method="packnet", task_incremental_only=True)
     build_report([p], out_dir=tmp_path / "out", color="prune_ratio")
@@ -396,6 +399,7 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     ("other_format", "clsearch-search/99"),
     ("no_trials", "no trials"),
 ])
+@pytest.mark.slow  # subprocess: analysis/report.py
 def test_cli_errors_are_one_line_exit_2(tmp_path, kind, message):
     d = _bad_folder(tmp_path, kind)
     proc = _cli([str(d)], cwd=tmp_path)        # run from elsewhere: the script finds the project itself
@@ -405,6 +409,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, kind, message):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
+@pytest.mark.slow  # subprocess: analysis/report.py
 def test_cli_writes_the_report_and_prints_its_path(tmp_path):
     # a small folder (3 completed trials: no importance step) keeps this subprocess quick
     d = write_search_fixture(tmp_path / "small", trials=[t for t in TRIALS if t["n"] in (0, 1, 2, 5, 8)])

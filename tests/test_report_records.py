@@ -239,6 +239,7 @@ def _no_build_folder(root: Path) -> None:
 # --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("case", RECORD_CASES, ids=[c.id for c in RECORD_CASES])
+@pytest.mark.slow  # a full report (figures) per row: 1.5-3 s of CPU each, ~50 s for the table
 def test_a_bad_record_is_named_and_excluded(tmp_path, capsys, case: RecordCase):
     root = write_search_fixture(tmp_path / "search", trials=SMALL)
     if case.csv:
@@ -280,6 +281,7 @@ def test_a_bad_record_is_named_and_excluded(tmp_path, capsys, case: RecordCase):
         assert final == {trial_id(1): "70.0", trial_id(0): "60.0", trial_id(2): "50.0"}
 
 
+@pytest.mark.slow  # subprocess: analysis/report.py
 def test_the_cli_prints_one_warning_and_exits_0(tmp_path):
     """The command itself (not main in-process): exit 0, the report's path on
     stdout, one warning line on stderr, nothing else."""
@@ -378,6 +380,7 @@ FAILURE_CASES = [
 
 
 @pytest.mark.parametrize("case", FAILURE_CASES, ids=[c.id for c in FAILURE_CASES])
+@pytest.mark.slow  # a full report per row, after the module's own: up to ~4 s of CPU each
 def test_a_failed_build_leaves_the_previous_report_whole(reported, tmp_path, capsys, monkeypatch,
                                                          case: FailureCase):
     root = tmp_path / "search"
@@ -405,6 +408,7 @@ def test_a_failed_build_leaves_the_previous_report_whole(reported, tmp_path, cap
         assert "the previous report is unchanged" in lines[0]
 
 
+@pytest.mark.slow  # full report builds: ~2.6 s of CPU
 def test_an_unexpected_error_partway_leaves_the_previous_report_whole(reported, tmp_path, monkeypatch):
     """Not only expected errors: a bug after some figures are drawn propagates,
     and still nothing of the previous report has changed."""
@@ -422,6 +426,7 @@ def test_an_unexpected_error_partway_leaves_the_previous_report_whole(reported, 
     _no_build_folder(tmp_path)
 
 
+@pytest.mark.slow  # a full report build, ~2 s of CPU, after the module's own
 def test_a_rebuild_replaces_every_file_and_drops_stale_figures(reported, tmp_path):
     """A successful rebuild that draws fewer figures: the new set is complete, the
     figure it no longer draws (importance: 3 completed trials) is gone, nothing left over."""

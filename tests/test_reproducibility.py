@@ -38,6 +38,8 @@ METHODS = {"icarl": [], "replay": ["--set", "kd_weight=1"]}
 # Fields that differ between two runs of the same record: wall-clock times.
 TIMING_KEYS = ("timings", "train_time_s")
 
+pytestmark = pytest.mark.slow  # every test reads runs of search/rerun.py in subprocesses
+
 
 def _direct_run(args: list[str], out: Path, tmp: Path) -> list[dict[str, Any]]:
     poison = tmp / "poison" / "ray"

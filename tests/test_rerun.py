@@ -7,12 +7,15 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from analysis.results import write_trials_csv
 from tests.fixtures_results import trial_id, write_search_fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 RERUN = [sys.executable, str(ROOT / "search" / "rerun.py")]
+
+pytestmark = pytest.mark.slow  # every test runs search/rerun.py (or a table script) in subprocesses
 
 
 def rerun(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -71,6 +71,7 @@ def test_bad_search_ranges_are_config_errors(ranges, fixed, message):
     (["--method", "icarl", "--range", "memory=5000:9000"], "not below the stream's"),
     (["--method", "icarl", "--resume", "--name", "nothing-here"], "nothing to resume"),
 ])
+@pytest.mark.slow  # subprocess: search/run.py, one per case
 def test_bad_command_lines_fail_in_one_line_before_ray_starts(tmp_path, args, message):
     proc = search(tmp_path, *args, timeout=120)
     assert proc.returncode == 2, proc.stderr
@@ -85,6 +86,7 @@ def _trials(results_dir: Path) -> pd.DataFrame:
     return pd.read_csv(results_dir / "trials.csv")
 
 
+@pytest.mark.slow  # Ray search in a subprocess
 def test_two_objective_search_writes_results_and_report(tmp_path):
     proc = search(tmp_path, "--method", "replay", "--trials", "3", "--name", "pareto", "--set", "memory=30")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -106,6 +108,7 @@ def test_two_objective_search_writes_results_and_report(tmp_path):
     assert "report:" in proc.stdout and "trial" in proc.stdout  # live progress lines
 
 
+@pytest.mark.slow  # Ray search in a subprocess
 def test_asha_scalar_search_never_puts_truncated_trials_on_a_front(tmp_path):
     proc = search(tmp_path, "--method", "finetune", "--trials", "6", "--name", "asha", "--asha", "final_acc",
                   "--max-concurrent", "2")
@@ -122,6 +125,7 @@ def test_asha_scalar_search_never_puts_truncated_trials_on_a_front(tmp_path):
     assert (df.loc[df["status"] == "truncated", "tasks_done"] < 3).all()
 
 
+@pytest.mark.slow  # Ray search in a subprocess
 def test_mo_asha_search_stops_dominated_trials_and_keeps_them_off_the_front(tmp_path):
     # replay: finetune forgets everything here, and a front at forgetting 1 has no hypervolume to check.
     proc = search(tmp_path, "--method", "replay", "--trials", "6", "--name", "moasha", "--mo-asha",
@@ -158,6 +162,7 @@ def test_mo_asha_search_stops_dominated_trials_and_keeps_them_off_the_front(tmp_
     assert rows["front hypervolume"] == f"{hv:.4f}" and hv > 0
 
 
+@pytest.mark.slow  # Ray searches in subprocesses
 def test_interrupted_search_resumes_without_losing_or_duplicating_trials(tmp_path):
     args = [*RUN, *TINY, "--results-root", str(tmp_path), "--method", "finetune", "--trials", "5",
             "--name", "resume", "--no-report", "--max-concurrent", "1", "--epochs", "3"]
