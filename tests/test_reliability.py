@@ -72,6 +72,7 @@ def test_lock_is_released_when_the_holder_raises(tmp_path):
     assert FolderLock(tmp_path, "search").acquire() is None
 
 
+@pytest.mark.slow  # a subprocess holds the lock
 def test_lock_of_a_sigkilled_holder_is_taken_over_and_named(tmp_path):
     ready = tmp_path / "ready"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
@@ -99,6 +100,7 @@ def test_lock_of_a_sigkilled_holder_is_taken_over_and_named(tmp_path):
     lock.release()
 
 
+@pytest.mark.slow  # a subprocess provides a dead pid
 def test_stale_file_without_flock_naming_a_dead_pid_is_taken_over(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)
