@@ -215,7 +215,7 @@ def test_killed_trial_worker_is_resumed_from_its_last_task_checkpoint(tmp_path):
     name = "workerkill"
     args = [*RUN, "--dataset", "synthetic", "--cpus-per-trial", "1", "--results-root", str(tmp_path),
             "--method", "replay", "--set", "memory=30", "--trials", "2", "--max-concurrent", "1",
-            "--epochs", "40", "--name", name, "--no-report"]
+            "--epochs", "40", "--name", name, "--no-report", "--min-plasticity-margin", "0"]
     log = tmp_path / "driver.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path,
@@ -268,7 +268,7 @@ def test_killed_driver_resumes_with_every_trial_kept_and_none_duplicated(tmp_pat
     name = "driverkill"
     args = [*RUN, "--dataset", "synthetic", "--cpus-per-trial", "1", "--results-root", str(tmp_path),
             "--method", "finetune", "--trials", "4", "--max-concurrent", "1", "--epochs", "30",
-            "--name", name, "--no-report"]
+            "--name", name, "--no-report", "--min-plasticity-margin", "0"]
     log = tmp_path / "first.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path,

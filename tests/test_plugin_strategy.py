@@ -200,7 +200,8 @@ def test_a_strategy_from_a_user_module_is_searched_rerun_and_run_directly(tmp_pa
 
     # (a) a 2-trial search: the trials run in Ray workers, which import the module themselves.
     proc = _cli(tmp_path, "run.py", "--strategy-module", str(toy), "--method", "toy", "--trials", "2", *tiny,
-                "--cpus-per-trial", "1", "--results-root", str(tmp_path / "results"), "--name", "toy", "--no-report")
+                "--cpus-per-trial", "1", "--results-root", str(tmp_path / "results"), "--name", "toy", "--no-report",
+                "--min-plasticity-margin", "0")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "results" / "toy"
     spec = json.loads((out / "search.json").read_text())

@@ -46,7 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN = [sys.executable, str(ROOT / "search" / "run.py")]
 REPORT = [sys.executable, str(ROOT / "analysis" / "report.py")]
 RERUN = [sys.executable, str(ROOT / "search" / "rerun.py")]
-TINY = ["--dataset", "synthetic", "--cpus-per-trial", "1", "--no-report"]
+# The did-not-learn rule is off (--min-plasticity-margin 0): these tiny searches test
+# scheduling, files and faults, not whether 1-epoch trials on synthetic data learn.
+TINY = ["--dataset", "synthetic", "--cpus-per-trial", "1", "--no-report", "--min-plasticity-margin", "0"]
 
 
 # -- the lock ------------------------------------------------------------------------------
