@@ -226,8 +226,13 @@ def estimate_disk_need(method, fixed, space, stream, cfg, trials: int, done: int
 
     from strategies.loop import make_strategy
 
+    from core.knobs import split_params
+    from strategies.loop import with_loop_knobs
+
     top = {k: (d.high if d.type != "categorical" else d.choices[0]) for k, d in space.items()}
-    strategy = make_strategy(method, {**fixed, **top}, stream, cfg)
+    # Loop knobs (batch size, augmentation, ...) go to the loop config, not the strategy's.
+    strategy_part, loop_part = split_params({**fixed, **top})
+    strategy = make_strategy(method, strategy_part, stream, with_loop_knobs(cfg, loop_part))
     buf = io.BytesIO()
     torch.save(strategy.model.state_dict(), buf)
     model = len(buf.getvalue())
