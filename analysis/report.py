@@ -69,7 +69,8 @@ from core.files import write_bytes_atomic  # noqa: E402
 from core.rungs import rung_tasks  # noqa: E402
 from core.objectives import LABELS  # noqa: E402
 from analysis.results import (PARAM_PREFIX, TASK_IL_PREFIX, ResultsError, SearchResults,  # noqa: E402
-                              load_search, result_matrix, trial_number)
+                              load_search, result_matrix)
+from core.result import TRIAL_NUMBER_KEY  # noqa: E402
 
 __all__ = ["build_report", "main", "ReportWriteError", "MAX_FRONT_CONFIGS", "MIN_TRIALS_FOR_IMPORTANCE"]
 
@@ -122,8 +123,19 @@ def _prepare(res: SearchResults, label: str) -> _Search:
     if missing:
         raise ResultsError(f"{res.path / 'trials.csv'} lacks the objective column(s) {missing}")
     table = pareto_table(df, objectives, eligible=res.eligible)
-    numbers = pd.Series([trial_number(t, i + 1) for i, t in enumerate(df["trial_id"])], index=df.index)
-    return _Search(res=res, label=label, table=table, numbers=numbers)
+    return _Search(res=res, label=label, table=table, numbers=_trial_numbers(df))
+
+
+def _trial_numbers(df: pd.DataFrame) -> pd.Series:
+    """Each row's trial number (``trial_number``: start order, as the live log,
+    trials.csv, Optuna and ``rerun.py --pick`` give it). A folder from before
+    trial numbers has none: its rows are numbered 1, 2, ... in table order,
+    and a row without one in a numbered folder gets a number after the rest."""
+    given = df[TRIAL_NUMBER_KEY] if TRIAL_NUMBER_KEY in df.columns else pd.Series(pd.NA, index=df.index)
+    if given.isna().all():
+        return pd.Series(range(1, len(df) + 1), index=df.index, dtype=int)
+    after = int(given.max()) + 1
+    return pd.Series([int(n) if pd.notna(n) else after + i for i, n in enumerate(given)], index=df.index, dtype=int)
 
 
 def _labels(results: list[SearchResults]) -> list[str]:
@@ -793,7 +805,8 @@ def _render(searches: list[_Search], folder: Path, color: str | None) -> list[st
     if class_il:
         notes += _pareto_figure(class_il, color, folder / "pareto.png", task_il=False)
         figures.append(("pareto.png", "Final accuracy vs average forgetting, class-incremental; "
-                                      "circled points form the Pareto front (numbers = trials)"))
+                                      "circled points form the Pareto front (numbers = trial numbers, as in the live log, "
+                                      "trials.csv and rerun.py --pick)"))
     if task_il:
         notes += _pareto_figure(task_il, color, folder / "pareto_task_il.png", task_il=True)
         figures.append(("pareto_task_il.png", "Task-incremental methods (task identity at test time): final "

@@ -64,7 +64,7 @@ from core.errors import UserError
 from core.feasibility import check_result as check_feasibility, margin_from_spec
 from core.files import write_text_atomic
 from core.protocol import upgrade_search_spec
-from core.result import RESULT_FORMAT, SEARCH_FORMAT
+from core.result import RESULT_FORMAT, SEARCH_FORMAT, TRIAL_NUMBER_KEY
 
 from core.metrics import SUMMARY_KEYS, as_matrix, summarize
 
@@ -98,7 +98,7 @@ MISSING_RECORD = "missing record"
 EXCLUSION_KINDS = (BAD_RECORD, MISSING_RECORD)
 TASK_IL_PREFIX = "task_il."
 PARAM_PREFIX = "param."
-TAIL_COLUMNS = ("memory", "num_params", "tasks_done", "wall_time_s")
+TAIL_COLUMNS = ("memory", "num_params", "tasks_done", "wall_time_s", "started_at")
 
 
 class ResultsError(UserError, ValueError):
@@ -193,11 +193,16 @@ def read_result(path: str | Path) -> dict[str, Any]:
     return d
 
 
-def trial_number(trial_id: str, default: int | None = None) -> int | None:
-    """The trial's sequence number: the digits after the last '_' of a Ray Tune
-    trial id ("3fa2c_00012" -> 12); ``default`` when there are none."""
+def trial_number(d: dict[str, Any], trial_id: str) -> int | None:
+    """The trial's number (``core.result.TRIAL_NUMBER_KEY``: its Optuna trial
+    number, in start order) as its record gives it; for a record from before
+    trial numbers, the digits after the last '_' of a Ray Tune trial id
+    ("3fa2c_00012" -> 12); None when neither says."""
+    number = d.get(TRIAL_NUMBER_KEY) if isinstance(d, dict) else None
+    if _is_count(number) and number >= 0:
+        return int(number)
     m = re.search(r"_(\d+)$", str(trial_id))
-    return int(m.group(1)) if m else default
+    return int(m.group(1)) if m else None
 
 
 def _tasks_done(d: dict[str, Any]) -> int:
@@ -342,6 +347,9 @@ def check_result(d: Any, num_tasks: int | None = None, trial_id: str | None = No
     rid = d.get("trial_id")
     if trial_id is not None and rid is not None and str(rid) != trial_id:
         return f"records trial_id {_show(rid)}, not its folder's name {trial_id!r}"
+    number = d.get(TRIAL_NUMBER_KEY)
+    if number is not None and not (_is_count(number) and number >= 0):
+        return f"{TRIAL_NUMBER_KEY} is {_show(number)}, not a trial number (0, 1, 2, ...)"
     for key in ("params", "stream", "metrics"):
         if d.get(key) is not None and not isinstance(d[key], dict):
             return f"{key} is {_show(d[key])}, not an object"
@@ -471,11 +479,11 @@ def _status(d: dict[str, Any], trial_id: str, tasks_done: int, num_tasks: int | 
 
 
 def _columns(spec: dict[str, Any], param_names: list[str]) -> list[str]:
-    return (["trial_id", "method", "status", "error"] + [PARAM_PREFIX + p for p in param_names]
+    return ([TRIAL_NUMBER_KEY, "trial_id", "method", "status", "error"] + [PARAM_PREFIX + p for p in param_names]
             + list(SUMMARY_KEYS) + [TASK_IL_PREFIX + k for k in SUMMARY_KEYS] + list(TAIL_COLUMNS))
 
 
-NUMERIC_COLUMNS = (list(SUMMARY_KEYS) + [TASK_IL_PREFIX + k for k in SUMMARY_KEYS]
+NUMERIC_COLUMNS = ([TRIAL_NUMBER_KEY] + list(SUMMARY_KEYS) + [TASK_IL_PREFIX + k for k in SUMMARY_KEYS]
                    + ["memory", "num_params", "tasks_done", "wall_time_s"])
 
 
@@ -485,10 +493,12 @@ def _spec_tasks(spec: dict[str, Any]) -> int | None:
 
 
 def _excluded_row(trial_id: str, method: Any, kind: str, file: str, what: str,
-                  params: dict[str, Any] | None = None) -> dict[str, Any]:
+                  params: dict[str, Any] | None = None, number: Any = None) -> dict[str, Any]:
     """The trials-table row of a trial whose numbers are not read: status
     ``excluded`` and ``error`` = "<kind>: <file>: <what>" (one line)."""
-    row: dict[str, Any] = {"trial_id": trial_id, "method": method, "status": "excluded",
+    number = _cell_number(number)
+    row: dict[str, Any] = {TRIAL_NUMBER_KEY: int(number) if number is not None and number.is_integer() and number >= 0
+                           else trial_number({}, trial_id), "trial_id": trial_id, "method": method, "status": "excluded",
                            "error": " ".join(f"{kind}: {file}: {what}".split())}
     row.update(params or {})
     return row
@@ -513,7 +523,8 @@ def _trial_row(path: Path, trial_id: str, spec: dict[str, Any], running: set[str
     problem = check_result(d, num_tasks=_spec_tasks(spec), trial_id=trial_id)
     if problem:
         params = _param_cells(d.get("params")) if isinstance(d, dict) else {}
-        return _excluded_row(trial_id, method, BAD_RECORD, rel, problem, params)
+        return _excluded_row(trial_id, method, BAD_RECORD, rel, problem, params,
+                             number=d.get(TRIAL_NUMBER_KEY) if isinstance(d, dict) else None)
     done = _tasks_done(d)
     status, error = _status(d, trial_id, done, _num_tasks(d, spec), running)
     if status == "completed":
@@ -521,8 +532,8 @@ def _trial_row(path: Path, trial_id: str, spec: dict[str, Any], running: set[str
         verdict = check_feasibility(d, margin_from_spec(spec))
         if verdict is not None and not verdict.feasible:
             status, error = "infeasible", verdict.reason
-    row: dict[str, Any] = {"trial_id": trial_id, "method": d.get("method") or method,
-                           "status": status, "error": error}
+    row: dict[str, Any] = {TRIAL_NUMBER_KEY: trial_number(d, trial_id), "trial_id": trial_id,
+                           "method": d.get("method") or method, "status": status, "error": error}
     row.update(_param_cells(d.get("params")))
     task_only = bool(d.get("task_incremental_only", spec.get("task_incremental_only", False)))
     class_m = {k: math.nan for k in SUMMARY_KEYS} if task_only else _metric_block(d, "class_il")
@@ -530,7 +541,7 @@ def _trial_row(path: Path, trial_id: str, spec: dict[str, Any], running: set[str
     row.update(class_m)
     row.update({TASK_IL_PREFIX + k: v for k, v in task_m.items()})
     row.update(memory=d.get("memory_size"), num_params=d.get("num_params"), tasks_done=done,
-               wall_time_s=d.get("train_time_s"))
+               wall_time_s=d.get("train_time_s"), started_at=d.get("started_at"))
     return row
 
 
@@ -545,8 +556,11 @@ def _frame(rows: list[dict[str, Any]], spec: dict[str, Any]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=_columns(spec, param_names))
     for col in list(SUMMARY_KEYS) + [TASK_IL_PREFIX + k for k in SUMMARY_KEYS] + ["wall_time_s"]:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
-    for col in ("memory", "num_params", "tasks_done"):
+    for col in (TRIAL_NUMBER_KEY, "memory", "num_params", "tasks_done"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    # In start order (trial number); trials without a number after, by id.
+    df = df.assign(_unnumbered=df[TRIAL_NUMBER_KEY].isna()).sort_values(
+        ["_unnumbered", TRIAL_NUMBER_KEY, "trial_id"], kind="stable").drop(columns="_unnumbered")
     return df.reset_index(drop=True)
 
 
@@ -700,11 +714,13 @@ def _rows_from_csv(path: Path, spec: dict[str, Any], csv_df: pd.DataFrame) -> tu
         folder = path / "trials" / tid
         if not folder.is_dir():
             rows.append(_excluded_row(tid, method, MISSING_RECORD, f"trials/{tid}/",
-                                      "trials.csv names this trial but its folder is missing", params))
+                                      "trials.csv names this trial but its folder is missing", params,
+                                      number=cells.get(TRIAL_NUMBER_KEY)))
             continue
         if not (folder / "result.json").is_file():
             rows.append(_excluded_row(tid, method, MISSING_RECORD, f"trials/{tid}/result.json",
-                                      "trials.csv names this trial but its result file is missing", params))
+                                      "trials.csv names this trial but its result file is missing", params,
+                                      number=cells.get(TRIAL_NUMBER_KEY)))
             continue
         row = _trial_row(path, tid, spec, running=set())
         differs = _csv_disagreement(cells, row)

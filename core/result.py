@@ -20,6 +20,13 @@ from typing import Any
 RESULT_FORMAT = "clsearch-result/1"
 SEARCH_FORMAT = "clsearch-search/2"
 
+# A search trial's number: its Optuna trial number (0, 1, 2, ... in the order
+# the sampler proposed the trials, which is the order Tune starts them). The
+# searcher puts it into the trial's config under this key; the trainable takes
+# it out of the knobs and records it in result.json, and trials.csv, the live
+# log, the report and ``rerun.py --pick`` all show the same number.
+TRIAL_NUMBER_KEY = "trial_number"
+
 
 @dataclasses.dataclass
 class RunResult:

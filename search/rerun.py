@@ -161,8 +161,21 @@ def list_methods() -> None:
             print(f"  {line}")
 
 
+def folder_after_pick(args) -> None:
+    """``rerun.py --pick front RESULTS_DIR``: argparse hands the folder to
+    ``--pick`` (it takes one or more values). A --pick value that is a folder
+    is the RESULTS_DIR, wherever it was written."""
+    if args.results_dir is not None:
+        return
+    folders = [v for v in args.pick if Path(v).is_dir()]
+    if len(folders) == 1:
+        args.results_dir = folders[0]
+        args.pick = [v for v in args.pick if v != folders[0]] or ["front"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    folder_after_pick(args)
     from strategies.plugins import load_cli_modules
     load_cli_modules(args.strategy_module, args.results_dir)
     if args.list:
@@ -252,7 +265,7 @@ class output_folder:
 def pick_trials(results, picks: list[str]):
     """Rows of the trials table chosen by ``--pick`` (front, numbers or ids)."""
     from analysis.pareto import pareto_table
-    from analysis.results import trial_number
+    from core.result import TRIAL_NUMBER_KEY
 
     df = results.trials
     eligible = df["status"] == "completed"
@@ -264,7 +277,10 @@ def pick_trials(results, picks: list[str]):
         return chosen
     rows = []
     for pick in picks:
-        match = df[(df["trial_id"] == pick) | (df["trial_id"].map(trial_number).astype(str) == pick)]
+        # A trial number (as the live log, trials.csv and the report show it) or a trial id.
+        numbers = df[TRIAL_NUMBER_KEY].astype("string") if TRIAL_NUMBER_KEY in df.columns else None
+        match = df[(df["trial_id"] == pick) | ((numbers == pick.lstrip("#")).fillna(False)
+                                                 if numbers is not None else False)]
         if match.empty:
             raise UsageError(f"--pick {pick!r}: no such trial in {results.path / 'trials.csv'}")
         if match.iloc[0]["status"] != "completed":
@@ -272,6 +288,11 @@ def pick_trials(results, picks: list[str]):
         rows.append(match.iloc[0])
     import pandas as pd
     return pd.DataFrame(rows)
+
+
+def _is_missing(v: Any) -> bool:
+    import pandas as pd
+    return v is None or bool(pd.isna(v))
 
 
 def trial_params(row) -> dict[str, Any]:
@@ -300,14 +321,22 @@ def rerun_search(args) -> int:
     # was fixed to) loop knobs -- batch size, augmentation, epochs -- is retrained
     # with them, so the final table trains exactly what the trial trained.
     configs: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {}
+    # label -> the run folder's name (by trial id: stable, so an interrupted
+    # rerun finds its finished seeds whatever the labels look like).
+    folders: dict[str, str] = {}
+    from core.result import TRIAL_NUMBER_KEY
     for _, row in chosen.iterrows():
         params, loop_knobs = split_params(trial_params(row))
         strategy_config(method, params)  # still a valid config for this version
-        configs[f"{method} {row['trial_id']}"] = (method, params, loop_knobs)
+        number = row.get(TRIAL_NUMBER_KEY)
+        label = f"{method} {row['trial_id']}" if _is_missing(number) else f"{method} #{int(number)} ({row['trial_id']})"
+        configs[label] = (method, params, loop_knobs)
+        folders[label] = f"{method}-{row['trial_id']}"
     if not args.no_baselines:
         for baseline in ("finetune", "joint"):
             if baseline != method:
                 configs[baseline] = (baseline, {}, {})
+                folders[baseline] = baseline
     import dataclasses
 
     from core.protocol import StreamProtocol
@@ -329,7 +358,7 @@ def rerun_search(args) -> int:
     runs: dict[str, list[Path]] = {}
     with output_folder(out_dir):
         for label, (m, params, loop_knobs) in configs.items():
-            run_dir = out_dir / "rerun" / label.replace(" ", "-")
+            run_dir = out_dir / "rerun" / folders[label]
             print(f"rerun {label} {({**params, **loop_knobs})} on test, seeds {seeds}", flush=True)
             run_seeds(m, params, with_loop_knobs(loop, loop_knobs), stream, seeds, run_dir, quiet=args.quiet)
             runs[label] = [run_dir / f"seed{s}" / "result.json" for s in seeds]

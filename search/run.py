@@ -48,7 +48,7 @@ from search.cli import (REPO_ROOT, add_protocol_args, loop_config_from_args, loo
 
 from core.feasibility import DEFAULT_MARGIN, REPORT_KEY, SPEC_KEY, check_plasticity, validate_margin  # noqa: E402
 from core.objectives import DIRECTIONS  # noqa: E402
-from core.result import SEARCH_FORMAT  # noqa: E402
+from core.result import SEARCH_FORMAT, TRIAL_NUMBER_KEY  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "not this far above chance did not learn: infeasible, never on a front "
                         f"(default {DEFAULT_MARGIN:g} = 10 points; 0 = off)")
     p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check everything, print the protocol, stream, searched space (after clipping to the "
+                        "data), parallelism and an estimate of the wall time from a measured step; write nothing")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep every trial's last checkpoint under tune/ after a finished search (by default they "
+                        "are removed once every trial has ended: --resume no longer needs them)")
     add_protocol_args(p)
     return p
 
@@ -382,7 +388,7 @@ class ProgressPrinter:
         class _Cb(Callback):
             def on_trial_start(self, iteration, trials, trial, **info):
                 printer.started[trial.trial_id] = time.time()
-                printer.print_line(f"trial {trial.trial_id} started: {printer.fmt_params(trial.config)}")
+                printer.print_line(f"{trial_label(trial)} started: {printer.fmt_params(trial.config)}")
 
             def on_trial_result(self, iteration, trials, trial, result, **info):
                 printer.last[trial.trial_id] = result
@@ -398,7 +404,7 @@ class ProgressPrinter:
 
             def on_trial_recover(self, iteration, trials, trial, **info):
                 done = printer.last.get(trial.trial_id, {}).get("tasks_done", 0)
-                printer.print_line(f"trial {trial.trial_id} failed (worker died or raised); retrying from its "
+                printer.print_line(f"{trial_label(trial)} failed (worker died or raised); retrying from its "
                                    f"checkpoint after task {done}")
 
         self.callback = _Cb()
@@ -414,7 +420,8 @@ class ProgressPrinter:
 
     @staticmethod
     def fmt_params(config: dict[str, Any]) -> str:
-        return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(config.items()))
+        return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in sorted(config.items()) if k != TRIAL_NUMBER_KEY)
 
     def print_line(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
@@ -450,7 +457,7 @@ class ProgressPrinter:
                          for n, s in self.objectives if n in self.best)
         mean_t = sum(self.durations) / len(self.durations)
         running = len(self.started) - ended
-        self.print_line(f"trial {trial.trial_id} {what} | {ended}/{self.total} ended ({self.done} completed, "
+        self.print_line(f"{trial_label(trial)} {what} | {ended}/{self.total} ended ({self.done} completed, "
                         f"{self.infeasible} did not learn, {self.truncated} stopped, {self.failed} failed, {max(running, 0)} running) | {best} | "
                         f"{mean_t:.0f} s/trial, elapsed {(time.time() - self.t0) / 60:.1f} min")
 
@@ -473,6 +480,20 @@ class ProgressPrinter:
         if v is None:
             return "-"
         return f"{v:.0f}" if name == "memory" else f"{100 * v:.1f}%"
+
+
+def trial_label(trial) -> str:
+    """How the live log names a trial: its number (the searcher's, as in
+    trials.csv, the report and ``rerun.py --pick``) and Tune's id."""
+    number = (getattr(trial, "config", None) or {}).get(TRIAL_NUMBER_KEY)
+    return f"trial {trial.trial_id}" if number is None else f"trial {number} ({trial.trial_id})"
+
+
+def trial_dirname(trial) -> str:
+    """Tune's folder of a trial under tune/: number and id (Tune's default puts
+    every knob in the name and numbers trials from 1, unlike Optuna)."""
+    number = (trial.config or {}).get(TRIAL_NUMBER_KEY)
+    return f"trial_{trial.trial_id}" if number is None else f"trial_{int(number):04d}_{trial.trial_id}"
 
 
 def mark_dead_trial_failed(results_dir: Path, trial, max_failures: int) -> dict[str, Any]:
@@ -499,9 +520,11 @@ def mark_dead_trial_failed(results_dir: Path, trial, max_failures: int) -> dict[
     tries = "" if max_failures < 0 else f" {max_failures + 1} time(s), more than --max-failures {max_failures}"
     record.update(status="error", error=f"worker died or raised{tries}: {reason}")
     if "trial_id" not in record:
-        record.update({"format": "clsearch-result/1", "trial_id": trial.trial_id, "acc_class_il": [],
+        config = dict(trial.config)
+        record.update({"format": "clsearch-result/1", "trial_id": trial.trial_id,
+                       TRIAL_NUMBER_KEY: config.pop(TRIAL_NUMBER_KEY, None), "acc_class_il": [],
                        "acc_task_il": [], "eval_sizes": [], "metrics": {}, "timings": [], "protocol": {},
-                       "params": dict(trial.config)})
+                       "params": config})
     try:
         write_json_atomic(path, record)
     except OSError:
@@ -572,7 +595,16 @@ def trial_resources(args) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv:
+        # No arguments: say how to start rather than start a default search.
+        parser.print_help()
+        print("\nTo start: search/run.py --method icarl --trials 8 (embedded digits data); add --dry-run to see "
+              "what a search would do first.")
+        return 2
+    args = parser.parse_args(argv)
+    args.argv = argv  # for the resume hint
     warnings.filterwarnings("ignore", category=Warning, module="optuna")
     import strategies  # noqa: F401
     from search.spaces import fit_space_to_stream, parse_search_protocol, resolve_space
@@ -629,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = resolve_data_defaults(args, loop, stream)  # imagefolder/npz: defaults that follow the images
     from strategies.loop import check_eval_split
     check_eval_split(stream, "val")  # every trial would fail on it: say so before Ray starts
-    space = fit_space_to_stream(space, stream)
+    space_asked, space = space, fit_space_to_stream(space, stream)
     if (args.asha or args.mo_asha) and args.grace_tasks >= stream.num_tasks:
         raise UsageError(f"--grace-tasks {args.grace_tasks}: early stopping needs a comparison before the last of "
                          f"the stream's {stream.num_tasks} tasks (use 1..{stream.num_tasks - 1})")
@@ -650,6 +682,11 @@ def main(argv: list[str] | None = None) -> int:
     need = estimate_disk_need(method, fixed, space, stream, probe_cfg, spec["trials"], done=done,
                               concurrent=args.max_concurrent)
     check_free_space(results_dir, need)
+    if args.dry_run:
+        from search.dry_run import print_dry_run
+        print_dry_run(args, method=method, space_asked=space_asked, space=space, fixed=fixed, spec=spec,
+                      stream=stream, loop=probe_cfg, need=need, results_dir=results_dir)
+        return 0
 
     # One driver per search folder; the checks above changed nothing, so a
     # refused driver leaves no trace. Taken only now, after every check: the
@@ -766,6 +803,7 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                 trainable,
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                             num_samples=spec["trials"] - len(done),
+                                            trial_dirname_creator=trial_dirname,
                                             max_concurrent_trials=args.max_concurrent, reuse_actors=True),
                 run_config=run_config,
             )
@@ -781,6 +819,15 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
             save_trials_csv_quietly(results_dir)
             raise guard.error()
         set_aside_orphans(results_dir, known_trial_ids(grid))
+        if unfinished_trials(grid) or (not resuming and len(grid) < spec["trials"] - len(done)):
+            # Ctrl-C (Tune catches SIGINT, saves its state and returns): what
+            # finished is kept; say so, and how to go on.
+            save_trials_csv_quietly(results_dir)
+            counts = count_statuses(results_dir)
+            ended = sum(v for k, v in counts.items() if k not in ("running", "truncated"))
+            print(f"search interrupted: {ended} of {spec['trials']} trials ended, kept in {results_dir}; "
+                  f"to continue: {resume_command(args, results_dir)}", file=sys.stderr, flush=True)
+            return 130
         counts = count_statuses(results_dir)
         print(f"search finished: {len(grid)} trials in Tune, " +
               ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
@@ -791,6 +838,29 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
         return 0
     finally:
         ray.shutdown()
+
+
+def unfinished_trials(grid) -> int:
+    """Trials of the experiment Tune left neither terminated nor errored: after
+    Ctrl-C, the ones that were pending or running (they resume with --resume)."""
+    analysis = getattr(grid, "_experiment_analysis", None)
+    trials = getattr(analysis, "trials", None) or []
+    return sum(str(t.status) not in ("TERMINATED", "ERROR") for t in trials)
+
+
+def resume_command(args, results_dir: Path) -> str:
+    """The command line that continues this search: the same options, with the
+    search's name (a default name holds the start time) and --resume."""
+    import shlex
+
+    argv = list(getattr(args, "argv", None) or sys.argv[1:])
+    if not args.name:
+        argv += ["--name", results_dir.name]
+    if not args.resume:
+        argv.append("--resume")
+    script = sys.argv[0] if sys.argv and sys.argv[0].endswith("run.py") else "search/run.py"
+    command = ["python", script] if script.endswith(".py") else [script]
+    return shlex.join([*command, *argv])
 
 
 def tune_state_readable(tune_dir: Path) -> bool:
@@ -841,8 +911,10 @@ def warm_start(done: dict[str, dict[str, Any]], space: dict[str, Any], metrics: 
     for record in done.values():
         values = record_metrics(record)
         objective = [values[m] for m in metrics]
+        number = record.get(TRIAL_NUMBER_KEY)
         if all(k in record["params"] for k in space) and all(math.isfinite(v) for v in objective):
-            finished.append(({k: record["params"][k] for k in space}, objective))
+            finished.append((number if isinstance(number, int) and number >= 0 else None,
+                             {k: record["params"][k] for k in space}, objective))
     return {"finished": finished}
 
 
@@ -912,6 +984,24 @@ def set_aside_orphans(results_dir: Path, known: set[str]) -> list[str]:
     return orphans
 
 
+def remove_checkpoints(tune_dir: Path) -> tuple[int, int]:
+    """Delete the per-task checkpoints Tune keeps of each trial (4-12 MB each on
+    GTSRB) once a search has ended: they exist to restart a trial whose worker
+    died; a finished trial is known from its own result.json, and a resumed
+    search restarts an errored trial from scratch. Tune's experiment state and
+    the trials' logs stay. Returns (checkpoints removed, bytes freed)."""
+    import shutil
+
+    count = size = 0
+    for folder in sorted(tune_dir.glob("*/checkpoint_*")):
+        if not folder.is_dir():
+            continue
+        size += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        shutil.rmtree(folder, ignore_errors=True)
+        count += 1
+    return count, size
+
+
 def finish(results_dir: Path, args, objectives, guard: DiskGuard) -> None:
     from analysis.results import load_search, write_trials_csv
 
@@ -924,6 +1014,11 @@ def finish(results_dir: Path, args, objectives, guard: DiskGuard) -> None:
     results = load_search(results_dir)
     df = results.trials
     print(f"trials.csv: {len(df)} rows, by status: " + ", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()))
+    if not args.keep_checkpoints:
+        count, size = remove_checkpoints(results_dir / "tune")
+        if count:
+            print(f"removed {count} trial checkpoint(s) from tune/ ({size / MB:.1f} MB; every trial has ended, so "
+                  f"--resume no longer needs them; --keep-checkpoints keeps them)")
     if not args.no_report:
         from analysis.report import build_report
 

@@ -24,6 +24,13 @@ Truncated trials get the constraint over the tasks they did, so a PRUNED trial
 that had not learned by its rung is infeasible too. With margin 0 the rule is
 off and no constraint is set.
 
+Every trial is numbered with its Optuna trial number (``suggest`` adds it to
+the trial's config under ``core.result.TRIAL_NUMBER_KEY``): the one number the
+live log, result.json, trials.csv, the report, ``rerun.py --pick`` and Optuna
+itself show for a trial. Trials kept from a lost Tune state are re-added to a
+new study under their own numbers (numbers of trials lost with that state
+become FAIL placeholders), so new trials never reuse a kept trial's number.
+
 The sampler is TPE with ``constant_liar=True`` (pending trials count as bad
 guesses, so concurrent trials spread out) and ``multivariate=True`` (knobs
 such as lr and memory interact).
@@ -36,20 +43,25 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from core.feasibility import CONSTRAINT_KEY, DEFAULT_MARGIN, REPORT_KEY, check_plasticity
+from core.result import TRIAL_NUMBER_KEY
+
+# A finished trial for the warm start: (its trial number or None, searched knobs, objective values).
+Finished = tuple[int | None, dict[str, Any], list[float]]
 
 
 class FullRunOptunaSearch(OptunaSearch):
     """``class_counts``: classes of each task of the stream (the rule's chance
     levels); ``min_plasticity_margin``: the rule's margin, 0 = off.
-    ``finished``: (searched knobs, objective values) of trials that ended
-    before this searcher existed (a search whose Tune state was lost); told to
-    the study as COMPLETE so sampling goes on from them. Ray's own
+    ``finished``: (trial number, searched knobs, objective values) of trials
+    that ended before this searcher existed (a search whose Tune state was
+    lost); told to the study as COMPLETE, under their own numbers, so sampling
+    goes on from them. Ray's own
     ``evaluated_rewards`` cannot do this: it passes one value, and a Pareto
     search has several."""
 
     def __init__(self, *args: Any, num_tasks: int, class_counts: Sequence[int] | None = None,
                  min_plasticity_margin: float = DEFAULT_MARGIN,
-                 finished: list[tuple[dict[str, Any], list[float]]] | None = None, **kwargs: Any) -> None:
+                 finished: list[Finished] | None = None, **kwargs: Any) -> None:
         self._finished = list(finished or [])
         super().__init__(*args, **kwargs)
         self.num_tasks = num_tasks
@@ -61,11 +73,29 @@ class FullRunOptunaSearch(OptunaSearch):
 
     def _setup_study(self, mode: Any) -> None:
         super()._setup_study(mode)
-        for params, values in self._finished:
-            self._ot_study.add_trial(optuna.trial.create_trial(
-                state=optuna.trial.TrialState.COMPLETE, values=list(values), params=params,
-                distributions=self._space))
+        numbered = {n: (p, v) for n, p, v in self._finished if n is not None}
+        unnumbered = [(p, v) for n, p, v in self._finished if n is None]  # records from before trial numbers
+        for number in range(max(numbered, default=-1) + 1):
+            if number in numbered:
+                params, values = numbered[number]
+                self._add_complete(params, values)
+            else:
+                # A trial lost with Tune's state: its number stays taken.
+                self._ot_study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+        for params, values in unnumbered:
+            self._add_complete(params, values)
         self._finished = []  # once, even if the study is set up again
+
+    def _add_complete(self, params: dict[str, Any], values: list[float]) -> None:
+        self._ot_study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE, values=list(values), params=params,
+            distributions=self._space))
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        if isinstance(config, dict) and trial_id in self._ot_trials:
+            config = {**config, TRIAL_NUMBER_KEY: self._ot_trials[trial_id].number}
+        return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         ot_trial = getattr(self, "_ot_trials", {}).get(trial_id)

@@ -35,6 +35,7 @@ import pickle
 import os
 import socket
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from typing import Any
 from core.feasibility import DEFAULT_MARGIN, REPORT_KEY
 from core.feasibility import check_result as check_feasibility
 from core.objectives import SUMMARY_KEYS
-from core.result import metrics_key
+from core.result import TRIAL_NUMBER_KEY, metrics_key
 
 # Metrics reported to Tune after each task: the summary metrics (fractions),
 # plus tasks done, memory (images), parameters and train time.
@@ -118,15 +119,20 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
     device = "cuda" if resources.get("GPU", 0) > 0 else "cpu"
     # As JSON would give it back (a fixed list knob is a tuple in a fresh search,
     # a list in a resumed one): the finished-record check below compares the two.
-    params = json.loads(json.dumps({**fixed, **config}))
+    knobs = {k: v for k, v in config.items() if k != TRIAL_NUMBER_KEY}
+    number = config.get(TRIAL_NUMBER_KEY)  # the searcher's (None when Tune runs the function without it)
+    params = json.loads(json.dumps({**fixed, **knobs}))
     out_file = Path(results_dir) / "trials" / trial_id / "result.json"
     node = node_info()
 
     restores: list[int] = []  # tasks_done at each restart from a checkpoint
+    # When the trial first started (a restarted attempt keeps its first start).
+    started_at = record_on_disk(out_file).get("started_at") or time.strftime("%Y-%m-%d %H:%M:%S")
+    identity = {"trial_id": trial_id, TRIAL_NUMBER_KEY: number, "started_at": started_at}
 
     def save(result: RunResult) -> None:
         d = result.to_dict()
-        d["trial_id"] = trial_id
+        d.update(identity)
         d["params"] = params
         d["node"] = node
         d["pid"] = os.getpid()
@@ -178,7 +184,7 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
     except Exception as exc:
         # Record why the trial failed next to the others, then let Tune see it.
         write_json_atomic(out_file, {
-            "format": "clsearch-result/1", "trial_id": trial_id, "params": params, "node": node, "method": method,
+            "format": "clsearch-result/1", **identity, "params": params, "node": node, "method": method,
             "status": "error", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
             "traceback": traceback.format_exc(), "acc_class_il": [], "acc_task_il": [], "eval_sizes": [],
             "metrics": {}, "timings": [], "protocol": {}, "stream": {"num_tasks": stream.num_tasks if stream else None},

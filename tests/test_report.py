@@ -109,11 +109,14 @@ def test_fixture_matrices_have_the_hand_computed_metrics():
 
 def test_trials_csv_columns_status_and_values(icarl_dir):
     df = pd.read_csv(icarl_dir / "trials.csv", dtype={"trial_id": str})
-    expected_cols = (["trial_id", "method", "status", "error", "param.lr", "param.memory", "param.selection",
-                      "param.weight_decay"] + list(SUMMARY_KEYS) + [f"task_il.{k}" for k in SUMMARY_KEYS]
-                     + ["memory", "num_params", "tasks_done", "wall_time_s"])
+    expected_cols = (["trial_number", "trial_id", "method", "status", "error", "param.lr", "param.memory",
+                      "param.selection", "param.weight_decay"] + list(SUMMARY_KEYS)
+                     + [f"task_il.{k}" for k in SUMMARY_KEYS]
+                     + ["memory", "num_params", "tasks_done", "wall_time_s", "started_at"])
     assert list(df.columns) == expected_cols
     assert list(df["trial_id"]) == [trial_id(t["n"]) for t in TRIALS]
+    # Records from before trial numbers: the number of Ray's id ("a1b2c_00004" -> 4), rows in that order.
+    assert list(df["trial_number"]) == [t["n"] for t in TRIALS]
     by_id = df.set_index("trial_id")
     for n, status in EXPECTED_STATUS.items():
         assert by_id.loc[trial_id(n), "status"] == status, n
@@ -176,9 +179,11 @@ def test_result_matrix_squares_a_truncated_trial(icarl_dir):
     assert result_matrix(res.result(trial_id(8))) is None
 
 
-def test_trial_number():
-    assert trial_number("a1b2c_00012") == 12
-    assert trial_number("local", default=3) == 3
+def test_trial_number_is_the_recorded_one_else_ray_ids_suffix():
+    assert trial_number({"trial_number": 7}, "a1b2c_00012") == 7
+    assert trial_number({}, "a1b2c_00012") == 12  # a record from before trial numbers
+    assert trial_number({}, "local") is None
+    assert trial_number({"trial_number": -1}, "d22e530e") is None  # check_result refuses it as a bad record
 
 
 # --------------------------------------------------------------------------
