@@ -9,9 +9,10 @@ a > b in at least one. The front is the set of points that no point dominates.
 * Rows with a NaN or +-inf in any objective are never on the front and never
   dominate anything (they are left out of the comparison altogether).
 * ``pareto_table`` additionally leaves out rows marked ineligible (failed,
-  diverged or truncated trials): their metrics are not comparable to those of
-  completed trials (a trial stopped after two tasks has little to forget), so
-  they must neither be on the front nor push a completed trial off it.
+  diverged or truncated trials, and trials that did not learn): their metrics
+  are not comparable to those of completed trials (a trial stopped after two
+  tasks, or a collapsed model, has little to forget), so they must neither be
+  on the front nor push a completed trial off it.
 
 Everything is O(N^2 K) vectorised numpy (the N x N dominance matrix is built
 in row blocks), fine for the few thousand trials a search produces.

@@ -10,7 +10,9 @@ writes into ``--out`` (default: the results folder itself, or
   trial; the non-dominated front on the search's own objectives (completed
   trials only) as a step line with its trial numbers; colour = memory budget
   when memory is searched (or ``--color PARAM``); trials that did not complete
-  (diverged, error, truncated) as grey crosses, never on the front. With several
+  (diverged, error, truncated) as grey crosses and trials that completed but did
+  not learn (status ``infeasible``, ``core/feasibility.py``) as grey open
+  triangles, neither ever on the front. With several
   folders, one colour/marker per method, each method with its own front.
   Task-incremental-only methods (PackNet) are measured on the task-IL metrics
   and go on ``pareto_task_il.png``, never on a front with class-IL methods.
@@ -19,7 +21,11 @@ writes into ``--out`` (default: the results folder itself, or
   ``front_matrices.png``: their accuracy matrices (%).
 - ``importance.png``: fANOVA parameter importance per objective (Optuna), from an
   in-memory study rebuilt from the completed trials.
-- ``report.md`` and ``report.html`` (self-contained: images embedded).
+- ``report.md`` and ``report.html`` (self-contained: images embedded). The
+  search's summary counts the trials by status and states the did-not-learn
+  rule with its margin (search.json's ``min_plasticity_margin``; the default
+  for a folder written before the rule); the trials that did not learn are
+  listed with the reason, apart from the failed and stopped ones.
 
 Recorded numbers are not trusted as they stand: ``analysis/results.py`` checks
 every record, and a trial whose record fails (or whose folder is gone) is
@@ -65,6 +71,7 @@ from core.metrics import accuracy_curves  # noqa: E402
 from analysis.pareto import non_dominated, pareto_table  # noqa: E402
 from core.cli import ArgumentParser, cli_main  # noqa: E402
 from core.errors import UserError  # noqa: E402
+from core.feasibility import SPEC_KEY  # noqa: E402
 from core.files import write_bytes_atomic  # noqa: E402
 from core.rungs import rung_tasks  # noqa: E402
 from core.objectives import LABELS  # noqa: E402
@@ -86,6 +93,12 @@ MAX_GREY_LABELS = 12
 
 METRIC_LABELS = LABELS
 MARKERS = ("o", "s", "^", "D", "v", "P", "*", "h", "<", ">")
+# A trial that completed but did not learn (trials.csv status "infeasible",
+# core/feasibility.py) is neither a trade-off point nor a failure: it has its own
+# name in the report and its own marker in the Pareto plot (open, grey: off the front).
+INFEASIBLE = "infeasible"
+STATUS_LABELS = {INFEASIBLE: "did not learn"}
+INFEASIBLE_MARKER = "^"
 
 
 class ReportWriteError(UserError):
@@ -203,16 +216,28 @@ def _objectives_text(res: SearchResults) -> str:
 
 
 def _status_counts(res: SearchResults) -> str:
-    """"completed 7, truncated 1, excluded 1 (bad record)": every status, and why trials were excluded."""
+    """"completed 7, did not learn 1, truncated 1, excluded 1 (bad record)": every status, and why trials were excluded."""
     counts = res.trials["status"].value_counts()
-    order = ["completed", "truncated", "diverged", "error", "running"]
-    parts = [f"{k} {int(counts[k])}" for k in order if k in counts]
+    order = ["completed", INFEASIBLE, "truncated", "diverged", "error", "running"]
+    parts = [f"{STATUS_LABELS.get(k, k)} {int(counts[k])}" for k in order if k in counts]
     kinds = res.exclusion_counts()
     if kinds:
         why = (next(iter(kinds)) if len(kinds) == 1
                else ", ".join(f"{n} {kind}" for kind, n in kinds.items()))
         parts.append(f"excluded {sum(kinds.values())} ({why})")
     return ", ".join(parts) or "none"
+
+
+def _feasibility_text(res: SearchResults) -> str:
+    """The did-not-learn rule the trials were judged with (core/feasibility.py): its margin and where it came from."""
+    margin = res.min_plasticity_margin
+    where = (f"{SPEC_KEY} {margin:g} in search.json" if res.spec.get(SPEC_KEY) is not None
+             else f"{SPEC_KEY} {margin:g}, the default: search.json predates the rule")
+    if margin == 0:
+        return f"did-not-learn rule: off ({where}); every completed trial competes for the front"
+    return (f"did-not-learn rule: a completed trial whose task-incremental plasticity (accuracy on each task "
+            f"right after learning it, argmax within the task's classes) is less than {100 * margin:g} points above "
+            f"chance (1 / classes of the task) did not learn: status infeasible, never on a front ({where})")
 
 
 # --------------------------------------------------------------------------
@@ -258,7 +283,14 @@ def _step_front(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pareto_figure(searches: list[_Search], color: str | None, path: Path, task_il: bool) -> list[str]:
-    """Accuracy vs forgetting for the given searches (all class-IL or all task-IL). Returns notes."""
+    """Accuracy vs forgetting for the given searches (all class-IL or all task-IL), saved to ``path``. Returns notes."""
+    fig, notes = _draw_pareto(searches, color, task_il)
+    _save(fig, path)
+    return notes
+
+
+def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> tuple[Any, list[str]]:
+    """The Pareto figure (not saved: the caller saves or inspects it) and its notes."""
     plt = _pyplot()
     from matplotlib.colors import LogNorm, Normalize
 
@@ -266,6 +298,8 @@ def _pareto_figure(searches: list[_Search], color: str | None, path: Path, task_
     fig, ax = plt.subplots(figsize=(9, 6.2))
     single = len(searches) == 1
     grey_x, grey_y, grey_txt, no_metrics, excluded = [], [], [], 0, 0
+    # Completed but did not learn: drawn apart from the failed and stopped trials.
+    nl_x, nl_y, n_no_learn = [], [], 0
     colours = plt.get_cmap("tab10").colors
     for k, s in enumerate(searches):
         t = s.table
@@ -273,17 +307,22 @@ def _pareto_figure(searches: list[_Search], color: str | None, path: Path, task_
         y = 100 * t[s.col("final_acc")].to_numpy(dtype=float, na_value=np.nan)
         finite = np.isfinite(x) & np.isfinite(y)
         elig = (t["status"] == "completed").to_numpy()
+        no_learn = (t["status"] == INFEASIBLE).to_numpy()
         # An excluded trial's numbers were never read (NaN): counted apart, not as "failed".
         trusted = (t["status"] != "excluded").to_numpy()
         excluded += int((~trusted).sum())
         on = t["on_front"].to_numpy()
-        grey_x += list(x[~elig & finite])
-        grey_y += list(y[~elig & finite])
+        failed = ~elig & ~no_learn
+        grey_x += list(x[failed & finite])
+        grey_y += list(y[failed & finite])
+        nl_x += list(x[no_learn & finite])
+        nl_y += list(y[no_learn & finite])
+        n_no_learn += int(no_learn.sum())
         prefix = "" if single else f"{s.label} "
-        grey_txt += [(xi, yi, f"{prefix}#{n} {st}") for xi, yi, n, st in
+        grey_txt += [(xi, yi, f"{prefix}#{n} {STATUS_LABELS.get(st, st)}") for xi, yi, n, st in
                      zip(x[~elig & finite], y[~elig & finite], s.numbers.loc[t.index[~elig & finite]],
                          t["status"].to_numpy()[~elig & finite])]
-        no_metrics += int((~elig & ~finite & trusted).sum())
+        no_metrics += int((failed & ~finite & trusted).sum())
         m = elig & finite
         n_done = int(elig.sum())
         if single:
@@ -339,14 +378,21 @@ def _pareto_figure(searches: list[_Search], color: str | None, path: Path, task_
                             bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
         if color is not None and not single and k == 0:
             notes.append(f"--color {color} is ignored when several searches are compared (colour = method).")
+    # Labels only while they stay readable: an early-stopped search has dozens of grey
+    # points, and the report's tables of failed, stopped and not-learned trials name them all.
+    unlabelled = ", listed in the report" if len(grey_txt) > MAX_GREY_LABELS else ""
+    for xi, yi, txt in grey_txt if not unlabelled else ():
+        ax.annotate(txt, (xi, yi), xytext=(6, -10), textcoords="offset points", fontsize=7.5, color="0.4")
     if grey_x:
-        # Labels only while they stay readable: an early-stopped search has dozens of
-        # grey crosses, and the report's table of failed and stopped trials names them all.
-        for xi, yi, txt in grey_txt if len(grey_txt) <= MAX_GREY_LABELS else ():
-            ax.annotate(txt, (xi, yi), xytext=(6, -10), textcoords="offset points", fontsize=7.5, color="0.4")
         ax.scatter(grey_x, grey_y, marker="x", s=40, color="0.55", linewidths=1.2, zorder=2,
-                   label=f"not completed: diverged / error / stopped early ({len(grey_x)})"
-                         + (", listed in the report" if len(grey_txt) > MAX_GREY_LABELS else ""))
+                   label=f"not completed: diverged / error / stopped early ({len(grey_x)}){unlabelled}")
+    if n_no_learn:
+        # A collapsed model's ~0 forgetting puts it where a front point would be: an
+        # open marker of its own says it is no trade-off point and not a failed run.
+        ax.scatter(nl_x, nl_y, marker=INFEASIBLE_MARKER, s=46, facecolors="none", edgecolors="0.35",
+                   linewidths=1.2, zorder=2, label=f"did not learn ({n_no_learn}){unlabelled}")
+        notes.append(f"{n_no_learn} trial(s) completed but did not learn (grey open triangles): never on a "
+                     "front; listed under 'Trials that did not learn'.")
     if no_metrics:
         ax.plot([], [], ls="none", label=f"{no_metrics} failed trial(s) without metrics (not shown)")
     if excluded:
@@ -361,8 +407,7 @@ def _pareto_figure(searches: list[_Search], color: str | None, path: Path, task_
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8.5, framealpha=0.85)
     fig.tight_layout()
-    _save(fig, path)
-    return notes
+    return fig, notes
 
 
 @dataclass
@@ -728,6 +773,7 @@ def _spec_items(s: _Search) -> list[str]:
         "protocol: " + (", ".join(pieces) if pieces else "not recorded"),
         f"trials: {len(df)} found of {spec.get('trials', '?')} planned — {_status_counts(s.res)}",
         f"objectives: {_objectives_text(s.res)}; measured on the validation split",
+        _feasibility_text(s.res),
         "searched: " + ("; ".join(space) if space else "nothing"),
         "fixed: " + (", ".join(f"{k}={_fmt_value(v)}" for k, v in spec["fixed"].items()) or "nothing"),
     ]
@@ -769,14 +815,26 @@ def _front_rows(s: _Search) -> tuple[list[str], list[list[str]]]:
 
 def _failed_rows(s: _Search) -> list[list[str]]:
     t = s.res.trials
-    # Excluded trials have their own section ("Records not trusted").
-    bad = t[~t["status"].isin(["completed", "excluded"])]
+    # Excluded trials have their own section ("Records not trusted"), and so do
+    # those that did not learn ("Trials that did not learn"): neither failed.
+    bad = t[~t["status"].isin(["completed", "excluded", INFEASIBLE])]
     rows = []
     for idx, r in bad.iterrows():
         msg = r.get("error")
         rows.append([str(s.numbers.loc[idx]), str(r["trial_id"]), str(r["status"]),
                      _fmt_value(r.get("tasks_done")), "" if _is_missing(msg) else str(msg),
                      _params_text(s, r)])
+    return rows
+
+
+def _infeasible_rows(s: _Search) -> list[list[str]]:
+    """One row per trial that completed but did not learn; ``error`` holds the rule's reason."""
+    t = s.res.trials
+    rows = []
+    for idx, r in t[t["status"] == INFEASIBLE].iterrows():
+        msg = r.get("error")
+        rows.append([str(s.numbers.loc[idx]), str(r["trial_id"]), _pct(r.get(s.col("final_acc"))),
+                     _pct(r.get(s.col("forgetting"))), "" if _is_missing(msg) else str(msg), _params_text(s, r)])
     return rows
 
 
@@ -834,7 +892,7 @@ def _render(searches: list[_Search], folder: Path, color: str | None) -> list[st
           "on the validation split; forgetting is the average forgetting of Chaudhry et al. 2018 (max over "
           "earlier steps minus final, last task excluded); BWT is backward transfer (Lopez-Paz & Ranzato 2017). "
           "Only completed trials compete for a front; diverged, failed and stopped-early trials never do, "
-          "nor do trials whose record failed the checks on read.")
+          "nor do trials that did not learn (the rule under Search) or whose record failed the checks on read.")
     doc.h(2, "Search" if len(searches) == 1 else "Searches")
     for s in searches:
         if len(searches) > 1:
@@ -860,7 +918,9 @@ def _render(searches: list[_Search], folder: Path, color: str | None) -> list[st
         if len(searches) > 1:
             doc.h(3, s.label)
         n_done = int(s.res.eligible.sum())
-        doc.p(f"{len(rows)} of {n_done} completed trial(s) are non-dominated on: {_objectives_text(s.res)}.")
+        n_no_learn = int((s.res.trials["status"] == INFEASIBLE).sum())
+        doc.p(f"{len(rows)} of {n_done} completed trial(s) are non-dominated on: {_objectives_text(s.res)}."
+              + (f" {n_no_learn} more completed but did not learn: not eligible." if n_no_learn else ""))
         if rows:
             doc.table(header, rows)
         else:
@@ -883,6 +943,21 @@ def _render(searches: list[_Search], folder: Path, color: str | None) -> list[st
         doc.table(["parameter"] + [f"{lab} %" for lab in labels],
                   [[p] + [f"{100 * imp[lab][p]:.1f}" if p in imp[lab] else "–" for lab in labels] for p in params])
     doc.ul(imp_notes)
+    no_learn = [(s, _infeasible_rows(s)) for s in searches]
+    if any(rows for _, rows in no_learn):
+        doc.h(2, "Trials that did not learn")
+        doc.p("These trials trained on every task, but their task-incremental plasticity (accuracy on each task "
+              "right after learning it) is not the search's margin above chance (the did-not-learn rule under "
+              "Search; core/feasibility.py). A model that collapsed to about one class has nothing to forget, "
+              "so its forgetting is near 0 and would put it on the front although it is no trade-off. They "
+              "have status infeasible in trials.csv, are on no front and not in the importance, and are drawn "
+              "as grey open triangles in the Pareto plot.")
+        for s, rows in no_learn:
+            if not rows:
+                continue
+            if len(searches) > 1:
+                doc.h(3, s.label)
+            doc.table(["#", "trial_id", "final acc %", "forgetting %", "reason", "params"], rows)
     doc.h(2, "Failed and stopped trials")
     any_failed = False
     for s in searches:

@@ -33,6 +33,12 @@ for the front, not for chance levels -- trial 7's task-IL diagonal (40, 40,
 PackNet-style diagonals. ``min_plasticity_margin=None`` writes no key, as a
 folder from before the rule (the default margin then applies on read).
 
+``COLLAPSED`` (trial 9, not in ``TRIALS``) is a trial that did not learn: 45 %
+everywhere in class-IL, so 55 % on the task-IL diagonal against a 50 % chance
+(below the 60 % floor of margin 0.1), 45 % final accuracy and 0 % forgetting.
+With the rule off it dominates trial 7 (same forgetting, more accuracy) and
+takes its place on the front; with the rule on, it and trial 7 are infeasible.
+
 The protocol in search.json is the synthetic dataset's (3 tasks), as
 ``search/run.py`` writes it (``stream_protocol`` and ``loop``), so a rerun test
 can reuse it.
@@ -80,6 +86,9 @@ TRIALS: list[dict[str, Any]] = [
     {"n": 8, "status": "error", "params": {"lr": 0.5, "memory": 150, "selection": "herding"},
      "R": [], "final": None, "forgetting": None, "error": "RuntimeError: CUDA out of memory"},
 ]
+# A model that collapsed: nothing learned, so nothing to forget (fixture docstring).
+COLLAPSED: dict[str, Any] = {"n": 9, "status": "completed", "params": {"lr": 3.9, "memory": 80, "selection": "random"},
+                             "R": _R(.45, .45, .45, .45, .45, .45), "final": .45, "forgetting": .0}
 EXPECTED_FRONT_NUMBERS = [1, 0, 2, 7]           # best final accuracy first
 EXPECTED_STATUS = {0: "completed", 1: "completed", 2: "completed", 3: "completed", 4: "completed",
                    5: "diverged", 6: "truncated", 7: "completed", 8: "error"}

@@ -1,12 +1,18 @@
-"""core/feasibility.py on hand-made matrices: a collapsed run, a learning run, the boundary."""
+"""core/feasibility.py on hand-made matrices: a collapsed run, a learning run, the boundary;
+and one tiny search end to end (slow): trials that did not learn are marked, kept off
+the front and told to Optuna as a violated constraint."""
 from __future__ import annotations
 
+import json
 import math
+import pickle
+import subprocess
 
 import pytest
 
-from core.feasibility import (DEFAULT_MARGIN, chance_levels, check_matrix, check_plasticity, check_result,
-                              margin_from_spec, plasticity_floor, task_class_counts, validate_margin)
+from core.feasibility import (CONSTRAINT_KEY, DEFAULT_MARGIN, SPEC_KEY, chance_levels, check_matrix,
+                              check_plasticity, check_result, margin_from_spec, plasticity_floor,
+                              task_class_counts, validate_margin)
 
 DIGITS = [2, 2, 2, 2, 2]  # digits: 10 classes in 5 tasks of 2
 
@@ -80,3 +86,53 @@ def test_result_records_use_the_task_il_matrix_and_the_tasks_done():
     assert task_class_counts({"stream": {"num_classes": 7, "num_tasks": 3}}) == [3, 2, 2]
     assert check_result({**rec, "stream": {}}) is None
     assert check_result({**rec, "acc_task_il": []}) is None
+
+
+@pytest.mark.slow  # a Ray search in a subprocess: ~25 s
+def test_a_search_keeps_trials_that_did_not_learn_off_the_front_and_tells_optuna(tmp_path):
+    """With the default margin. On the synthetic stream (3 tasks of 2 classes, 1 epoch)
+    finetune at lr 5 collapses (task-IL 50 % on every task: chance) and at lr 0.05
+    learns (100 %); the sampler's seed 0 draws both in its two random start-up trials."""
+    import pandas as pd
+
+    from analysis.pareto import pareto_table
+    from analysis.results import load_search
+    from tests.test_report import _section, _table_column
+    from tests.test_search import RUN, _env
+
+    proc = subprocess.run([*RUN, "--dataset", "synthetic", "--epochs", "1", "--cpus-per-trial", "1",
+                           "--results-root", str(tmp_path), "--name", "nolearn", "--method", "finetune",
+                           "--trials", "4", "--range", "lr=0.05,5", "--seed", "0"],
+                          capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = tmp_path / "nolearn"
+    assert json.loads((out / "search.json").read_text())[SPEC_KEY] == DEFAULT_MARGIN
+    df = pd.read_csv(out / "trials.csv", dtype={"trial_id": str, "error": str})
+    collapsed, learned = df[df["param.lr"] == 5.0], df[df["param.lr"] == 0.05]
+    assert len(collapsed) and len(learned) and len(collapsed) + len(learned) == 4
+    assert set(collapsed["status"]) == {"infeasible"} and set(learned["status"]) == {"completed"}
+    for _, row in collapsed.iterrows():
+        assert row["error"].startswith("did not learn: plasticity 50.0% is not 10 points above chance 50.0%")
+        record = json.loads((out / "trials" / row["trial_id"] / "result.json").read_text())
+        assert record["feasible"] is False and record["infeasible_reason"] == row["error"]
+
+    # Not on the front (the report's table), although with less forgetting than the
+    # learned trials they would be there if they were eligible.
+    front = _table_column(_section((out / "report.md").read_text(), "Pareto front"), "trial_id")
+    assert front and set(front) <= set(learned["trial_id"])
+    res = load_search(out)
+    unruled = pareto_table(res.trials, res.objective_columns,
+                           eligible=res.trials["status"].isin(["completed", "infeasible"]))
+    assert set(unruled.loc[unruled["on_front"], "trial_id"]) & set(collapsed["trial_id"])
+
+    # What Optuna was told: the searcher's state as Tune saved it (Ray's
+    # OptunaSearch.save pickles its __dict__: the study and Tune id -> Optuna trial).
+    states = sorted((out / "tune").glob("searcher-state-*.pkl"))
+    assert states, "Tune saved no searcher state"
+    state = pickle.loads(states[-1].read_bytes())
+    told = {tid: state["_ot_study"].trials[t.number] for tid, t in state["_ot_trials"].items()}
+    assert set(told) == set(df["trial_id"])
+    for tid in collapsed["trial_id"]:
+        assert told[tid].constraints[CONSTRAINT_KEY] == pytest.approx(0.1)   # floor 60 % - plasticity 50 %
+    for tid in learned["trial_id"]:
+        assert told[tid].constraints[CONSTRAINT_KEY] <= 0
