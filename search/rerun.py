@@ -176,6 +176,8 @@ def folder_after_pick(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     folder_after_pick(args)
+    from core.methods import check_method_early
+    check_method_early(args.method, args.strategy_module, args.results_dir)  # before torch is imported
     from strategies.plugins import load_cli_modules
     load_cli_modules(args.strategy_module, args.results_dir)
     if args.list:

@@ -605,6 +605,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = parser.parse_args(argv)
     args.argv = argv  # for the resume hint
+    from core.methods import check_method_early
+    check_method_early(args.method, args.strategy_module,
+                       Path(args.results_root) / args.name if args.name else None)  # before torch is imported
     warnings.filterwarnings("ignore", category=Warning, module="optuna")
     import strategies  # noqa: F401
     from search.spaces import fit_space_to_stream, parse_search_protocol, resolve_space

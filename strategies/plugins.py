@@ -22,7 +22,6 @@ the trials write to (shared storage), or the module installed on every node.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 from collections.abc import Iterable
@@ -31,27 +30,13 @@ from types import ModuleType
 
 from core.errors import UsageError, UserError
 
-ENV_VAR = "CLSEARCH_STRATEGY_MODULES"
+from core.methods import ENV_VAR, requested  # noqa: F401  (torch-free: the CLIs call it before heavy imports)
+
 FLAG = "--strategy-module"
 
 
 def _is_path(spec: str) -> bool:
     return spec.endswith(".py") or "/" in spec or os.sep in spec
-
-
-def requested(given: Iterable[str] | None, results_dir: str | Path | None = None) -> list[str]:
-    """The modules a command asks for: ``--strategy-module`` values, then those of
-    ``$CLSEARCH_STRATEGY_MODULES``; when there are none, those recorded in
-    ``results_dir/search.json`` (a search being resumed or rerun)."""
-    specs = [s.strip() for s in given or [] if s.strip()]
-    specs += [s.strip() for s in os.environ.get(ENV_VAR, "").split(os.pathsep) if s.strip()]
-    if not specs and results_dir is not None:
-        try:
-            recorded = json.loads((Path(results_dir) / "search.json").read_text()).get("strategy_modules")
-        except (OSError, ValueError, AttributeError):
-            recorded = None  # no readable spec: the command itself reports that, if it needs one
-        specs = [s for s in recorded if isinstance(s, str)] if isinstance(recorded, list) else []
-    return specs
 
 
 def load_strategy_modules(specs: Iterable[str]) -> list[str]:

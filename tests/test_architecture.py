@@ -86,3 +86,29 @@ def test_the_documented_strategy_example_registers_and_trains(tmp_path, tiny_str
         assert_lower_triangular(run(strategy, tiny_stream, cfg, log=None), tiny_stream.num_tasks)
     finally:
         STRATEGIES.pop("smooth", None)
+
+
+def test_the_torch_free_method_list_is_the_registry():
+    """core/methods.py lets the command lines refuse a misspelt --method before
+    torch is imported; it must name exactly the strategies the package registers."""
+    from core.methods import BUILTIN_METHODS
+    from strategies.base import STRATEGIES
+
+    builtin = {name for name, cls in STRATEGIES.items() if cls.__module__.startswith("strategies.")}
+    assert set(BUILTIN_METHODS) == builtin and list(BUILTIN_METHODS) == sorted(BUILTIN_METHODS)
+
+
+@pytest.mark.slow  # a fresh interpreter: the point is what it imports
+def test_an_unknown_method_is_refused_before_torch_is_imported():
+    """search/run.py and rerun.py check --method against core/methods.py first
+    (in a fresh interpreter this answers in a fraction of a second:
+    bench/cli_startup.py); with a plugin module asked for, the registry decides."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from core.cli import cli_main; from search.run import main; "
+            "code = cli_main(main, ['--method', 'icarll']); "
+            "print(code, 'torch' in sys.modules, 'ray' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.stdout.split() == ["2", "False", "False"], proc.stdout + proc.stderr
+    assert proc.stderr.strip().startswith("error: unknown method 'icarll'; known methods: der, ewc,")
