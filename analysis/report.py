@@ -777,11 +777,31 @@ def _spec_items(s: _Search) -> list[str]:
         "searched: " + ("; ".join(space) if space else "nothing"),
         "fixed: " + (", ".join(f"{k}={_fmt_value(v)}" for k, v in spec["fixed"].items()) or "nothing"),
     ]
+    stream = _stream_text(s)
+    if stream:
+        items.append(stream)
     if spec.get("knob_kinds"):
         items.append(_knob_line(spec))
     if spec.get("created"):
         items.append(f"created: {spec['created']}")
     return items
+
+
+def _stream_text(s: _Search) -> str | None:
+    """Each task's classes, by name where the dataset has names (GTSRB's signs,
+    an image folder's class folders, an npz's class_names), else by id; read
+    from the first trial record that holds its stream."""
+    for tid in s.res.trials.loc[s.res.trials["status"] != "excluded", "trial_id"]:
+        try:
+            stream = s.res.result(tid).get("stream") or {}
+        except ResultsError:
+            continue
+        names, ids = stream.get("task_class_names"), stream.get("task_classes")
+        tasks = names if isinstance(names, list) and names else ids
+        if isinstance(tasks, list) and tasks and all(isinstance(t, list) for t in tasks):
+            return "classes per task: " + "; ".join(
+                f"task {i + 1}: {', '.join(str(c) for c in t)}" for i, t in enumerate(tasks))
+    return None
 
 
 def _knob_line(spec: dict[str, Any]) -> str:

@@ -424,3 +424,21 @@ def test_cli_writes_the_report_and_prints_its_path(tmp_path):
     assert proc.stdout.strip() == str(out / "report.html")
     _assert_png(out / "pareto.png")
     assert "data:image/png;base64," in (out / "report.html").read_text()
+
+
+def test_report_names_each_tasks_classes(tmp_path):
+    """The report says what each task was about: the class names a trial's
+    stream recorded (an image folder's class folders, GTSRB's signs), else the ids."""
+    folder = write_search_fixture(tmp_path / "named")
+    build_report([folder])
+    assert "- classes per task: task 1: 0, 1; task 2: 2, 3; task 3: 4, 5" in (folder / "report.md").read_text()
+    names = [["cat", "dog"], ["ship", "truck"], ["frog", "horse"]]
+    for f in (folder / "trials").glob("*/result.json"):
+        d = json.loads(f.read_text())
+        if d.get("stream", {}).get("task_classes"):
+            d["stream"]["task_class_names"] = names
+            f.write_text(json.dumps(d))
+    build_report([folder])
+    md = (folder / "report.md").read_text()
+    assert "- classes per task: task 1: cat, dog; task 2: ship, truck; task 3: frog, horse" in md
+    assert "task 1: cat, dog" in (folder / "report.html").read_text()
