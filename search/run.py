@@ -397,6 +397,13 @@ class ProgressPrinter:
                 printer.finished(trial, failed=record.get("status") != "completed", record=record)
 
             def on_trial_recover(self, iteration, trials, trial, **info):
+                from search.trainable import completed_on_disk
+                if completed_on_disk(results_dir / "trials" / trial.trial_id / "result.json"):
+                    # A resumed trial that had finished, whose checkpoint Tune's restore
+                    # cannot find: nothing of it is lost, so no "failed" line.
+                    printer.print_line(f"trial {trial.trial_id}: Tune could not restore its checkpoint (gone); "
+                                       f"it had finished: its result.json says completed and is kept as is")
+                    return
                 done = printer.last.get(trial.trial_id, {}).get("tasks_done", 0)
                 printer.print_line(f"trial {trial.trial_id} failed (worker died or raised); retrying from its "
                                    f"checkpoint after task {done}")
