@@ -9,7 +9,9 @@ a killed search driver, a write that fails midway.
   checkpoint and its final matrices equal a direct run of the same config;
 - driver: the test SIGKILLs the search driver mid-search, then ``--resume``
   finishes the search with the requested number of trials, none lost, none
-  duplicated;
+  duplicated; and killed just after a trial finished, with that trial's Tune
+  checkpoints deleted before ``--resume``: Ray's restore of it fails, and it
+  stays completed, unchanged, never logged as FAILED;
 - atomic writes: ENOSPC in the middle of a write, and a writer SIGKILLed in the
   middle of one, leave the previous file intact and the report buildable.
 
@@ -327,7 +329,7 @@ def test_killed_driver_resumes_with_every_trial_kept_and_none_duplicated(tmp_pat
           f"restores of the kept ones: {[final[t]['restores'] for t in before]}")
 
 
-@pytest.mark.slow  # Ray searches in subprocesses: ~60-90 s on two cores
+@pytest.mark.slow  # two Ray searches in subprocesses: 30-40 s on two shared cores
 def test_finished_trial_whose_checkpoint_is_gone_stays_completed_after_a_driver_kill(tmp_path):
     """A trial finishes, the driver is SIGKILLed, and the trial's Tune checkpoints
     are gone before ``--resume`` (Tune keeps one per trial and deletes the older
@@ -387,6 +389,8 @@ def test_finished_trial_whose_checkpoint_is_gone_stays_completed_after_a_driver_
     assert final[tid] == record  # kept as it was: completed, same numbers, not retrained
     assert df.set_index("trial_id").loc[tid, "status"] == "completed"
     lines = [line for line in again.stdout.splitlines() if f"trial {tid}" in line]
+    # The case really happened: Tune tried to restore the trial from a checkpoint that is gone.
+    assert f"trial {tid}: Tune could not restore its checkpoint" in again.stdout, (state, "\n".join(lines))
     assert not any("FAILED" in line or "failed (worker" in line for line in lines), "\n".join(lines)
     assert f"trial {tid} final_acc" in again.stdout  # counted as a completed trial, with its values
     print(f"trial {tid} finished, driver killed, {len(checkpoints)} checkpoint folder(s) deleted; Tune's saved "
