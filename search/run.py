@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="early stopping: 1 in this many trials goes on at each comparison (default 2)")
     p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default 1; torch threads follow)")
     p.add_argument("--gpus-per-trial", type=float, default=None,
-                   help="GPUs per trial, fractional to share a GPU (default 0.25 when a GPU is visible, else 0)")
+                   help="GPUs per trial, fractional to share a GPU (default 0.25 when a GPU is visible and --device is not cpu, "
+                        "else 0)")
     p.add_argument("--max-concurrent", type=int, default=None, help="cap on trials running at once")
     p.add_argument("--address", default=None, help="address of an existing Ray cluster (e.g. 10.0.0.1:6379 or auto)")
     p.add_argument("--name", default=None, help="search name = results folder name (default METHOD-DATASET-TIME)")
@@ -403,6 +404,13 @@ class ProgressPrinter:
                 printer.finished(trial, failed=record.get("status") != "completed", record=record)
 
             def on_trial_recover(self, iteration, trials, trial, **info):
+                from search.trainable import completed_on_disk
+                if completed_on_disk(results_dir / "trials" / trial.trial_id / "result.json"):
+                    # A resumed trial that had finished, whose checkpoint Tune's restore
+                    # cannot find: nothing of it is lost, so no "failed" line.
+                    printer.print_line(f"trial {trial.trial_id}: Tune could not restore its checkpoint (gone); "
+                                       f"it had finished: its result.json says completed and is kept as is")
+                    return
                 done = printer.last.get(trial.trial_id, {}).get("tasks_done", 0)
                 printer.print_line(f"{trial_label(trial)} failed (worker died or raised); retrying from its "
                                    f"checkpoint after task {done}")
@@ -572,14 +580,30 @@ def check_resource_args(args) -> None:
         raise UsageError(f"--max-concurrent must be at least 1, got {args.max_concurrent}")
 
 
-def trial_resources(args) -> dict[str, float]:
+def trial_resources(args, device: str = "auto") -> dict[str, float]:
+    """Each trial's Ray resources, checked against the connected cluster.
+
+    ``device`` is the loop's (search.json ``loop.device``). A CUDA device is
+    refused here, before any trial starts, when the cluster has no GPU or the
+    trials would get none (--gpus-per-trial 0): on a cluster (``--address``)
+    this is the first point where the workers' hardware is known, and a trial
+    without a GPU would fail (search/trainable.py: trial_device). ``cpu`` asks
+    for no GPU."""
     import ray
 
     total_gpus = ray.cluster_resources().get("GPU", 0)
     cpus = 1.0 if args.cpus_per_trial is None else args.cpus_per_trial
     gpus = args.gpus_per_trial
+    wants_cuda = device.startswith("cuda")
+    if wants_cuda and total_gpus == 0:
+        where = "the Ray cluster at --address" if args.address else "the local Ray instance"
+        raise UsageError(f"--device {device}: {where} has no GPU (ray.cluster_resources() reports 0); "
+                         f"use --device cpu or auto, or a cluster with GPUs")
+    if wants_cuda and gpus == 0:
+        raise UsageError(f"--device {device} with --gpus-per-trial 0: the trials would get no GPU; "
+                         f"give --gpus-per-trial (e.g. 1, or 0.25 to share a GPU between 4 trials)")
     if gpus is None:
-        gpus = 0.25 if total_gpus > 0 else 0.0
+        gpus = 0.25 if total_gpus > 0 and device != "cpu" else 0.0
     if gpus > 0 and total_gpus == 0:
         raise UsageError(f"--gpus-per-trial {gpus}: the Ray cluster has {total_gpus:g} GPUs")
     if cpus > ray.cluster_resources().get("CPU", 0):
@@ -729,7 +753,7 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
 
     init_ray(args.address)
     try:
-        resources = trial_resources(args)
+        resources = trial_resources(args, spec["loop"].get("device", "auto"))
         # Written only now, after every check (the cluster's resources are the last):
         # a search that fails to start leaves no results folder behind.
         if not resuming:

@@ -99,6 +99,32 @@ def trial_configs(params: dict[str, Any], loop: dict[str, Any], threads: int = 1
     return strategy_params, with_loop_knobs(cfg, loop_params)
 
 
+def trial_device(requested: str, gpus: float) -> str:
+    """The torch device of a trial: the loop's ``requested`` device given the
+    ``gpus`` Ray gave the trial.
+
+    ``cpu`` stays on the CPU, ``auto`` follows the GPUs. A CUDA device with no
+    GPU from Ray, or on a node whose torch sees no CUDA (a CPU build; a GPU
+    declared to Ray that is not there), is a ``ConfigError`` naming the node --
+    never a silent CPU run recorded as cuda. Ray sets CUDA_VISIBLE_DEVICES to
+    the trial's GPU(s), so the trial's device is plain ``cuda``."""
+    from core.config import ConfigError
+
+    if requested == "cpu" or (requested == "auto" and gpus <= 0):
+        return "cpu"
+    host = socket.gethostname()
+    if gpus <= 0:
+        raise ConfigError(f"device {requested!r} requested but Ray gave this trial no GPU (on {host}); "
+                          "run the search with --gpus-per-trial > 0")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {requested!r} requested and Ray gave this trial {gpus:g} GPU, but CUDA is not "
+                          f"available on node {host} (torch {torch.__version__}, CUDA_VISIBLE_DEVICES="
+                          f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+    return "cuda"
+
+
 def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], loop: dict[str, Any],
                results_dir: str, stream=None, strategy_modules: list[str] = (),
                min_plasticity_margin: float = DEFAULT_MARGIN) -> None:
@@ -116,7 +142,7 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
     trial_id = context.get_trial_id() or "local"
     resources = context.get_trial_resources().required_resources if context.get_trial_resources() else {}
     threads = max(1, int(resources.get("CPU", 1)))
-    device = "cuda" if resources.get("GPU", 0) > 0 else "cpu"
+    gpus = float(resources.get("GPU", 0))
     # As JSON would give it back (a fixed list knob is a tuple in a fresh search,
     # a list in a resumed one): the finished-record check below compares the two.
     knobs = {k: v for k, v in config.items() if k != TRIAL_NUMBER_KEY}
@@ -142,8 +168,6 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
         d["infeasible_reason"] = None if verdict is None else verdict.reason
         write_json_atomic(out_file, d)
 
-    strategy_params, cfg = trial_configs(params, loop, threads=threads, device=device)
-
     def after_task(state: LoopState) -> None:
         save(state.result)
         state.meta["restores"] = restores
@@ -165,6 +189,9 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
     try:
         from strategies.plugins import load_strategy_modules
         load_strategy_modules(strategy_modules)  # a user's strategy (--strategy-module) registers in this worker too
+        # Inside the try: a CUDA device this worker cannot give is recorded as the trial's error.
+        device = trial_device(str(loop.get("device", "auto")), gpus)
+        strategy_params, cfg = trial_configs(params, loop, threads=threads, device=device)
         resume = _restore(tune.get_checkpoint(), stream, load_state, STATE_FILE)
         if resume is None:
             strategy = make_strategy(method, strategy_params, stream, cfg)

@@ -12,6 +12,12 @@ pytest's: a Ray node started in a process installs Ray's SIGTERM handler and
 atexit hooks there, which outlive ``Cluster.shutdown()`` (in pytest's process
 the handler turned a later test's SIGTERM into a failure under load).
 
+``--device cuda`` cannot be checked by a driver that does not see the workers'
+hardware: on this GPU-less cluster, and with ``--gpus-per-trial 0`` on a
+one-node cluster that declares a GPU to Ray (a resource only: the machine need
+not have one), it is refused once Ray is connected, before any trial and any
+file; on that declared GPU a trial finds no CUDA and fails saying so.
+
 Ray's state of this cluster lives in a private temp folder (``RAY_TMPDIR``, set
 for the cluster's and the driver's processes only): ``Cluster`` writes its
 address to ``<temp>/ray/ray_current_cluster``, and in the shared /tmp/ray that
@@ -49,9 +55,9 @@ pytestmark = [pytest.mark.slow,  # a Ray cluster and searches on it, in subproce
               pytest.mark.skipif(sys.platform == "win32", reason="Ray's multi-node cluster utilities need Linux/macOS")]
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """A head and a worker node, one CPU each; yields (address, node ids, environment for the driver)."""
+def _start_cluster(nodes: list[dict] | None = None):
+    """Yields (address, node ids, environment for the driver) of a cluster of
+    ``nodes`` (tests/cluster_process.py; default: two nodes, one CPU and no GPU each)."""
     # Short path: Ray's unix sockets live below it (107-character limit).
     temp_root = Path(tempfile.mkdtemp(prefix="clray", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if k not in ("CL_DATA_DIR", "RAY_ADDRESS")}
@@ -61,13 +67,15 @@ def cluster():
     try:
         with open(log, "w") as out:
             # Its own session: if it ever has to be killed, its process group goes with it.
-            proc = subprocess.Popen([*CLUSTER_PROCESS, str(ready)], stdin=subprocess.PIPE, stdout=out,
-                                    stderr=subprocess.STDOUT, env=env, cwd=temp_root, start_new_session=True)
+            proc = subprocess.Popen([*CLUSTER_PROCESS, str(ready), *([json.dumps(nodes)] if nodes else [])],
+                                    stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    cwd=temp_root, start_new_session=True)
         deadline = time.time() + 180
         while not ready.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.1)
         if not ready.exists():
-            pytest.fail(f"the 2-node cluster did not come up (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
+            pytest.fail(f"the cluster {nodes or 'of 2 nodes'} did not come up (exit {proc.poll()}):\n"
+                        f"{log.read_text()[-3000:]}")
         info = json.loads(ready.read_text())
         yield info["address"], set(info["node_ids"]), env
     finally:
@@ -79,6 +87,19 @@ def cluster():
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
         shutil.rmtree(temp_root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and a worker node, one CPU and no GPU each."""
+    yield from _start_cluster()
+
+
+@pytest.fixture(scope="module")
+def gpu_cluster():
+    """One node with one CPU and one GPU that is a Ray resource only: the machine
+    need not have it (the trial worker's torch then sees no CUDA)."""
+    yield from _start_cluster([{"num_cpus": 1, "num_gpus": 1}])
 
 
 def search(cluster, tmp_path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -114,3 +135,49 @@ def test_trial_larger_than_every_node_is_refused_before_it_hangs(cluster, tmp_pa
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: --cpus-per-trial 2 is more than any node"), proc.stderr[-3000:]
+
+
+# -- --device cuda on a cluster: the driver cannot see the workers' hardware -------------------
+
+def assert_refused_before_start(proc: subprocess.CompletedProcess, folder: Path, message: str) -> None:
+    """Exit 2, one error line naming the problem, and no results folder (no search.json)."""
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and " started: " not in proc.stdout, proc.stdout[-3000:]
+    assert not folder.exists(), sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_cuda_on_a_cluster_without_gpus_is_refused_before_any_trial(cluster, tmp_path):
+    proc = search(cluster, tmp_path, "--method", "replay", "--trials", "2", "--device", "cuda",
+                  "--name", "cuda-no-gpu", timeout=120)
+    assert_refused_before_start(proc, tmp_path / "cuda-no-gpu",
+                                "--device cuda: the Ray cluster at --address has no GPU")
+
+
+def test_cuda_with_no_gpu_per_trial_is_refused_before_any_trial(gpu_cluster, tmp_path):
+    proc = search(gpu_cluster, tmp_path, "--method", "replay", "--trials", "2", "--device", "cuda",
+                  "--gpus-per-trial", "0", "--name", "cuda-zero-gpus", timeout=120)
+    assert_refused_before_start(proc, tmp_path / "cuda-zero-gpus",
+                                "--device cuda with --gpus-per-trial 0: the trials would get no GPU; "
+                                "give --gpus-per-trial")
+
+
+def test_cuda_trial_on_a_node_without_cuda_fails_saying_why(gpu_cluster, tmp_path):
+    """The cluster says it has a GPU, the worker's torch has no CUDA: the trial
+    fails with the reason in its result.json, never trains on the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the declared GPU would be a real one")
+    proc = search(gpu_cluster, tmp_path, "--method", "replay", "--trials", "1", "--device", "cuda",
+                  "--gpus-per-trial", "1", "--max-failures", "0", "--name", "cuda-not-there", timeout=180)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "every trial of the search failed (1 error)" in proc.stderr.strip().splitlines()[-1], proc.stderr[-3000:]
+    (result,) = (tmp_path / "cuda-not-there" / "trials").glob("*/result.json")
+    record = json.loads(result.read_text())
+    assert record["status"] == "error" and not record["acc_class_il"], record.get("error")
+    assert record["error"].startswith("ConfigError: device 'cuda' requested and Ray gave this trial 1 GPU, "
+                                      "but CUDA is not available on node "), record["error"]
+    assert "\n" not in record["error"]
+    assert f"FAILED ({record['error']})" in proc.stdout  # the live log says why, in one line

@@ -9,7 +9,9 @@ a killed search driver, a write that fails midway.
   checkpoint and its final matrices equal a direct run of the same config;
 - driver: the test SIGKILLs the search driver mid-search, then ``--resume``
   finishes the search with the requested number of trials, none lost, none
-  duplicated;
+  duplicated; and killed just after a trial finished, with that trial's Tune
+  checkpoints deleted before ``--resume``: Ray's restore of it fails, and it
+  stays completed, unchanged, never logged as FAILED;
 - atomic writes: ENOSPC in the middle of a write, and a writer SIGKILLed in the
   middle of one, leave the previous file intact and the report buildable.
 
@@ -21,6 +23,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -324,6 +327,86 @@ def test_killed_driver_resumes_with_every_trial_kept_and_none_duplicated(tmp_pat
           f"({len(on_disk[newcomer]['acc_task_il']) if newcomer in on_disk else 0} task(s)), "
           f"{'in' if in_snapshot else 'not in'} Tune's last snapshot; resumed: {len(df)} trials; "
           f"restores of the kept ones: {[final[t]['restores'] for t in before]}")
+
+
+@pytest.mark.slow  # two Ray searches in subprocesses: 30-40 s on two shared cores
+def test_finished_trial_whose_checkpoint_is_gone_stays_completed_after_a_driver_kill(tmp_path):
+    """A trial finishes, the driver is SIGKILLed, and the trial's Tune checkpoints
+    are gone before ``--resume`` (Tune keeps one per trial and deletes the older
+    one; its saved experiment state can point at the deleted one). Tune's state
+    still lists the trial as running from a checkpoint, so the resume asks Ray to
+    restore it, and Ray's restore fails ("does not exist on storage anymore")
+    before the trainable runs. The trial's own result.json says completed: the
+    resumed search must keep it as it is -- completed, same numbers, one row --
+    and its live log must not call it FAILED."""
+    name = "ckptgone"
+    trials = 3
+    args = [*RUN, "--dataset", "synthetic", "--cpus-per-trial", "1", "--results-root", str(tmp_path),
+            "--method", "finetune", "--trials", str(trials), "--max-concurrent", "1", "--epochs", "20",
+            "--name", name, "--no-report", "--min-plasticity-margin", "0"]
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path,
+                                start_new_session=True)
+    folder = tmp_path / name
+    trials_dir = folder / "trials"
+    try:
+        before = {}
+        deadline = time.time() + 240
+        while not before and time.time() < deadline and proc.poll() is None:
+            before = {t: d for t, d in _results(trials_dir).items() if d["status"] == "completed"}
+            time.sleep(0.02)
+        assert before, "no trial finished\n" + log.read_text()[-3000:]
+        # Frozen at once, then killed: Tune's last saved state is the one from the
+        # finished trial's last checkpoint (Tune saves its state after every trial
+        # checkpoint), which lists the trial as still running.
+        os.kill(proc.pid, signal.SIGSTOP)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        time.sleep(1)
+        _kill_session(proc.pid)  # what the driver left behind (its Ray workers)
+    assert len(before) == 1, before
+    (tid, record), = before.items()
+    checkpoints = list((folder / "tune").glob(f"*{tid}*/checkpoint_*"))
+    assert checkpoints, sorted(p.name for p in (folder / "tune").iterdir())
+    for ckpt in checkpoints:
+        shutil.rmtree(ckpt)
+    state = _tune_trial_state(folder / "tune", tid)
+
+    t0 = time.time()
+    again = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300, env=_env(),
+                           cwd=tmp_path)
+    resumed_s = time.time() - t0
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resuming" in again.stdout
+    df = pd.read_csv(folder / "trials.csv", dtype={"trial_id": str})
+    assert len(df) == trials and df["trial_id"].is_unique, df  # every planned trial, once
+    assert set(df["status"]) == {"completed"}, df[["trial_id", "status", "error"]]
+    final = _results(trials_dir)
+    assert final[tid] == record  # kept as it was: completed, same numbers, not retrained
+    assert df.set_index("trial_id").loc[tid, "status"] == "completed"
+    lines = [line for line in again.stdout.splitlines() if f"trial {tid}" in line]
+    # The case really happened: Tune tried to restore the trial from a checkpoint that is gone.
+    assert f"trial {tid}: Tune could not restore its checkpoint" in again.stdout, (state, "\n".join(lines))
+    assert not any("FAILED" in line or "failed (worker" in line for line in lines), "\n".join(lines)
+    assert f"trial {tid} final_acc" in again.stdout  # counted as a completed trial, with its values
+    print(f"trial {tid} finished, driver killed, {len(checkpoints)} checkpoint folder(s) deleted; Tune's saved "
+          f"state: {state}; resumed in {resumed_s:.0f} s; its lines:\n" + "\n".join(lines))
+
+
+def _tune_trial_state(tune_dir: Path, tid: str) -> str:
+    """The status Tune's newest saved experiment state gives trial ``tid``."""
+    states = sorted(tune_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return "no saved state"
+    for json_state, _ in json.loads(states[-1].read_text()).get("trial_data", []):
+        trial = json.loads(json_state)
+        if trial.get("trial_id") == tid:
+            return str(trial.get("status"))
+    return "not listed"
 
 
 # -- d: atomic writes ---------------------------------------------------------------------------

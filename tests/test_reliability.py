@@ -9,7 +9,10 @@ Fast tier (no subprocess beyond a short lock holder, no Ray):
 - a trial whose worker died more than --max-failures times is rewritten from
   "running" to "error" with the reason, so trials.csv says failed, not truncated;
 - the disk estimate and the free-space refusal; ENOSPC recognised through Ray's
-  wrappers.
+  wrappers;
+- --device cuda where the trials would get no GPU (none in the cluster, or
+  --gpus-per-trial 0) is refused by the driver; a trial worker asked for CUDA
+  without it fails naming the node, never trains on the CPU.
 
 Slow tier (real drivers, Ray, and -- as root -- real small tmpfs mounts):
 
@@ -154,6 +157,60 @@ def test_worker_that_died_too_often_is_failed_not_truncated(tmp_path):
     before = (folder / "trials" / done / "result.json").read_bytes()
     assert mark_dead_trial_failed(folder, _FakeTrial(done, err), 2)["status"] == "completed"
     assert (folder / "trials" / done / "result.json").read_bytes() == before
+
+
+# -- devices ------------------------------------------------------------------------------------------
+
+def _patch_cluster(monkeypatch, cpus: float, gpus: float) -> None:
+    """What the driver's Ray calls report, for a one-node cluster (no Ray started)."""
+    import ray
+
+    resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    monkeypatch.setattr(ray, "cluster_resources", lambda: dict(resources))
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": dict(resources)}])
+
+
+def test_cuda_search_is_refused_when_the_trials_would_get_no_gpu(monkeypatch):
+    import argparse
+
+    from search.run import trial_resources
+
+    def args(gpus=None, address="10.0.0.1:6379"):
+        return argparse.Namespace(cpus_per_trial=None, gpus_per_trial=gpus, address=address)
+
+    _patch_cluster(monkeypatch, cpus=4, gpus=0)
+    with pytest.raises(UserError, match=r"^--device cuda: the Ray cluster at --address has no GPU"):
+        trial_resources(args(), "cuda")
+    with pytest.raises(UserError, match=r"^--device cuda:1: the local Ray instance has no GPU"):
+        trial_resources(args(address=None), "cuda:1")
+    assert trial_resources(args(), "auto") == {"cpu": 1.0, "gpu": 0.0}
+    _patch_cluster(monkeypatch, cpus=4, gpus=2)
+    with pytest.raises(UserError, match=r"^--device cuda with --gpus-per-trial 0: the trials would get no GPU; "
+                                        r"give --gpus-per-trial"):
+        trial_resources(args(gpus=0.0), "cuda")
+    assert trial_resources(args(), "cuda") == {"cpu": 1.0, "gpu": 0.25}
+    assert trial_resources(args(), "auto") == {"cpu": 1.0, "gpu": 0.25}
+    assert trial_resources(args(), "cpu") == {"cpu": 1.0, "gpu": 0.0}  # --device cpu holds no GPU
+
+
+def test_trial_device_never_trains_a_cuda_trial_on_the_cpu():
+    import torch
+
+    from core.config import ConfigError
+    from search.trainable import trial_device
+
+    assert trial_device("cpu", 0) == "cpu" and trial_device("cpu", 1) == "cpu"
+    assert trial_device("auto", 0) == "cpu"
+    with pytest.raises(ConfigError, match=r"^device 'cuda' requested but Ray gave this trial no GPU \(on .+\); "
+                                          r"run the search with --gpus-per-trial > 0$"):
+        trial_device("cuda", 0)
+    if torch.cuda.is_available():
+        assert trial_device("cuda:0", 0.5) == "cuda" and trial_device("auto", 0.5) == "cuda"
+    else:
+        for requested in ("cuda", "auto"):
+            with pytest.raises(ConfigError, match=rf"^device '{requested}' requested and Ray gave this trial 0.5 GPU, "
+                                                  r"but CUDA is not available on node .+ \(torch "):
+                trial_device(requested, 0.5)
 
 
 # -- disk ---------------------------------------------------------------------------------------------
