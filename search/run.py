@@ -408,7 +408,7 @@ class ProgressPrinter:
                 if completed_on_disk(results_dir / "trials" / trial.trial_id / "result.json"):
                     # A resumed trial that had finished, whose checkpoint Tune's restore
                     # cannot find: nothing of it is lost, so no "failed" line.
-                    printer.print_line(f"trial {trial.trial_id}: Tune could not restore its checkpoint (gone); "
+                    printer.print_line(f"{trial_label(trial)}: Tune could not restore its checkpoint (gone); "
                                        f"it had finished: its result.json says completed and is kept as is")
                     return
                 done = printer.last.get(trial.trial_id, {}).get("tasks_done", 0)
