@@ -378,7 +378,15 @@ def _same_search(old: dict[str, Any], new: dict[str, Any]) -> bool:
 
 
 class ProgressPrinter:
-    """A compact live view: trials done/running/failed, best values, time per trial."""
+    """A compact live view: a line when a trial starts, one after each of its
+    tasks (its objectives so far, images/s, the task's time) and one when it
+    ends (trials done/running/failed, best values, time per trial); the task
+    and end lines carry the search's progress and an ETA.
+
+    Progress is counted in tasks: the search has trials x tasks of them; a
+    trial that ended (completed, stopped early, failed) counts all of its. The
+    ETA is the time left at the rate tasks have been done so far in this run
+    (which folds in how many trials run at once)."""
 
     def __init__(self, total: int, objectives: list[tuple[str, str]], num_tasks: int, results_dir: Path,
                  class_counts: list[int] | None = None, margin: float = 0.0, max_failures: int = 0) -> None:
@@ -393,6 +401,7 @@ class ProgressPrinter:
 
             def on_trial_result(self, iteration, trials, trial, result, **info):
                 printer.last[trial.trial_id] = result
+                printer.task_done(trial, result)
 
             def on_trial_complete(self, iteration, trials, trial, **info):
                 printer.finished(trial, failed=False)
@@ -425,6 +434,32 @@ class ProgressPrinter:
         self.durations: list[float] = []
         self.best: dict[str, float] = {}
         self.t0 = time.time()
+        self.tasks_done: dict[str, int] = {}  # trial id -> tasks counted towards the search's progress
+
+    def progress(self) -> str:
+        """"search 38% done, ETA ~6 min" (tasks done of trials x tasks, at this run's rate)."""
+        total = self.total * self.num_tasks
+        done = min(sum(self.tasks_done.values()), total)
+        elapsed = time.time() - self.t0
+        if done == 0 or elapsed <= 0:
+            return "search 0% done"
+        if done == total:
+            return "search 100% done"
+        left = (total - done) * elapsed / done
+        return f"search {100 * done / total:.0f}% done, ETA ~{_minutes(left)}"
+
+    def task_done(self, trial, result: dict) -> None:
+        """The line after each task of a running trial (the last task's line is the trial's end line)."""
+        n = int(result.get("tasks_done", 0))
+        self.tasks_done[trial.trial_id] = max(self.tasks_done.get(trial.trial_id, 0), n)
+        if n >= self.num_tasks:
+            return
+        images, seconds = result.get("task_images") or 0, result.get("task_seconds") or 0
+        rate = f"{images / seconds:,.0f} img/s, " if images and seconds else ""
+        so_far = " ".join(f"{name} {self._fmt(name, result.get(name))}" for name, _ in self.objectives
+                          if name != "memory")
+        self.print_line(f"{trial_label(trial)} task {n}/{self.num_tasks} done: {so_far} ({rate}{seconds:.0f} s) "
+                        f"| {self.progress()}")
 
     @staticmethod
     def fmt_params(config: dict[str, Any]) -> str:
@@ -461,13 +496,14 @@ class ProgressPrinter:
                     self.best[name] = v
             what = " ".join(f"{n} {self._fmt(n, result.get(n))}" for n, _ in self.objectives)
         ended = self.done + self.failed + self.truncated + self.infeasible
+        self.tasks_done[trial.trial_id] = self.num_tasks  # ended: none of its tasks is left to do
         best = ", ".join(f"{'best' if s == 'max' else 'lowest'} {n} {self._fmt(n, self.best[n])}"
                          for n, s in self.objectives if n in self.best)
         mean_t = sum(self.durations) / len(self.durations)
         running = len(self.started) - ended
         self.print_line(f"{trial_label(trial)} {what} | {ended}/{self.total} ended ({self.done} completed, "
                         f"{self.infeasible} did not learn, {self.truncated} stopped, {self.failed} failed, {max(running, 0)} running) | {best} | "
-                        f"{mean_t:.0f} s/trial, elapsed {(time.time() - self.t0) / 60:.1f} min")
+                        f"{mean_t:.0f} s/trial, elapsed {(time.time() - self.t0) / 60:.1f} min, {self.progress()}")
 
     def feasibility(self, result: dict):
         """The did-not-learn verdict on a finished trial's last report; None when the rule is off."""
@@ -502,6 +538,11 @@ def trial_dirname(trial) -> str:
     every knob in the name and numbers trials from 1, unlike Optuna)."""
     number = (trial.config or {}).get(TRIAL_NUMBER_KEY)
     return f"trial_{trial.trial_id}" if number is None else f"trial_{int(number):04d}_{trial.trial_id}"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 \
+        else f"{seconds / 3600:.1f} h"
 
 
 def mark_dead_trial_failed(results_dir: Path, trial, max_failures: int) -> dict[str, Any]:
@@ -743,7 +784,16 @@ def main(argv: list[str] | None = None) -> int:
             results_dir.rmdir()  # a search that never started leaves no folder
 
 
+def worker_log_environment() -> None:
+    """Trials' epoch lines reach the driver's log as they are: no colour codes in
+    Ray's "(trial_main pid=N)" prefix, no "[repeated 3x]" folding of similar
+    lines. Ray reads both when it is imported, so this runs before that."""
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
 def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming: bool, guard: DiskGuard) -> int:
+    worker_log_environment()
     import ray
     from ray import tune
 

@@ -60,8 +60,18 @@ def tune_metrics(result) -> dict[str, Any]:
     out = {name: float(m.get(name, math.nan)) for name in REPORTED}
     out[REPORT_KEY] = float((result.metrics.get("task_il") or {}).get("plasticity", math.nan))
     out.update(tasks_done=result.tasks_done, memory=int(result.memory_size), num_params=int(result.num_params),
-               train_time_s=float(result.train_time_s))
+               train_time_s=float(result.train_time_s), **last_task_cost(result.timings))
     return out
+
+
+def last_task_cost(timings: list[dict[str, Any]]) -> dict[str, float]:
+    """The live log's figures for the task just done: images trained and the
+    task's seconds (begin, training phases, end, evaluation)."""
+    if not timings:
+        return {"task_images": 0.0, "task_seconds": 0.0}
+    last = timings[-1]
+    seconds = sum(float(last.get(k) or 0.0) for k in ("begin_task_s", "train_s", "end_task_s", "eval_s"))
+    return {"task_images": float(last.get("images_trained") or 0.0), "task_seconds": seconds}
 
 
 def record_metrics(record: dict[str, Any]) -> dict[str, Any]:
@@ -71,8 +81,30 @@ def record_metrics(record: dict[str, Any]) -> dict[str, Any]:
     task_il = (record.get("metrics") or {}).get("task_il") or {}
     out[REPORT_KEY] = float(task_il["plasticity"]) if task_il.get("plasticity") is not None else math.nan
     out.update(tasks_done=len(record.get("acc_task_il") or []), memory=int(record.get("memory_size", 0)),
-               num_params=int(record.get("num_params", 0)), train_time_s=float(record.get("train_time_s", 0.0)))
+               num_params=int(record.get("num_params", 0)), train_time_s=float(record.get("train_time_s", 0.0)),
+               **last_task_cost(record.get("timings") or []))
     return out
+
+
+# A trial prints its epoch lines (loss, images/s) at most once per this many
+# seconds: a long task (ResNet-32 on CIFAR-100, 70 epochs) is then not silent
+# for hours between its per-task lines, and short epochs do not flood the log.
+EPOCH_LINE_SECONDS = float(os.environ.get("CLSEARCH_EPOCH_PROGRESS_S", "60"))
+
+
+def epoch_logger(label: str, every: float = EPOCH_LINE_SECONDS):
+    """The loop's ``log`` for a trial: its epoch lines, throttled to one per
+    ``every`` seconds, prefixed with the trial's label; other lines dropped
+    (the driver prints each task's line from the trial's report)."""
+    last = [time.monotonic()]
+
+    def log(msg: str) -> None:
+        now = time.monotonic()
+        if " epoch " in msg and now - last[0] >= every:
+            last[0] = now
+            print(f"[{time.strftime('%H:%M:%S')}] {label}: {msg}", flush=True)
+
+    return log
 
 
 def node_info() -> dict[str, Any]:
@@ -199,7 +231,8 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
             strategy = resume.strategy
             restores.extend(resume.meta.get("restores", []))
             restores.append(resume.tasks_done)
-        result = run(strategy, stream, cfg, log=None, resume=resume, checkpoint=after_task)
+        label = f"trial {trial_id}" if number is None else f"trial {number} ({trial_id})"
+        result = run(strategy, stream, cfg, log=epoch_logger(label), resume=resume, checkpoint=after_task)
         if resume is not None and resume.tasks_done == stream.num_tasks:
             # Restarted after its last checkpoint: nothing left to train; report
             # the final metrics again so this attempt ends with them. A finished

@@ -86,6 +86,12 @@ def test_one_trial_number_in_log_records_csv_report_optuna_and_pick(tmp_path):
             if results.trials.set_index("trial_id").loc[tid, "status"] == "completed":
                 assert list(pick_trials(results, [pick])["trial_id"]) == [tid]
 
+    # Live progress: a line after each task but the last, with images/s and the search's ETA.
+    task_lines = re.findall(r"trial (\d+) \((\w+)\) task (\d)/3 done: final_acc [\d.]+% forgetting -?[\d.]+% "
+                            r"\(([\d,]+ img/s, )?\d+ s\) \| search (\d+)% done", proc.stdout)
+    assert sorted((int(n), int(t)) for n, _, t, _, _ in task_lines) == [(n, t) for n in range(4) for t in (1, 2)]
+    assert "ETA ~" in proc.stdout
+
     # Finished: the per-task checkpoints are gone, Tune's state is not.
     assert "removed 4 trial checkpoint(s)" in proc.stdout
     assert not list((out / "tune").glob("*/checkpoint_*"))
@@ -93,12 +99,21 @@ def test_one_trial_number_in_log_records_csv_report_optuna_and_pick(tmp_path):
 
 
 @pytest.mark.slow  # a Ray search in a subprocess
-def test_keep_checkpoints_keeps_them(tmp_path):
-    proc = _run([*RUN, *TINY, "--results-root", str(tmp_path), "--method", "finetune", "--trials", "2",
-                 "--name", "kept", "--keep-checkpoints", "--no-report"], tmp_path)
+def test_keep_checkpoints_keeps_them_and_epoch_lines_reach_the_log(tmp_path):
+    env = {**_env(), "CLSEARCH_EPOCH_PROGRESS_S": "0"}  # every epoch line, not one a minute
+    proc = subprocess.run([*RUN, *TINY, "--results-root", str(tmp_path), "--method", "finetune", "--trials", "2",
+                           "--name", "kept", "--keep-checkpoints", "--no-report", "--epochs", "2"],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert len(list((tmp_path / "kept" / "tune").glob("*/checkpoint_*"))) == 2
     assert "removed" not in proc.stdout
+    # The trials' epoch lines, forwarded by Ray from the workers' output (2 trials x
+    # 3 tasks x 2 epochs were printed; Ray's log monitor polls the workers' files,
+    # so the last lines before the driver exits may not arrive: at least some do).
+    epochs = re.findall(r"trial (\d) \(\w+\): \[finetune\] task (\d)/3 train epoch (\d)/2 loss [\d.]+ \(\d+ img/s\)",
+                        proc.stdout + proc.stderr)
+    assert len(set(epochs)) >= 2 and set(epochs) <= {(n, t, e) for n in "01" for t in "123" for e in "12"}
+    assert "\x1b[" not in proc.stdout  # no colour codes in Ray's prefix
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
