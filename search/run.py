@@ -908,10 +908,16 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
         counts = count_statuses(results_dir)
         print(f"search finished: {len(grid)} trials in Tune, " +
               ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-        if counts and not counts.get("completed") and not counts.get("truncated"):
+        if counts and not counts.get("completed") and not counts.get("truncated") and not counts.get("infeasible"):
             save_trials_csv_quietly(results_dir)
             raise UserError(f"every trial of the search failed ({', '.join(f'{v} {k}' for k, v in counts.items())}); "
                             f"the reasons are in trials.csv and {results_dir / 'trials'}/*/result.json")
+        if counts.get("infeasible") and not counts.get("completed"):
+            # The trials ran; none learned. Their records and the report are
+            # still written (they show how far each got), but there is no front.
+            print(f"warning: no trial learned ({counts['infeasible']} did not learn: task-IL plasticity not "
+                  f"--min-plasticity-margin above chance), so there is no front; train longer (--epochs), narrow "
+                  f"the learning rate (--range lr=...), or see the reasons in trials.csv", file=sys.stderr)
         return 0
     finally:
         ray.shutdown()

@@ -136,3 +136,24 @@ def test_a_search_keeps_trials_that_did_not_learn_off_the_front_and_tells_optuna
         assert told[tid].constraints[CONSTRAINT_KEY] == pytest.approx(0.1)   # floor 60 % - plasticity 50 %
     for tid in learned["trial_id"]:
         assert told[tid].constraints[CONSTRAINT_KEY] <= 0
+
+
+@pytest.mark.slow  # a Ray search in a subprocess
+def test_a_search_where_no_trial_learned_ends_with_a_warning_and_its_report(tmp_path):
+    """Every trial collapsed (finetune at lr 4.5 or 5 on the synthetic stream): the
+    trials ran, so this is no 'every trial failed' error; the search writes
+    trials.csv and the report, warns that there is no front, and exits 0."""
+    import pandas as pd
+
+    from tests.test_search import RUN, _env
+
+    proc = subprocess.run([*RUN, "--dataset", "synthetic", "--epochs", "1", "--cpus-per-trial", "1",
+                           "--results-root", str(tmp_path), "--name", "none", "--method", "finetune",
+                           "--trials", "2", "--range", "lr=4.5,5"],
+                          capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "warning: no trial learned (2 did not learn" in proc.stderr
+    assert "every trial of the search failed" not in proc.stderr
+    df = pd.read_csv(tmp_path / "none" / "trials.csv")
+    assert list(df["status"]) == ["infeasible", "infeasible"]
+    assert (tmp_path / "none" / "report.html").is_file()
