@@ -42,16 +42,6 @@ PROBE = ("import atexit, runpy, sys\n"
          "runpy.run_path(sys.argv[0], run_name='__main__')\n")
 
 
-def cpu_model() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def run_case(script: str, args: list[str]) -> tuple[float, int, str]:
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
     t0 = time.perf_counter()
@@ -66,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs; median of {args.repeats} runs; python {sys.version.split()[0]}")
+    sys.path.insert(0, str(ROOT))
+    from core.machine import machine_line
+    print(f"{machine_line()}; median of {args.repeats} runs; python {sys.version.split()[0]}")
     print("| case | exit | median s | max s | heavy imports |")
     print("|---|---|---|---|---|")
     worst_fast = 0.0

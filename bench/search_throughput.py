@@ -37,6 +37,13 @@ from analysis.pareto import hypervolume, non_dominated  # noqa: E402
 from analysis.results import ResultsError, load_search, objective_column  # noqa: E402
 
 
+def _machine(env: dict) -> str:
+    cpu = env.get("cpu") or {}
+    if cpu.get("model"):
+        return f"{cpu['model']} ({', '.join(cpu.get('features') or []) or 'no AMX/AVX512'}), {cpu.get('cpus')} CPUs"
+    return f"not recorded ({env.get('cpu_count', '?')} CPUs)"
+
+
 def summarise(root: Path, slots: int) -> dict[str, str]:
     res = load_search(root)
     spec, df = res.spec, res.trials
@@ -63,6 +70,9 @@ def summarise(root: Path, slots: int) -> dict[str, str]:
                  f"factor {spec.get('reduction_factor', 2)}")
     out = {
         "search": f"{spec['method']} on {spec['stream_protocol']['dataset']}, {spec['trials']} trials",
+        # The machine the search ran on, as its search.json recorded it (searches
+        # from before the CPU was recorded: its CPU count only).
+        "machine": _machine(spec.get("environment") or {}),
         "precision": str(spec["loop"].get("precision")),
         "early stopping": early,
         "trials ended": f"{ended} ({int(counts.get('completed', 0))} completed, "

@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     arrays = make_arrays(args.images)
     stream = build_stream(arrays, num_tasks=1, val_fraction=0.0, seed=0)
     dataset = PILDataset(arrays.x_train, arrays.y_train)
+    from core.machine import machine_line
+    print(f"# {machine_line()}")
     print(f"# training throughput, images/s (median of {args.repeats} interleaved rounds, {args.images} images each)")
     print(f"# torch {torch.__version__}, {args.threads} threads, {args.precision}, batch {BATCH}, 32x32x3, "
           f"DataLoader workers {args.workers}")

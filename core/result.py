@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.machine import cpu_info
+
 RESULT_FORMAT = "clsearch-result/1"
 SEARCH_FORMAT = "clsearch-search/2"
 
@@ -99,6 +101,9 @@ def environment_info() -> dict[str, Any]:
         "torch": torch.__version__ if torch is not None else _package_version("torch"),
         "numpy": numpy.__version__,
         "cpu_count": os.cpu_count(),
+        # The CPU model and its speed features (AMX, AVX512-BF16): timings and
+        # bf16 behaviour hold for this CPU only.
+        "cpu": cpu_info(),
         "cuda": torch.cuda.get_device_name(0) if cuda else None,
     }
     # Versions of the search stack from the installed package metadata: importing
