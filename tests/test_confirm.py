@@ -96,3 +96,39 @@ def test_rerun_pick_front_takes_the_confirmed_front(confirm_dir):
 
     chosen = pick_trials(load_search(confirm_dir), ["front"])
     assert sorted(int(n) for n in chosen["trial_number"]) == CONFIRMED_FRONT
+
+
+@pytest.mark.slow  # Ray search in a subprocess, then its --resume
+def test_search_confirms_its_front_and_resume_adds_nothing(tmp_path):
+    from tests.test_search import search
+
+    # TINY says --confirm-seeds 0; the later value wins.
+    args = ["--method", "replay", "--trials", "3", "--name", "conf", "--set", "memory=30", "--max-concurrent", "2",
+            "--no-report", "--confirm-seeds", "1"]
+    proc = search(tmp_path, *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = tmp_path / "conf"
+    assert json.loads((out / "search.json").read_text())["confirm_seeds"] == 1
+    df = pd.read_csv(out / "trials.csv")
+    main, conf = df[df["confirms"].isna()], df[df["confirms"].notna()]
+    assert len(main) == 3 and set(main["status"]) == {"completed"} and (main["seed"] == 0).all()
+    results = load_search(out)
+    front = confirmed_front(results)
+    # One confirmation per front candidate, seed 1, numbered after the search's trials.
+    assert sorted(conf["confirms"].astype(int)) == sorted(front["trial_number"].astype(int))
+    assert (conf["seed"] == 1).all() and set(conf["status"]) <= {"completed", "infeasible"}
+    assert df["trial_number"].is_unique and df["trial_id"].is_unique
+    assert sorted(conf["trial_number"]) == list(range(3, 3 + len(conf)))
+    assert (front["seeds"] == 2).all() and (out / "tune-confirm").is_dir()
+    for tid in conf["trial_id"]:
+        record = json.loads((out / "trials" / tid / "result.json").read_text())
+        assert record["protocol"]["seed"] == 1 and isinstance(record["confirms"], int)
+    assert "front confirmation" in proc.stdout
+
+    before = (out / "trials.csv").read_text()
+    # The same command again, as a user would rerun it (an explicit --confirm-seeds always applies).
+    again = search(tmp_path, *args, "--resume")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "every confirmation has run" in again.stdout
+    assert (out / "trials.csv").read_text() == before  # same rows: nothing rerun, nothing added
+    assert not (out / "tune-confirm-2").exists()
