@@ -945,6 +945,7 @@ def _render(searches: list[_Search], folder: Path, color: str | None) -> list[st
             doc.table(header, rows)
         else:
             doc.p("No completed trial with finite objectives: no front.")
+    _seed_noise_section(doc, searches)
     doc.h(2, "Figures")
     doc.ul(notes)
     for file, caption in figures:
@@ -995,6 +996,58 @@ def _render(searches: list[_Search], folder: Path, color: str | None) -> list[st
     write_bytes_atomic(folder / "report.md", doc.markdown().encode("utf-8"))
     write_bytes_atomic(folder / "report.html", doc.html(folder, title).encode("utf-8"))
     return [name for name, _ in figures] + list(DOCUMENTS)
+
+
+def _seed_noise_section(doc: _Doc, searches: list[_Search]) -> None:
+    """"Front under seed noise" (analysis/confirm.py), for the searches with
+    confirmation trials (search/run.py --confirm-seeds): per front candidate
+    its seeds, each objective's mean ± std over them, whether it is on the
+    front before (its own seed) and after (the seed means), and which
+    candidates' means dominate it."""
+    from analysis.confirm import MEAN, STD, confirmed_front, survival_text
+    from core.objectives import OBJECTIVES
+
+    tables = [(s, confirmed_front(s.res)) for s in searches]
+    tables = [(s, t) for s, t in tables if t is not None and len(t)]
+    if not tables:
+        return
+    doc.h(2, "Front under seed noise")
+    doc.p("Each point of the front was measured with one training seed. Every front candidate was rerun with "
+          "more seeds (confirmation trials: same configuration, same validation split, loop seed = the "
+          "search's seed + 1, + 2, ...; rows with 'confirms' in trials.csv); the front is then recomputed on the "
+          "seed means, among the candidates. A candidate off the front after is one whose dominance did not "
+          "survive the noise: the candidates named under 'dominated by' beat its mean. Std is the sample "
+          "standard deviation over the seeds (– with one seed).")
+    for s, t in tables:
+        if len(searches) > 1:
+            doc.h(3, s.label)
+        cols = list(s.res.objective_columns)
+
+        def fmt(name: str, mean: float, std: float) -> str:
+            scale = 100.0 if OBJECTIVES.get(name) is None or OBJECTIVES[name].percent else 1.0
+            if not math.isfinite(mean):
+                return "–"
+            m = f"{scale * mean:.1f}" if scale == 100.0 else f"{mean:.0f}"
+            sd = "–" if not math.isfinite(std) else (f"{scale * std:.1f}" if scale == 100.0 else f"{std:.0f}")
+            return f"{m} ± {sd}"
+
+        header = (["#", "trial_id", "seeds"]
+                  + [f"{METRIC_LABELS.get(n, n)}{' %' if OBJECTIVES.get(n) is None or OBJECTIVES[n].percent else ''}"
+                     f" mean ± std" for n, _ in s.res.objectives]
+                  + ["front before", "front after", "dominated by"])
+        rows = []
+        for _, r in t.iterrows():
+            seeds = f"{int(r['seeds'])} ({r['seed_list']})" + (f"; did not learn on {int(r['no_learn'])}"
+                                                                  if r["no_learn"] else "")
+            rows.append([_fmt_value(r[TRIAL_NUMBER_KEY]), str(r["trial_id"]), seeds]
+                        + [fmt(n, float(r[c + MEAN]), float(r[c + STD])) for (n, _), c in zip(s.res.objectives, cols)]
+                        + ["yes", "yes" if r["front_after"] else "no",
+                           ", ".join(f"#{x}" for x in r["dominated_by"]) or "–"])
+        short = int((t["seeds"] < 1 + int(s.res.spec.get("confirm_seeds") or 0)).sum())
+        doc.p(f"{survival_text(t)} (the front recomputed on the seed means)."
+              + (f" {short} candidate(s) have fewer confirmations than asked (failed or not run yet)."
+                 if short else ""))
+        doc.table(header, rows)
 
 
 def _swap_in(build: Path, out: Path, names: list[str]) -> None:

@@ -64,7 +64,7 @@ from core.errors import UserError
 from core.feasibility import check_result as check_feasibility, margin_from_spec
 from core.files import write_text_atomic
 from core.protocol import upgrade_search_spec
-from core.result import RESULT_FORMAT, SEARCH_FORMAT, TRIAL_NUMBER_KEY
+from core.result import CONFIRMS_KEY, RESULT_FORMAT, SEARCH_FORMAT, TRIAL_NUMBER_KEY
 
 from core.metrics import SUMMARY_KEYS, as_matrix, summarize
 
@@ -99,6 +99,10 @@ EXCLUSION_KINDS = (BAD_RECORD, MISSING_RECORD)
 TASK_IL_PREFIX = "task_il."
 PARAM_PREFIX = "param."
 TAIL_COLUMNS = ("memory", "num_params", "tasks_done", "wall_time_s", "started_at")
+# The trial's loop seed (result.json ``protocol.seed``) and, for a confirmation
+# trial (search/confirm.py), the number of the front candidate it reruns.
+SEED_COLUMN = "seed"
+CONFIRMS_COLUMN = CONFIRMS_KEY
 
 
 class ResultsError(UserError, ValueError):
@@ -347,9 +351,10 @@ def check_result(d: Any, num_tasks: int | None = None, trial_id: str | None = No
     rid = d.get("trial_id")
     if trial_id is not None and rid is not None and str(rid) != trial_id:
         return f"records trial_id {_show(rid)}, not its folder's name {trial_id!r}"
-    number = d.get(TRIAL_NUMBER_KEY)
-    if number is not None and not (_is_count(number) and number >= 0):
-        return f"{TRIAL_NUMBER_KEY} is {_show(number)}, not a trial number (0, 1, 2, ...)"
+    for key in (TRIAL_NUMBER_KEY, CONFIRMS_KEY):
+        number = d.get(key)
+        if number is not None and not (_is_count(number) and number >= 0):
+            return f"{key} is {_show(number)}, not a trial number (0, 1, 2, ...)"
     for key in ("params", "stream", "metrics"):
         if d.get(key) is not None and not isinstance(d[key], dict):
             return f"{key} is {_show(d[key])}, not an object"
@@ -480,11 +485,12 @@ def _status(d: dict[str, Any], trial_id: str, tasks_done: int, num_tasks: int | 
 
 def _columns(spec: dict[str, Any], param_names: list[str]) -> list[str]:
     return ([TRIAL_NUMBER_KEY, "trial_id", "method", "status", "error"] + [PARAM_PREFIX + p for p in param_names]
-            + list(SUMMARY_KEYS) + [TASK_IL_PREFIX + k for k in SUMMARY_KEYS] + list(TAIL_COLUMNS))
+            + list(SUMMARY_KEYS) + [TASK_IL_PREFIX + k for k in SUMMARY_KEYS] + list(TAIL_COLUMNS)
+            + [SEED_COLUMN, CONFIRMS_COLUMN])
 
 
 NUMERIC_COLUMNS = ([TRIAL_NUMBER_KEY] + list(SUMMARY_KEYS) + [TASK_IL_PREFIX + k for k in SUMMARY_KEYS]
-                   + ["memory", "num_params", "tasks_done", "wall_time_s"])
+                   + ["memory", "num_params", "tasks_done", "wall_time_s", SEED_COLUMN, CONFIRMS_COLUMN])
 
 
 def _spec_tasks(spec: dict[str, Any]) -> int | None:
@@ -542,6 +548,9 @@ def _trial_row(path: Path, trial_id: str, spec: dict[str, Any], running: set[str
     row.update({TASK_IL_PREFIX + k: v for k, v in task_m.items()})
     row.update(memory=d.get("memory_size"), num_params=d.get("num_params"), tasks_done=done,
                wall_time_s=d.get("train_time_s"), started_at=d.get("started_at"))
+    seed = (d.get("protocol") or {}).get("seed") if isinstance(d.get("protocol"), dict) else None
+    row[SEED_COLUMN] = int(seed) if _is_count(seed) else None
+    row[CONFIRMS_COLUMN] = d.get(CONFIRMS_KEY)
     return row
 
 
@@ -556,7 +565,7 @@ def _frame(rows: list[dict[str, Any]], spec: dict[str, Any]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=_columns(spec, param_names))
     for col in list(SUMMARY_KEYS) + [TASK_IL_PREFIX + k for k in SUMMARY_KEYS] + ["wall_time_s"]:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
-    for col in (TRIAL_NUMBER_KEY, "memory", "num_params", "tasks_done"):
+    for col in (TRIAL_NUMBER_KEY, "memory", "num_params", "tasks_done", SEED_COLUMN, CONFIRMS_COLUMN):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
     # In start order (trial number); trials without a number after, by id.
     df = df.assign(_unnumbered=df[TRIAL_NUMBER_KEY].isna()).sort_values(
@@ -577,7 +586,9 @@ def trials_frame_from_results(results_dir: str | Path, running: Iterable[str] = 
     searched and fixed parameter (searched first, in the order of the spec),
     the class-IL metrics (fractions; NaN for task-IL-only methods), the same
     with prefix ``task_il.``, memory (exemplars stored at the end), num_params,
-    tasks_done, wall_time_s. ``running``: ids of trials still in flight (the
+    tasks_done, wall_time_s, started_at, seed (the trial's loop seed) and
+    confirms (for a confirmation trial, the trial number of the front
+    candidate it reruns; empty for the search's own trials). ``running``: ids of trials still in flight (the
     driver knows them); their partial rows get status ``running`` instead of
     ``truncated``. Trial folders without a result.json yet are skipped. A
     record that fails ``check_result`` (or is not JSON) gets status
@@ -795,8 +806,18 @@ class SearchResults:
     @property
     def eligible(self) -> pd.Series:
         """True for the trials that may be on a front: status ``completed``
-        (an ``infeasible`` trial finished but did not learn: never eligible)."""
-        return self.trials["status"] == "completed"
+        (an ``infeasible`` trial finished but did not learn: never eligible),
+        and a trial of the search itself: a confirmation trial (``confirms``
+        set) is another seed of a front candidate, never a point of its own
+        (``analysis/confirm.py`` folds it into its candidate's seed mean)."""
+        return (self.trials["status"] == "completed") & ~self.is_confirmation
+
+    @property
+    def is_confirmation(self) -> pd.Series:
+        """True for the confirmation trials (search/confirm.py): ``confirms`` set."""
+        if CONFIRMS_COLUMN not in self.trials.columns:
+            return pd.Series(False, index=self.trials.index)
+        return self.trials[CONFIRMS_COLUMN].notna()
 
     @property
     def min_plasticity_margin(self) -> float:

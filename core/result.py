@@ -28,6 +28,15 @@ SEARCH_FORMAT = "clsearch-search/2"
 # it out of the knobs and records it in result.json, and trials.csv, the live
 # log, the report and ``rerun.py --pick`` all show the same number.
 TRIAL_NUMBER_KEY = "trial_number"
+# A confirmation trial (search/confirm.py) reruns a front candidate with another
+# training seed: its config carries the candidate's trial number under
+# CONFIRMS_KEY and the loop seed under CONFIRM_SEED_KEY; its result.json records
+# ``"confirms": <candidate's trial number>`` (its seed is in ``protocol.seed``).
+# A main trial of the search has no "confirms" key.
+CONFIRMS_KEY = "confirms"
+CONFIRM_SEED_KEY = "confirm_seed"
+# The keys of a trial's config that are no knobs.
+META_KEYS = (TRIAL_NUMBER_KEY, CONFIRMS_KEY, CONFIRM_SEED_KEY)
 
 
 @dataclasses.dataclass

@@ -5,7 +5,9 @@ Final table of a search (the last step after a search and its report):
     python search/rerun.py RESULTS_DIR --pick front --seeds 5
 
 retrains the chosen configs (``front``: the non-dominated trials on the search's
-objectives; or trial numbers / ids) on train + validation with several seeds,
+objectives -- for a search with confirmation trials (``run.py --confirm-seeds``),
+the front recomputed on the candidates' seed means, analysis/confirm.py; or
+trial numbers / ids) on train + validation with several seeds,
 evaluates on the TEST split, next to finetune and joint under the same protocol,
 and writes RESULTS_DIR/final_table.md and final_table.csv (mean ± std over seeds).
 
@@ -270,12 +272,21 @@ def pick_trials(results, picks: list[str]):
     from core.result import TRIAL_NUMBER_KEY
 
     df = results.trials
-    eligible = df["status"] == "completed"
+    # Completed trials of the search itself: a confirmation trial (another seed of
+    # a front candidate, search/confirm.py) is no point of its own.
+    eligible = results.eligible
     if picks == ["front"]:
         table = pareto_table(df, results.objective_columns, eligible=eligible)
         chosen = table[table["on_front"]]
         if chosen.empty:
             raise UsageError(f"{results.path}: no completed trial, so there is no front to rerun")
+        from analysis.confirm import confirmed_front
+        confirmed = confirmed_front(results)
+        if confirmed is not None:
+            # The search confirmed its front with more seeds: rerun the candidates
+            # whose seed means are still non-dominated (analysis/confirm.py).
+            keep = set(confirmed.loc[confirmed["front_after"], "trial_id"])
+            chosen = chosen[chosen["trial_id"].isin(keep)]
         return chosen
     rows = []
     for pick in picks:

@@ -19,7 +19,13 @@ cluster with ``--address``); Optuna's TPE sampler proposes the knobs:
 - ``--min-plasticity-margin``: a trial whose task-IL plasticity is not this
   far above chance did not learn (core/feasibility.py): it is infeasible --
   told to Optuna as a violated constraint, ranked last at MO-ASHA rungs, never
-  on a front or in the live best values (default 0.1, 0 = off).
+  on a front or in the live best values (default 0.1, 0 = off);
+- ``--confirm-seeds K``: after the trials (and on ``--resume``) every front
+  candidate is rerun with K more training seeds on the validation split, as
+  ordinary trials of the search (search/confirm.py: ``confirms`` in their
+  result.json, in ``tune-confirm/``, never told to Optuna); the report and
+  ``rerun.py --pick front`` use the front recomputed on the seed means
+  (default 2, 0 = off; a resumed search keeps its own unless given).
 
 It writes RESULTS_DIR/search.json (the spec), trials/<id>/result.json per trial,
 trials.csv (one row per trial) and the Pareto report; an interrupted search
@@ -48,7 +54,10 @@ from search.cli import (REPO_ROOT, add_protocol_args, loop_config_from_args, loo
 
 from core.feasibility import DEFAULT_MARGIN, REPORT_KEY, SPEC_KEY, check_plasticity, validate_margin  # noqa: E402
 from core.objectives import DIRECTIONS  # noqa: E402
-from core.result import SEARCH_FORMAT, TRIAL_NUMBER_KEY  # noqa: E402
+from core.result import CONFIRM_SEED_KEY, CONFIRMS_KEY, META_KEYS, SEARCH_FORMAT, TRIAL_NUMBER_KEY  # noqa: E402
+
+# Confirmation seeds per front candidate of a new search (--confirm-seeds).
+DEFAULT_CONFIRM_SEEDS = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a trial whose task-IL plasticity (accuracy on each task right after learning it) is "
                         "not this far above chance did not learn: infeasible, never on a front "
                         f"(default {DEFAULT_MARGIN:g} = 10 points; 0 = off)")
+    p.add_argument("--confirm-seeds", type=int, default=None, metavar="K",
+                   help="after the trials, rerun every front candidate with K more seeds (the search's seed + 1..K) "
+                        "on the validation split and recompute the front on the seed means (default "
+                        f"{DEFAULT_CONFIRM_SEEDS} for a new search, a resumed one keeps its own; 0 = off; "
+                        "costs K x front size more trials)")
     p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     p.add_argument("--dry-run", action="store_true",
                    help="check everything, print the protocol, stream, searched space (after clipping to the "
@@ -141,6 +155,8 @@ def search_spec(args, method, space, fixed, objectives, stream_protocol, loop) -
         "grace_tasks": args.grace_tasks,
         "reduction_factor": args.reduction_factor,
         SPEC_KEY: args.min_plasticity_margin,
+        # Not part of a search's identity (_same_search): --resume --confirm-seeds K changes it.
+        "confirm_seeds": DEFAULT_CONFIRM_SEEDS if args.confirm_seeds is None else args.confirm_seeds,
         "space": {k: d.to_json() for k, d in space.items()},
         "fixed": json.loads(json.dumps(fixed)),  # as a resumed search reads it back (a tuple knob as a list)
         # Which searched/fixed knobs are protocol, training or strategy knobs
@@ -463,8 +479,11 @@ class ProgressPrinter:
 
     @staticmethod
     def fmt_params(config: dict[str, Any]) -> str:
-        return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in sorted(config.items()) if k != TRIAL_NUMBER_KEY)
+        knobs = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in sorted(config.items()) if k not in META_KEYS)
+        if config.get(CONFIRMS_KEY) is not None:  # a confirmation trial (search/confirm.py)
+            return f"confirms #{config[CONFIRMS_KEY]} with seed {config.get(CONFIRM_SEED_KEY)}: {knobs}"
+        return knobs
 
     def print_line(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
@@ -572,8 +591,10 @@ def mark_dead_trial_failed(results_dir: Path, trial, max_failures: int) -> dict[
         config = dict(trial.config)
         record.update({"format": "clsearch-result/1", "trial_id": trial.trial_id,
                        TRIAL_NUMBER_KEY: config.pop(TRIAL_NUMBER_KEY, None), "acc_class_il": [],
-                       "acc_task_il": [], "eval_sizes": [], "metrics": {}, "timings": [], "protocol": {},
-                       "params": config})
+                       "acc_task_il": [], "eval_sizes": [], "metrics": {}, "timings": [], "protocol": {}})
+        if config.get(CONFIRMS_KEY) is not None:
+            record.update({CONFIRMS_KEY: config[CONFIRMS_KEY], "protocol": {"seed": config.get(CONFIRM_SEED_KEY)}})
+        record["params"] = {k: v for k, v in config.items() if k not in META_KEYS}
     try:
         write_json_atomic(path, record)
     except OSError:
@@ -694,6 +715,11 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--min-plasticity-margin: {exc}") from None
     if not 0 <= args.seed < 2**31:
         raise UsageError(f"--seed must be in 0..{2**31 - 1}, got {args.seed}")
+    if args.confirm_seeds is not None and args.confirm_seeds < 0:
+        raise UsageError(f"--confirm-seeds must be at least 0 (0 = no confirmation), got {args.confirm_seeds}")
+    if args.confirm_seeds is not None and args.seed + args.confirm_seeds >= 2**31:
+        raise UsageError(f"--seed {args.seed} + --confirm-seeds {args.confirm_seeds} passes the largest seed "
+                         f"{2**31 - 1}")
     method = args.method
     fixed_raw = parse_sets(args.set)
     space, fixed = resolve_space(method, args.range, fixed_raw, parse_search_protocol(args.search_protocol))
@@ -734,8 +760,14 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--grace-tasks {args.grace_tasks}: early stopping needs a comparison before the last of "
                          f"the stream's {stream.num_tasks} tasks (use 1..{stream.num_tasks - 1})")
     spec = search_spec(args, method, space, fixed, objectives, stream_protocol, loop)
+    confirm_changed = False
     if resuming:
         spec = check_resumable(results_dir, spec)
+        # A resumed search keeps its own number of confirmation seeds (none for a
+        # search from before them) unless --confirm-seeds is given.
+        stored = int(spec.get("confirm_seeds") or 0)
+        confirm_changed = args.confirm_seeds is not None and args.confirm_seeds != stored
+        spec["confirm_seeds"] = args.confirm_seeds if confirm_changed else stored
     spec["strategy_modules"] = modules  # imported by every trial's worker before it builds the strategy
     # Fail fast on configs that cannot work on this stream, at both ends of each range.
     from strategies.loop import make_strategy
@@ -774,6 +806,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.trials} trials, objectives {', '.join(f'{n} ({s})' for n, s in objectives)}")
         print(f"results folder: {results_dir}")
         guard = DiskGuard(results_dir, reserve=max(need.per_checkpoint * 2, 2 * MB))
+        if confirm_changed:
+            from core.files import write_json_atomic
+            write_json_atomic(results_dir / "search.json", spec)  # the new number of confirmation seeds
         status = run_tune(args, spec, space, objectives, stream, results_dir, resuming, guard)
         if status == 0:
             finish(results_dir, args, objectives, guard)
@@ -842,7 +877,8 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                   f"{max(spec['trials'] - len(done), 0)} as a new Tune experiment")
             resuming = False
             if len(done) >= spec["trials"]:
-                return 0
+                return run_confirmations(args, spec, objectives, results_dir, trainable, guard,
+                                         stream.num_tasks, class_counts, margin)
         if resuming:
             print(f"resuming from {tune_dir}")
             # Errored trials start again from scratch (restart_errored), not from
@@ -914,13 +950,120 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                             f"the reasons are in trials.csv and {results_dir / 'trials'}/*/result.json")
         if counts.get("infeasible") and not counts.get("completed"):
             # The trials ran; none learned. Their records and the report are
-            # still written (they show how far each got), but there is no front.
+            # still written (they show how far each got), but there is no front
+            # (and nothing to confirm).
             print(f"warning: no trial learned ({counts['infeasible']} did not learn: task-IL plasticity not "
                   f"--min-plasticity-margin above chance), so there is no front; train longer (--epochs), narrow "
                   f"the learning rate (--range lr=...), or see the reasons in trials.csv", file=sys.stderr)
-        return 0
+            return 0
+        return run_confirmations(args, spec, objectives, results_dir, trainable, guard, stream.num_tasks,
+                                 class_counts, margin)
     finally:
         ray.shutdown()
+
+
+def run_confirmations(args, spec, objectives, results_dir: Path, trainable, guard: DiskGuard, num_tasks: int,
+                      class_counts: list[int], margin: float) -> int:
+    """The confirmation phase (search/confirm.py): every front candidate of the
+    finished trials rerun with ``spec["confirm_seeds"]`` more seeds, as trials
+    of a second Tune experiment. Returns 0, or 130 when interrupted (Ctrl-C:
+    --resume continues it)."""
+    from ray import tune
+
+    from search import confirm
+
+    k = int(spec.get("confirm_seeds") or 0)
+    if k <= 0:
+        return 0
+    cands = confirm.candidates(results_dir)
+    if not cands:
+        print("front confirmation: no completed trial of the search, so no front to confirm")
+        return 0
+    base_seed = int((spec.get("loop") or {}).get("seed") or 0)
+    wanted = confirm.pairs(cands, base_seed, k)
+    states = confirm.confirmation_states(results_dir)
+    open_pairs = [(c, s) for c, s in wanted if states.get((c.number, s), ("",))[0] not in confirm.SETTLED]
+    numbers = ", ".join(f"#{c.number}" for c in cands)
+    if not open_pairs:
+        print(f"front confirmation: {len(cands)} front candidate(s) ({numbers}) x {k} more seed(s): every "
+              f"confirmation has run")
+        return 0
+    print(f"front confirmation: {len(cands)} front candidate(s) ({numbers}) x {k} more seed(s) "
+          f"(seed{f' {base_seed + 1}' if k == 1 else f's {base_seed + 1}..{base_seed + k}'}), "
+          f"{len(open_pairs)} trial(s) to run")
+
+    def fit(tuner) -> int:
+        try:
+            grid = tuner.fit()
+        except Exception as exc:
+            if is_disk_full(exc) or guard.low():
+                raise guard.error() from None
+            raise
+        if guard.full or any(is_disk_full(e) for e in grid.errors):
+            save_trials_csv_quietly(results_dir)
+            raise guard.error()
+        if unfinished_trials(grid):
+            save_trials_csv_quietly(results_dir)
+            print(f"front confirmation interrupted: the search's trials are kept in {results_dir}; to continue: "
+                  f"{resume_command(args, results_dir)}", file=sys.stderr, flush=True)
+            return 130
+        return 0
+
+    def progress(total: int) -> ProgressPrinter:
+        return ProgressPrinter(total, objectives, num_tasks, results_dir, class_counts, margin,
+                               max_failures=args.max_failures)
+
+    def run_config(name: str, printer: ProgressPrinter):
+        return tune.RunConfig(name=name, storage_path=str(results_dir), verbose=0,
+                              callbacks=[printer.callback, guard.callback()],
+                              failure_config=tune.FailureConfig(max_failures=args.max_failures),
+                              checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+
+    dirs = confirm.experiment_dirs(results_dir)
+    started = [p for p in open_pairs if (p[0].number, p[1]) in states]
+    if dirs and started and tune_state_readable(dirs[-1]):
+        # An interrupted confirmation phase: its experiment resumes its unfinished
+        # trials and restarts its errored ones; nothing of it starts twice.
+        print(f"resuming the front confirmation from {dirs[-1]}")
+        tuner = tune.Tuner.restore(str(dirs[-1]), trainable, resume_unfinished=True, restart_errored=True)
+        status = fit(tuner)
+        if status:
+            return status
+        states = confirm.confirmation_states(results_dir)
+    # Pairs that no experiment holds, or whose record was left running by a
+    # trial no experiment will finish (set aside, as the search's orphans are).
+    todo = [(c, s) for c, s in wanted if states.get((c.number, s), ("",))[0] in ("", "running")]
+    for c, s in todo:
+        if (c.number, s) in states:
+            _set_aside(results_dir, states[(c.number, s)][1])
+    if todo:
+        configs = confirm.confirmation_configs(todo, spec["fixed"], confirm.largest_trial_number(results_dir) + 1)
+        name = confirm.next_experiment_name(results_dir)
+        printer = progress(len(configs))
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=confirm.ListSearcher(configs), num_samples=len(configs),
+                                        trial_dirname_creator=trial_dirname,
+                                        max_concurrent_trials=args.max_concurrent, reuse_actors=True),
+            run_config=run_config(name, printer))
+        status = fit(tuner)
+        if status:
+            return status
+    states = confirm.confirmation_states(results_dir)
+    done = sum(states.get((c.number, s), ("",))[0] == "completed" for c, s in wanted)
+    print(f"front confirmation finished: {done} of {len(wanted)} confirmation trial(s) completed")
+    return 0
+
+
+def _set_aside(results_dir: Path, trial_id: str) -> None:
+    target = results_dir / "trials_orphaned" / trial_id
+    n = 1
+    while target.exists():
+        n += 1
+        target = results_dir / "trials_orphaned" / f"{trial_id}.{n}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(results_dir / "trials" / trial_id, target)
+    print(f"set aside the unfinished confirmation trial {trial_id} that no Tune experiment lists -> trials_orphaned/")
 
 
 def unfinished_trials(grid) -> int:
@@ -976,6 +1119,8 @@ def completed_records(results_dir: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for f in sorted((results_dir / "trials").glob("*/result.json")):
         record = record_on_disk(f)
+        if record.get(CONFIRMS_KEY) is not None:
+            continue  # a confirmation trial (search/confirm.py): no sample of the search
         if record.get("status") == "completed" and isinstance(record.get("params"), dict):
             out[f.parent.name] = record
     return out
@@ -1002,13 +1147,16 @@ def warm_start(done: dict[str, dict[str, Any]], space: dict[str, Any], metrics: 
 
 
 def count_statuses(results_dir: Path) -> dict[str, int]:
-    """Trials by the status their own result.json gives (what trials.csv will say)."""
-    from analysis.results import trials_frame_from_results
+    """Trials of the search (confirmation trials left out) by the status their
+    own result.json gives (what trials.csv will say)."""
+    from analysis.results import CONFIRMS_COLUMN, trials_frame_from_results
 
     try:
         df = trials_frame_from_results(results_dir)
     except (UserError, OSError):
         return {}
+    if CONFIRMS_COLUMN in df.columns:
+        df = df[df[CONFIRMS_COLUMN].isna()]
     return {str(k): int(v) for k, v in df["status"].value_counts().items()} if len(df) else {}
 
 
@@ -1046,8 +1194,10 @@ def set_aside_orphans(results_dir: Path, known: set[str]) -> list[str]:
     # A finished trial is known from its own result.json: one Tune's state lost
     # (a driver stopped between the trial's last write and Tune's snapshot) is
     # kept, never set aside.
-    from search.trainable import completed_on_disk
-    unknown = sorted(d.name for d in trials_dir.iterdir() if d.is_dir() and d.name not in known)
+    from search.trainable import completed_on_disk, record_on_disk
+    # Confirmation trials belong to their own experiment (tune-confirm/): not this one's to judge.
+    unknown = sorted(d.name for d in trials_dir.iterdir() if d.is_dir() and d.name not in known
+                     and record_on_disk(d / "result.json").get(CONFIRMS_KEY) is None)
     kept = [n for n in unknown if completed_on_disk(trials_dir / n / "result.json")]
     if kept:
         print(f"kept {len(kept)} finished trial(s) that Tune's saved state did not list: {', '.join(kept)}")
@@ -1098,9 +1248,14 @@ def finish(results_dir: Path, args, objectives, guard: DiskGuard) -> None:
     df = results.trials
     print(f"trials.csv: {len(df)} rows, by status: " + ", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()))
     if not args.keep_checkpoints:
-        count, size = remove_checkpoints(results_dir / "tune")
+        from search.confirm import experiment_dirs
+        count = size = 0
+        confirm_dirs = experiment_dirs(results_dir)
+        for tune_dir in [results_dir / "tune", *confirm_dirs]:
+            c, b = remove_checkpoints(tune_dir)
+            count, size = count + c, size + b
         if count:
-            print(f"removed {count} trial checkpoint(s) from tune/ ({size / MB:.1f} MB; every trial has ended, so "
+            print(f"removed {count} trial checkpoint(s) from tune/{' and ' + confirm_dirs[0].name + '*/' if confirm_dirs else ''} ({size / MB:.1f} MB; every trial has ended, so "
                   f"--resume no longer needs them; --keep-checkpoints keeps them)")
     if not args.no_report:
         from analysis.report import build_report

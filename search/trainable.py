@@ -43,7 +43,7 @@ from typing import Any
 from core.feasibility import DEFAULT_MARGIN, REPORT_KEY
 from core.feasibility import check_result as check_feasibility
 from core.objectives import SUMMARY_KEYS
-from core.result import TRIAL_NUMBER_KEY, metrics_key
+from core.result import CONFIRM_SEED_KEY, CONFIRMS_KEY, META_KEYS, TRIAL_NUMBER_KEY, metrics_key
 
 # Metrics reported to Tune after each task: the summary metrics (fractions),
 # plus tasks done, memory (images), parameters and train time.
@@ -177,8 +177,11 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
     gpus = float(resources.get("GPU", 0))
     # As JSON would give it back (a fixed list knob is a tuple in a fresh search,
     # a list in a resumed one): the finished-record check below compares the two.
-    knobs = {k: v for k, v in config.items() if k != TRIAL_NUMBER_KEY}
+    knobs = {k: v for k, v in config.items() if k not in META_KEYS}
     number = config.get(TRIAL_NUMBER_KEY)  # the searcher's (None when Tune runs the function without it)
+    confirms = config.get(CONFIRMS_KEY)  # a confirmation trial: the front candidate it reruns
+    if config.get(CONFIRM_SEED_KEY) is not None:
+        loop = {**loop, "seed": int(config[CONFIRM_SEED_KEY])}
     params = json.loads(json.dumps({**fixed, **knobs}))
     out_file = Path(results_dir) / "trials" / trial_id / "result.json"
     node = node_info()
@@ -187,6 +190,8 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
     # When the trial first started (a restarted attempt keeps its first start).
     started_at = record_on_disk(out_file).get("started_at") or time.strftime("%Y-%m-%d %H:%M:%S")
     identity = {"trial_id": trial_id, TRIAL_NUMBER_KEY: number, "started_at": started_at}
+    if confirms is not None:
+        identity[CONFIRMS_KEY] = int(confirms)
 
     def save(result: RunResult) -> None:
         d = result.to_dict()
@@ -247,7 +252,8 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
             "format": "clsearch-result/1", **identity, "params": params, "node": node, "method": method,
             "status": "error", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
             "traceback": traceback.format_exc(), "acc_class_il": [], "acc_task_il": [], "eval_sizes": [],
-            "metrics": {}, "timings": [], "protocol": {}, "stream": {"num_tasks": stream.num_tasks if stream else None},
+            "metrics": {}, "timings": [], "protocol": {"seed": loop.get("seed")},
+            "stream": {"num_tasks": stream.num_tasks if stream else None},
         })
         raise
     if result.status != "completed":

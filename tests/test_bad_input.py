@@ -123,6 +123,9 @@ CASES = [
     ("run", ["--method", "icarl", "--seed", "-1"], "--seed must be in 0..2147483647, got -1"),
     ("run", ["--method", "icarl", "--seed", "4294967296"], "--seed must be in 0..2147483647, got 4294967296"),
     ("rerun", ["--method", "icarl", "--seed", "-1"], "seed=-1 is below its minimum 0"),
+    # a negative number of confirmation seeds (0 is "off")
+    ("run", ["--method", "icarl", "--confirm-seeds", "-1"],
+     "--confirm-seeds must be at least 0 (0 = no confirmation), got -1"),
     # options a rerun of a search would silently ignore
     ("rerun-dir", ["{ws}/results/good", "--epochs", "3"], "--epochs cannot be changed when rerunning the search"),
     ("rerun-dir", ["{ws}/results/good", "--dataset", "gtsrb"], "--dataset cannot be changed when rerunning the search"),

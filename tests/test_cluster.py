@@ -105,7 +105,7 @@ def gpu_cluster():
 def search(cluster, tmp_path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     address, _, env = cluster
     return subprocess.run([*RUN, "--address", address, "--dataset", "synthetic", "--epochs", EPOCHS,
-                           "--results-root", str(tmp_path), "--no-report", "--min-plasticity-margin", "0", *args],
+                           "--results-root", str(tmp_path), "--no-report", "--min-plasticity-margin", "0", "--confirm-seeds", "0", *args],
                           capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
 
 

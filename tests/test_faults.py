@@ -218,7 +218,7 @@ def test_killed_trial_worker_is_resumed_from_its_last_task_checkpoint(tmp_path):
     name = "workerkill"
     args = [*RUN, "--dataset", "synthetic", "--cpus-per-trial", "1", "--results-root", str(tmp_path),
             "--method", "replay", "--set", "memory=30", "--trials", "2", "--max-concurrent", "1",
-            "--epochs", "40", "--name", name, "--no-report", "--min-plasticity-margin", "0"]
+            "--epochs", "40", "--name", name, "--no-report", "--min-plasticity-margin", "0", "--confirm-seeds", "0"]
     log = tmp_path / "driver.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path,
@@ -271,7 +271,7 @@ def test_killed_driver_resumes_with_every_trial_kept_and_none_duplicated(tmp_pat
     name = "driverkill"
     args = [*RUN, "--dataset", "synthetic", "--cpus-per-trial", "1", "--results-root", str(tmp_path),
             "--method", "finetune", "--trials", "4", "--max-concurrent", "1", "--epochs", "30",
-            "--name", name, "--no-report", "--min-plasticity-margin", "0"]
+            "--name", name, "--no-report", "--min-plasticity-margin", "0", "--confirm-seeds", "0"]
     log = tmp_path / "first.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path,
@@ -343,7 +343,7 @@ def test_finished_trial_whose_checkpoint_is_gone_stays_completed_after_a_driver_
     trials = 3
     args = [*RUN, "--dataset", "synthetic", "--cpus-per-trial", "1", "--results-root", str(tmp_path),
             "--method", "finetune", "--trials", str(trials), "--max-concurrent", "1", "--epochs", "20",
-            "--name", name, "--no-report", "--min-plasticity-margin", "0"]
+            "--name", name, "--no-report", "--min-plasticity-margin", "0", "--confirm-seeds", "0"]
     log = tmp_path / "first.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path,

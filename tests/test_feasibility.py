@@ -102,7 +102,7 @@ def test_a_search_keeps_trials_that_did_not_learn_off_the_front_and_tells_optuna
 
     proc = subprocess.run([*RUN, "--dataset", "synthetic", "--epochs", "1", "--cpus-per-trial", "1",
                            "--results-root", str(tmp_path), "--name", "nolearn", "--method", "finetune",
-                           "--trials", "4", "--range", "lr=0.05,5", "--seed", "0"],
+                           "--trials", "4", "--range", "lr=0.05,5", "--seed", "0", "--confirm-seeds", "0"],
                           capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = tmp_path / "nolearn"

@@ -196,7 +196,7 @@ def _cli(tmp_path: Path, script: str, *args: str, timeout: int = 300) -> subproc
 @pytest.mark.slow
 def test_a_strategy_from_a_user_module_is_searched_rerun_and_run_directly(tmp_path):
     toy = write_toy(tmp_path / "user_code")
-    tiny = ["--dataset", "synthetic", "--epochs", "1"]
+    tiny = ["--dataset", "synthetic", "--epochs", "1", "--confirm-seeds", "0"]
 
     # (a) a 2-trial search: the trials run in Ray workers, which import the module themselves.
     proc = _cli(tmp_path, "run.py", "--strategy-module", str(toy), "--method", "toy", "--trials", "2", *tiny,

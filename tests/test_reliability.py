@@ -51,7 +51,7 @@ REPORT = [sys.executable, str(ROOT / "analysis" / "report.py")]
 RERUN = [sys.executable, str(ROOT / "search" / "rerun.py")]
 # The did-not-learn rule is off (--min-plasticity-margin 0): these tiny searches test
 # scheduling, files and faults, not whether 1-epoch trials on synthetic data learn.
-TINY = ["--dataset", "synthetic", "--cpus-per-trial", "1", "--no-report", "--min-plasticity-margin", "0"]
+TINY = ["--dataset", "synthetic", "--cpus-per-trial", "1", "--no-report", "--min-plasticity-margin", "0", "--confirm-seeds", "0"]
 
 
 # -- the lock ------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def test_trials_csv_columns_status_and_values(icarl_dir):
     expected_cols = (["trial_number", "trial_id", "method", "status", "error", "param.lr", "param.memory",
                       "param.selection", "param.weight_decay"] + list(SUMMARY_KEYS)
                      + [f"task_il.{k}" for k in SUMMARY_KEYS]
-                     + ["memory", "num_params", "tasks_done", "wall_time_s", "started_at"])
+                     + ["memory", "num_params", "tasks_done", "wall_time_s", "started_at", "seed", "confirms"])
     assert list(df.columns) == expected_cols
     assert list(df["trial_id"]) == [trial_id(t["n"]) for t in TRIALS]
     # Records from before trial numbers: the number of Ray's id ("a1b2c_00004" -> 4), rows in that order.

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN = [sys.executable, str(ROOT / "search" / "run.py")]
 # The did-not-learn rule is off (--min-plasticity-margin 0): these tiny searches test
 # scheduling, files and faults, not whether 1-epoch trials on synthetic data learn.
-TINY = ["--dataset", "synthetic", "--epochs", "1", "--cpus-per-trial", "1", "--min-plasticity-margin", "0"]
+TINY = ["--dataset", "synthetic", "--epochs", "1", "--cpus-per-trial", "1", "--min-plasticity-margin", "0", "--confirm-seeds", "0"]
 
 
 def _env() -> dict[str, str]:

@@ -28,7 +28,7 @@ from tests.fixtures_results import write_search_fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = [sys.executable, str(ROOT / "search" / "run.py")]
-TINY = ["--dataset", "synthetic", "--epochs", "1", "--cpus-per-trial", "1", "--min-plasticity-margin", "0"]
+TINY = ["--dataset", "synthetic", "--epochs", "1", "--cpus-per-trial", "1", "--min-plasticity-margin", "0", "--confirm-seeds", "0"]
 
 
 def _env() -> dict[str, str]:
