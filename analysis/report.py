@@ -68,6 +68,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from core.metrics import accuracy_curves  # noqa: E402
+from analysis.figlabels import Label, merge_coincident, place_labels  # noqa: E402
 from analysis.pareto import non_dominated, pareto_table  # noqa: E402
 from core.cli import ArgumentParser, cli_main  # noqa: E402
 from core.errors import UserError  # noqa: E402
@@ -296,10 +297,13 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
 
     notes: list[str] = []
     fig, ax = plt.subplots(figsize=(9, 6.2))
+    ax.set_label("trials")  # the panels are found by name (tests, and whoever inspects the figure)
     single = len(searches) == 1
     grey_x, grey_y, grey_txt, no_metrics, excluded = [], [], [], 0, 0
     # Completed but did not learn: drawn apart from the failed and stopped trials.
     nl_x, nl_y, n_no_learn = [], [], 0
+    front_labels: list[Label] = []
+    all_points: list[tuple[float, float]] = []
     colours = plt.get_cmap("tab10").colors
     for k, s in enumerate(searches):
         t = s.table
@@ -319,6 +323,7 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
         nl_y += list(y[no_learn & finite])
         n_no_learn += int(no_learn.sum())
         prefix = "" if single else f"{s.label} "
+        all_points += list(zip(x[finite], y[finite]))
         grey_txt += [(xi, yi, f"{prefix}#{n} {STATUS_LABELS.get(st, st)}") for xi, yi, n, st in
                      zip(x[~elig & finite], y[~elig & finite], s.numbers.loc[t.index[~elig & finite]],
                          t["status"].to_numpy()[~elig & finite])]
@@ -372,17 +377,13 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
             ax.plot(sx, sy, drawstyle="steps-post", color=front_colour, lw=1.6, zorder=2, label=lbl)
             ax.scatter(x[fm], y[fm], s=150, facecolors="none", edgecolors=front_colour, linewidths=1.6, zorder=4,
                        label=ring_lbl)
-            for xi, yi, n in zip(x[fm], y[fm], s.numbers.loc[t.index[fm]]):
-                ax.annotate(f"#{n}", (xi, yi), xytext=(6, 5), textcoords="offset points", fontsize=8.5,
-                            color=front_colour if not single else "black", zorder=5,
-                            bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
+            front_labels += [Label(xi, yi, f"#{n}", front_colour if not single else "black")
+                             for xi, yi, n in zip(x[fm], y[fm], s.numbers.loc[t.index[fm]])]
         if color is not None and not single and k == 0:
             notes.append(f"--color {color} is ignored when several searches are compared (colour = method).")
     # Labels only while they stay readable: an early-stopped search has dozens of grey
     # points, and the report's tables of failed, stopped and not-learned trials name them all.
     unlabelled = ", listed in the report" if len(grey_txt) > MAX_GREY_LABELS else ""
-    for xi, yi, txt in grey_txt if not unlabelled else ():
-        ax.annotate(txt, (xi, yi), xytext=(6, -10), textcoords="offset points", fontsize=7.5, color="0.4")
     if grey_x:
         ax.scatter(grey_x, grey_y, marker="x", s=40, color="0.55", linewidths=1.2, zorder=2,
                    label=f"not completed: diverged / error / stopped early ({len(grey_x)}){unlabelled}")
@@ -405,9 +406,32 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
     ax.set_xlabel("average forgetting (%)  ← lower is better")
     ax.set_ylabel("final accuracy (%)  ↑ higher is better")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8.5, framealpha=0.85)
+    ax.margins(0.08)  # room for the labels of the points on the edges
+    # Below the plot, where it covers neither a point nor a label.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize=8.5, frameon=False)
     fig.tight_layout()
+    _label_points(ax, front_labels, [] if unlabelled else [Label(*g, color="0.35") for g in grey_txt],
+                  obstacles=all_points, notes=notes)
     return fig, notes
+
+
+def _label_points(ax, first: list[Label], second: list[Label], obstacles: list[tuple[float, float]],
+                  notes: list[str]) -> None:
+    """Place the labels without collisions (analysis/figlabels.py): ``first`` (the
+    front's numbers) before ``second`` (the grey points'); trials at one point share
+    one label. A label that fits nowhere is said in ``notes``."""
+    fig = ax.figure
+    fig.canvas.draw()  # final layout and limits: positions are measured on screen
+    renderer = fig.canvas.get_renderer()
+    placed: list = []
+    left_out: list[Label] = []
+    for labels, size, boxed in ((first, 8.5, True), (second, 7.5, False)):
+        _, out = place_labels(ax, merge_coincident(ax, labels), renderer, fontsize=size, obstacles=obstacles,
+                              boxed=boxed, placed=placed)
+        left_out += out
+    if left_out:
+        notes.append(f"Too crowded to label in the plot: {'; '.join(lab.text for lab in left_out)} "
+                     "(see the tables below).")
 
 
 @dataclass
@@ -884,7 +908,9 @@ def _render(searches: list[_Search], folder: Path, color: str | None) -> list[st
         notes += _pareto_figure(class_il, color, folder / "pareto.png", task_il=False)
         figures.append(("pareto.png", "Final accuracy vs average forgetting, class-incremental; "
                                       "circled points form the Pareto front (numbers = trial numbers, as in the live log, "
-                                      "trials.csv and rerun.py --pick)"))
+                                      "trials.csv and rerun.py --pick; a label with several numbers marks "
+                                      "trials at the same point; a thin line leads from a label set apart "
+                                      "to its point)"))
     if task_il:
         notes += _pareto_figure(task_il, color, folder / "pareto_task_il.png", task_il=True)
         figures.append(("pareto_task_il.png", "Task-incremental methods (task identity at test time): final "

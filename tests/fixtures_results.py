@@ -101,6 +101,21 @@ PACKNET_SPACE = {"lr": {"type": "float", "low": 0.01, "high": 4.0, "log": True},
 FIXED = {"weight_decay": 1e-5}
 
 
+def trial_at(n: int, final: float, forgetting: float, params: dict[str, Any] | None = None,
+             status: str = "completed") -> dict[str, Any]:
+    """A fixture trial whose class-IL matrix has the given final accuracy and
+    forgetting (fractions): ``_R(g, g, g, g - F, g - F, f)`` with ``f`` set so
+    that the last row's mean is ``final``; for crowded and coincident plots."""
+    lo, hi = max(forgetting, (3 * final + 2 * forgetting - 1) / 2), min(1.0, (3 * final + 2 * forgetting) / 2)
+    if lo > hi:
+        raise ValueError(f"no 3-task matrix has final {final} and forgetting {forgetting}")
+    g = round((lo + hi) / 2, 6)
+    f = round(3 * final - 2 * (g - forgetting), 6)
+    return {"n": n, "status": status, "params": params or {"lr": 0.1, "memory": 200, "selection": "random"},
+            "R": _R(g, g, g, round(g - forgetting, 6), round(g - forgetting, 6), f), "final": final,
+            "forgetting": forgetting}
+
+
 def trial_id(n: int, prefix: str = "a1b2c") -> str:
     """Ray Tune style trial id: ``<experiment hash>_<5-digit number>``."""
     return f"{prefix}_{n:05d}"
