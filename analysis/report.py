@@ -9,10 +9,14 @@ writes into ``--out`` (default: the results folder itself, or
 - ``pareto.png``: final accuracy against average forgetting (both in %) for every
   trial; the non-dominated front on the search's own objectives (completed
   trials only) as a step line with its trial numbers; colour = memory budget
-  when memory is searched (or ``--color PARAM``); trials that did not complete
-  (diverged, error, truncated) as grey crosses and trials that completed but did
+  when memory is searched (or ``--color PARAM``); trials that completed but did
   not learn (status ``infeasible``, ``core/feasibility.py``) as grey open
-  triangles, neither ever on the front. With several
+  triangles, never on the front. Trials that did not complete (diverged, error,
+  stopped early, running) are grey crosses in a panel of their own at the
+  metrics of the tasks they finished: partial metrics (forgetting 0 after one
+  task) sit in the best corner and must not be read as trade-offs. Labels are
+  placed so that none overlaps another (``analysis/figlabels.py``); trials at
+  one point share one label ("#3, #7"). With several
   folders, one colour/marker per method, each method with its own front.
   Task-incremental-only methods (PackNet) are measured on the task-IL metrics
   and go on ``pareto_task_il.png``, never on a front with class-IL methods.
@@ -291,17 +295,32 @@ def _pareto_figure(searches: list[_Search], color: str | None, path: Path, task_
 
 
 def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> tuple[Any, list[str]]:
-    """The Pareto figure (not saved: the caller saves or inspects it) and its notes."""
+    """The Pareto figure (not saved: the caller saves or inspects it) and its notes.
+
+    Panel ``trials``: the completed trials (colour = memory, ``--color`` or the
+    method), each search's front, and the trials that completed but did not learn.
+    Panel ``not completed`` (only when there are any with metrics): diverged,
+    failed, stopped-early and running trials at the metrics of the tasks they
+    finished. Those are not comparable: after one task forgetting is 0 and the
+    accuracy is that of one task, the best corner of the plot, so drawn among the
+    completed trials they looked like the best trade-offs.
+    """
     plt = _pyplot()
     from matplotlib.colors import LogNorm, Normalize
 
     notes: list[str] = []
-    fig, ax = plt.subplots(figsize=(9, 6.2))
-    ax.set_label("trials")  # the panels are found by name (tests, and whoever inspects the figure)
     single = len(searches) == 1
+    partial = [_partial(s) for s in searches]
+    if any(p.any() for p in partial):
+        fig, (ax, side) = plt.subplots(1, 2, figsize=(12.5, 6.4), gridspec_kw={"width_ratios": [3, 1.3]})
+        side.set_label("not completed")
+    else:
+        fig, ax = plt.subplots(figsize=(9, 6.4))
+        side = None
+    ax.set_label("trials")  # the panels are found by name (tests, and whoever inspects the figure)
     grey_x, grey_y, grey_txt, no_metrics, excluded = [], [], [], 0, 0
-    # Completed but did not learn: drawn apart from the failed and stopped trials.
-    nl_x, nl_y, n_no_learn = [], [], 0
+    # Completed but did not learn: full metrics, so drawn with the completed trials, with a marker of their own.
+    nl_x, nl_y, nl_txt, n_no_learn = [], [], [], 0
     front_labels: list[Label] = []
     all_points: list[tuple[float, float]] = []
     colours = plt.get_cmap("tab10").colors
@@ -316,18 +335,23 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
         trusted = (t["status"] != "excluded").to_numpy()
         excluded += int((~trusted).sum())
         on = t["on_front"].to_numpy()
-        failed = ~elig & ~no_learn
+        failed = ~elig & ~no_learn & trusted
         grey_x += list(x[failed & finite])
         grey_y += list(y[failed & finite])
         nl_x += list(x[no_learn & finite])
         nl_y += list(y[no_learn & finite])
         n_no_learn += int(no_learn.sum())
         prefix = "" if single else f"{s.label} "
-        all_points += list(zip(x[finite], y[finite]))
-        grey_txt += [(xi, yi, f"{prefix}#{n} {STATUS_LABELS.get(st, st)}") for xi, yi, n, st in
-                     zip(x[~elig & finite], y[~elig & finite], s.numbers.loc[t.index[~elig & finite]],
-                         t["status"].to_numpy()[~elig & finite])]
-        no_metrics += int((failed & ~finite & trusted).sum())
+        all_points += list(zip(x[finite & ~failed], y[finite & ~failed]))
+        numbers = s.numbers.loc[t.index].to_numpy()
+        total = s.res.num_tasks
+        done = pd.to_numeric(t["tasks_done"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        grey_txt += [(xi, yi, f"{prefix}#{n} {st}" + (f" {int(d)}/{total}" if total and np.isfinite(d) else ""))
+                     for xi, yi, n, st, d in zip(x[failed & finite], y[failed & finite], numbers[failed & finite],
+                                                 t["status"].to_numpy()[failed & finite], done[failed & finite])]
+        nl_txt += [(xi, yi, f"{prefix}#{n} {STATUS_LABELS[INFEASIBLE]}")
+                   for xi, yi, n in zip(x[no_learn & finite], y[no_learn & finite], numbers[no_learn & finite])]
+        no_metrics += int((failed & ~finite).sum())
         m = elig & finite
         n_done = int(elig.sum())
         if single:
@@ -383,17 +407,27 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
             notes.append(f"--color {color} is ignored when several searches are compared (colour = method).")
     # Labels only while they stay readable: an early-stopped search has dozens of grey
     # points, and the report's tables of failed, stopped and not-learned trials name them all.
-    unlabelled = ", listed in the report" if len(grey_txt) > MAX_GREY_LABELS else ""
-    if grey_x:
-        ax.scatter(grey_x, grey_y, marker="x", s=40, color="0.55", linewidths=1.2, zorder=2,
-                   label=f"not completed: diverged / error / stopped early ({len(grey_x)}){unlabelled}")
+    grey_unlabelled = ", listed in the report" if len(grey_txt) > MAX_GREY_LABELS else ""
+    nl_unlabelled = ", listed in the report" if len(nl_txt) > MAX_GREY_LABELS else ""
     if n_no_learn:
         # A collapsed model's ~0 forgetting puts it where a front point would be: an
         # open marker of its own says it is no trade-off point and not a failed run.
         ax.scatter(nl_x, nl_y, marker=INFEASIBLE_MARKER, s=46, facecolors="none", edgecolors="0.35",
-                   linewidths=1.2, zorder=2, label=f"did not learn ({n_no_learn}){unlabelled}")
+                   linewidths=1.2, zorder=2, label=f"did not learn ({n_no_learn}){nl_unlabelled}")
         notes.append(f"{n_no_learn} trial(s) completed but did not learn (grey open triangles): never on a "
                      "front; listed under 'Trials that did not learn'.")
+    if side is not None:
+        side.scatter(grey_x, grey_y, marker="x", s=40, color="0.45", linewidths=1.2, zorder=2,
+                     label=f"diverged / error / stopped early / running ({len(grey_x)}){grey_unlabelled}")
+        side.set_title("not completed: metrics of the tasks done\n(partial, not comparable, never on a front)",
+                       fontsize=10)
+        side.set_xlabel("forgetting so far (%)")
+        side.set_ylabel("accuracy so far (%)")
+        side.grid(True, alpha=0.3)
+        side.margins(0.15)
+        notes.append(f"{len(grey_x)} trial(s) that did not complete (diverged, failed, stopped early or still "
+                     "running) are drawn in the right-hand panel at the metrics of the tasks they finished: "
+                     "after one task forgetting is 0, which would put them in the best corner of the main plot.")
     if no_metrics:
         ax.plot([], [], ls="none", label=f"{no_metrics} failed trial(s) without metrics (not shown)")
     if excluded:
@@ -407,12 +441,27 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
     ax.set_ylabel("final accuracy (%)  ↑ higher is better")
     ax.grid(True, alpha=0.3)
     ax.margins(0.08)  # room for the labels of the points on the edges
-    # Below the plot, where it covers neither a point nor a label.
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize=8.5, frameon=False)
+    # Below the plots, where they cover neither a point nor a label.
+    for a in (ax, side):
+        if a is not None:
+            a.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2 if a is ax else 1, fontsize=8.5,
+                     frameon=False)
     fig.tight_layout()
-    _label_points(ax, front_labels, [] if unlabelled else [Label(*g, color="0.35") for g in grey_txt],
+    _label_points(ax, front_labels, [] if nl_unlabelled else [Label(*g, color="0.35") for g in nl_txt],
                   obstacles=all_points, notes=notes)
+    if side is not None and not grey_unlabelled:
+        _label_points(side, [], [Label(*g, color="0.3") for g in grey_txt], obstacles=list(zip(grey_x, grey_y)),
+                      notes=notes)
     return fig, notes
+
+
+def _partial(s: _Search) -> np.ndarray:
+    """Rows of trials that did not complete but have metrics (of the tasks they finished)."""
+    t = s.table
+    x = t[s.col("forgetting")].to_numpy(dtype=float, na_value=np.nan)
+    y = t[s.col("final_acc")].to_numpy(dtype=float, na_value=np.nan)
+    status = t["status"].to_numpy()
+    return (np.isfinite(x) & np.isfinite(y) & ~np.isin(status, ["completed", INFEASIBLE, "excluded"]))
 
 
 def _label_points(ax, first: list[Label], second: list[Label], obstacles: list[tuple[float, float]],
@@ -910,7 +959,8 @@ def _render(searches: list[_Search], folder: Path, color: str | None) -> list[st
                                       "circled points form the Pareto front (numbers = trial numbers, as in the live log, "
                                       "trials.csv and rerun.py --pick; a label with several numbers marks "
                                       "trials at the same point; a thin line leads from a label set apart "
-                                      "to its point)"))
+                                      "to its point). Trials that did not complete are in the right-hand "
+                                      "panel, at the partial metrics of the tasks they finished"))
     if task_il:
         notes += _pareto_figure(task_il, color, folder / "pareto_task_il.png", task_il=True)
         figures.append(("pareto_task_il.png", "Task-incremental methods (task identity at test time): final "

@@ -78,3 +78,30 @@ def test_labels_of_a_crowded_front_do_not_overlap(tmp_path, closed):
     for n in range(16):
         assert re.search(rf"#{n}\b", named), n
     assert re.search(r"#3, #16|#16, #3", named)
+
+
+def _offsets(ax) -> set[tuple[float, float]]:
+    return {tuple(np.round(p, 6)) for c in ax.collections for p in c.get_offsets()}
+
+
+def test_stopped_early_trials_have_a_panel_of_their_own(tmp_path, closed):
+    # The fixture's trial 6 stopped after 2 of 3 tasks (89 %, 2 %) and trial 5 diverged
+    # there (94.5 %, 1 %): both better than every completed trial on both axes.
+    fig, notes = _figure(write_search_fixture(tmp_path / "s"))
+    closed(fig)
+    main, side = _panel(fig, "trials"), _panel(fig, "not completed")
+    assert (2.0, 89.0) not in _offsets(main) and (1.0, 94.5) not in _offsets(main)
+    assert _offsets(side) == {(2.0, 89.0), (1.0, 94.5)}
+    assert sorted(_texts(side)) == ["#5 diverged 2/3", "#6 truncated 2/3"]
+    assert "partial" in side.get_title() and "never on a front" in side.get_title()
+    assert any("right-hand panel" in n and "best corner" in n for n in notes)
+    # completed trials only in the main panel: 0, 1, 2, 3, 4, 7
+    assert {(10.0, 60.0), (20.0, 70.0), (5.0, 50.0), (15.0, 55.0), (25.0, 65.0), (0.0, 40.0)} <= _offsets(main)
+
+
+def test_no_second_panel_when_every_trial_completed(tmp_path, closed):
+    done = [t for t in TRIALS if t["status"] == "completed"]
+    fig, notes = _figure(write_search_fixture(tmp_path / "s", trials=done))
+    closed(fig)
+    assert [ax.get_label() for ax in fig.axes if ax.get_label() == "not completed"] == []
+    assert not any("right-hand panel" in n for n in notes)
