@@ -307,6 +307,7 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
     """
     plt = _pyplot()
     from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.ticker import NullFormatter
 
     notes: list[str] = []
     single = len(searches) == 1
@@ -375,6 +376,11 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
                     sc = ax.scatter(x[m], y[m], s=42, c=v[m], cmap="viridis", norm=norm, edgecolors="k",
                                     linewidths=0.4, zorder=3, label=f"completed trials ({n_done})")
                     cb = fig.colorbar(sc, ax=ax, pad=0.02)
+                    if isinstance(norm, LogNorm):
+                        # Matplotlib labels only the powers of ten: 10^2 and 10^3 over memory's [40, 2000].
+                        ticks = _log_ticks(norm.vmin, norm.vmax)
+                        cb.set_ticks(ticks, labels=[_fmt_value(v) for v in ticks])
+                        cb.ax.yaxis.set_minor_formatter(NullFormatter())
                     unit = " budget (exemplars)" if name == "memory" else ""
                     cb.set_label(f"{name}{unit}" + (", log scale" if isinstance(norm, LogNorm) else ""))
                 else:  # categorical: one colour per value
@@ -453,6 +459,23 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
         _label_points(side, [], [Label(*g, color="0.3") for g in grey_txt], obstacles=list(zip(grey_x, grey_y)),
                       notes=notes)
     return fig, notes
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """Readable ticks for a log colour scale over [lo, hi]: 1-2-5 per decade (1-3, or
+    powers of ten alone, over a wide range: at most 9), and each end of the range
+    that is not next to one of them, e.g. 50, 100, 200, 500, 1000, 2000 over [40, 2000]."""
+    lo, hi = float(lo), float(hi)
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    for mantissas in ((1, 2, 5), (1, 3), (1,)):
+        ticks = [float(f"{m}e{e}") for e in decades for m in mantissas if lo <= m * 10.0 ** e <= hi]
+        if len(ticks) <= 9:
+            break
+    span = math.log10(hi / lo) if hi > lo else 1.0
+    for end in (lo, hi):
+        if all(abs(math.log10(end / t)) > 0.07 * span for t in ticks):
+            ticks.append(float(f"{end:.3g}"))
+    return sorted(ticks)
 
 
 def _partial(s: _Search) -> np.ndarray:

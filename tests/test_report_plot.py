@@ -105,3 +105,24 @@ def test_no_second_panel_when_every_trial_completed(tmp_path, closed):
     closed(fig)
     assert [ax.get_label() for ax in fig.axes if ax.get_label() == "not completed"] == []
     assert not any("right-hand panel" in n for n in notes)
+
+
+def test_memory_colour_bar_has_readable_ticks(tmp_path, closed):
+    from analysis.report import _log_ticks
+
+    trials = [trial_at(0, .70, .20, {"lr": 0.1, "memory": 2000, "selection": "random"}),
+              trial_at(1, .60, .10, {"lr": 0.1, "memory": 40, "selection": "random"}),
+              trial_at(2, .50, .05, {"lr": 0.1, "memory": 300, "selection": "random"})]
+    fig, _ = _figure(write_search_fixture(tmp_path / "s", trials=trials))
+    closed(fig)
+    fig.canvas.draw()
+    bar = [ax for ax in fig.axes if "memory budget" in ax.get_ylabel()]
+    assert len(bar) == 1 and "log scale" in bar[0].get_ylabel()
+    shown = [t.get_text() for t in bar[0].get_yticklabels() if t.get_text()]
+    assert shown == ["50", "100", "200", "500", "1000", "2000"]
+    minor = [t.get_text() for t in bar[0].yaxis.get_minorticklabels() if t.get_text()]
+    assert minor == []                                     # no "6x10^1" between them
+    # the rule itself: the ends join when not next to a tick; wide ranges thin out
+    assert _log_ticks(40, 2000) == [50, 100, 200, 500, 1000, 2000]
+    assert _log_ticks(30, 700) == [30, 50, 100, 200, 500, 700]
+    assert len(_log_ticks(1e-6, 1.0)) <= 9
