@@ -404,7 +404,10 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
                 ring_lbl = f"{lbl} on {', '.join(n for n, _ in s.res.objectives)} (circled)"
                 lbl = f"{lbl}: its accuracy–forgetting staircase"
             sx, sy = _step_front(x[fm], y[fm])
-            ax.plot(sx, sy, drawstyle="steps-post", color=front_colour, lw=1.6, zorder=2, label=lbl)
+            if len(sx) > 1:
+                ax.plot(sx, sy, drawstyle="steps-post", color=front_colour, lw=1.6, zorder=2, label=lbl)
+            else:  # one point: no line is drawn, so none in the legend; its ring stands for the front
+                ring_lbl = ring_lbl or f"{lbl} (circled; one trial)"
             ax.scatter(x[fm], y[fm], s=150, facecolors="none", edgecolors=front_colour, linewidths=1.6, zorder=4,
                        label=ring_lbl)
             front_labels += [Label(xi, yi, f"#{n}", front_colour if not single else "black")

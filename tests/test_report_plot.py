@@ -126,3 +126,30 @@ def test_memory_colour_bar_has_readable_ticks(tmp_path, closed):
     assert _log_ticks(40, 2000) == [50, 100, 200, 500, 1000, 2000]
     assert _log_ticks(30, 700) == [30, 50, 100, 200, 500, 700]
     assert len(_log_ticks(1e-6, 1.0)) <= 9
+
+
+def test_a_one_point_front_has_no_legend_entry_for_a_line(tmp_path, closed):
+    from matplotlib.lines import Line2D
+
+    trials = [trial_at(0, .70, .05), trial_at(1, .60, .10), trial_at(2, .50, .20)]   # 0 dominates both
+    fig, _ = _figure(write_search_fixture(tmp_path / "s", trials=trials))
+    closed(fig)
+    main = _panel(fig, "trials")
+    handles, labels = main.get_legend_handles_labels()
+    front = [(h, lab) for h, lab in zip(handles, labels) if "front" in lab.lower()]
+    assert [lab for _, lab in front] == ["Pareto front (circled; one trial)"]
+    assert not isinstance(front[0][0], Line2D)                 # the ring, not a line
+    for h, lab in zip(handles, labels):
+        if isinstance(h, Line2D) and h.get_linestyle() not in ("None", "none", ""):
+            assert len(h.get_xdata()) > 1, lab                 # every line in the legend is drawn
+    assert _texts(main) == ["#0"]
+
+
+def test_a_front_of_several_points_keeps_its_staircase(tmp_path, closed):
+    from matplotlib.lines import Line2D
+
+    fig, _ = _figure(write_search_fixture(tmp_path / "s"))
+    closed(fig)
+    handles, labels = _panel(fig, "trials").get_legend_handles_labels()
+    line = handles[labels.index("Pareto front")]
+    assert isinstance(line, Line2D) and len(line.get_xdata()) == 4
