@@ -749,9 +749,20 @@ def _importance(s: _Search) -> tuple[dict[str, dict[str, float]], list[str]]:
 
 
 def _importance_figure(imps: list[tuple[_Search, dict[str, dict[str, float]]]], path: Path) -> bool:
+    fig = _draw_importance(imps)
+    if fig is None:
+        return False
+    _save(fig, path)
+    return True
+
+
+def _draw_importance(imps: list[tuple[_Search, dict[str, dict[str, float]]]]) -> Any:
+    """One bar chart per search and objective, each bar labelled with its value
+    (so the figure carries the numbers and the report needs no second table of
+    them); None when no search has an importance."""
     imps = [(s, d) for s, d in imps if d]
     if not imps:
-        return False
+        return None
     plt = _pyplot()
     ncols = max(len(d) for _, d in imps)
     nparams = max(len(v) for _, d in imps for v in d.values())
@@ -765,15 +776,15 @@ def _importance_figure(imps: list[tuple[_Search, dict[str, dict[str, float]]]], 
                 continue
             label, values = list(d.items())[c]
             names = list(values)[::-1]
-            ax.barh(names, [100 * values[p] for p in names], color="tab:blue")
-            ax.set_xlim(0, 100)
+            bars = ax.barh(names, [100 * values[p] for p in names], color="tab:blue")
+            ax.bar_label(bars, labels=[f"{100 * values[p]:.1f}" for p in names], padding=3, fontsize=8)
+            ax.set_xlim(0, 112)  # room for the value of a bar near 100
             ax.set_xlabel("importance (% of explained variance)")
             ax.set_title(f"{s.label}: {label}", fontsize=10)
             ax.grid(True, axis="x", alpha=0.3)
     fig.suptitle("Hyperparameter importance (Optuna fANOVA, completed trials)", fontsize=11)
     fig.tight_layout()
-    _save(fig, path)
-    return True
+    return fig
 
 
 # --------------------------------------------------------------------------
@@ -794,8 +805,9 @@ class _Doc:
         if items:
             self.blocks.append(("ul", list(items)))
 
-    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-        self.blocks.append(("table", list(header), [list(r) for r in rows]))
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]], sortable: bool = False) -> None:
+        """A table; ``sortable``: in report.html a click on a header sorts by that column (SORT_SCRIPT)."""
+        self.blocks.append(("table", list(header), [list(r) for r in rows], sortable))
 
     def img(self, file: str, alt: str) -> None:
         self.blocks.append(("img", file, alt))
@@ -831,7 +843,8 @@ class _Doc:
             elif b[0] == "table":
                 head = "".join(f"<th>{e(str(c))}</th>" for c in b[1])
                 rows = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in b[2])
-                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+                cls = ' class="sortable"' if b[3] else ""
+                body.append(f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
             elif b[0] == "img":
                 data = base64.b64encode((folder / b[1]).read_bytes()).decode("ascii")
                 body.append(f'<figure><img alt="{e(b[2])}" src="data:image/png;base64,{data}">'
@@ -840,9 +853,64 @@ class _Doc:
                  "padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;margin:0.8em 0;"
                  "font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
                  "th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
-                 "figure{margin:1.2em 0}figcaption{color:#555;font-size:0.9em}h2{border-bottom:1px solid #ddd}")
-        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
-                f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+                 "figure{margin:1.2em 0}figcaption{color:#555;font-size:0.9em}h2{border-bottom:1px solid #ddd}"
+                 "table.sortable th{cursor:pointer;user-select:none}"
+                 "table.sortable th[aria-sort=ascending]::after{content:' \\25B2'}"
+                 "table.sortable th[aria-sort=descending]::after{content:' \\25BC'}")
+        script = f"<script>{SORT_SCRIPT}</script>\n" if any(b[0] == "table" and b[3] for b in self.blocks) else ""
+        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{e(title)}</title>"
+                f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n" + script + "</body></html>\n")
+
+
+# Sorting of the report's tables on a header click (or Enter/Space on a focused
+# header), inline so report.html stays one self-contained file with no external
+# script. Numbers sort as numbers, text as text (digits in it numerically);
+# empty and "–" cells go last in either direction; equal keys keep their order.
+# aria-sort on the header says the current order (screen readers, and the
+# browser check in bench/report_browser_check.py).
+SORT_SCRIPT = """
+(function () {
+  function key(cell) {
+    var t = cell.textContent.trim();
+    if (t === '' || t === '\\u2013') return null;
+    var n = Number(t);
+    return isNaN(n) ? t : n;
+  }
+  function compare(a, b) {
+    if (a === null || b === null) return a === b ? 0 : (a === null ? 1 : -1);
+    if (typeof a === 'number' && typeof b === 'number') return a - b;
+    return String(a).localeCompare(String(b), undefined, {numeric: true});
+  }
+  Array.prototype.forEach.call(document.querySelectorAll('table.sortable'), function (table) {
+    var heads = table.tHead.rows[0].cells;
+    Array.prototype.forEach.call(heads, function (th, col) {
+      th.tabIndex = 0;
+      th.title = 'sort by this column';
+      th.setAttribute('aria-sort', 'none');
+      function sort() {
+        var up = th.getAttribute('aria-sort') !== 'ascending';
+        Array.prototype.forEach.call(heads, function (h) { h.setAttribute('aria-sort', 'none'); });
+        th.setAttribute('aria-sort', up ? 'ascending' : 'descending');
+        var body = table.tBodies[0];
+        var rows = Array.prototype.map.call(body.rows, function (r, i) {
+          return {row: r, key: key(r.cells[col]), i: i};
+        });
+        rows.sort(function (a, b) {
+          var missing = (a.key === null) - (b.key === null);
+          if (missing) return missing;
+          return (up ? 1 : -1) * compare(a.key, b.key) || a.i - b.i;
+        });
+        rows.forEach(function (r) { body.appendChild(r.row); });
+      }
+      th.addEventListener('click', sort);
+      th.addEventListener('keydown', function (ev) {
+        if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); sort(); }
+      });
+    });
+  });
+})();
+"""
 
 
 def _spec_items(s: _Search) -> list[str]:
@@ -919,16 +987,52 @@ def _knob_line(spec: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+# Column headings of the metrics in the report's tables (percentages but memory).
+METRIC_HEADERS = {"final_acc": "final acc %", "final_acc_pooled": "final acc pooled %", "avg_inc_acc": "avg inc acc %",
+                  "forgetting": "forgetting %", "bwt": "BWT %", "plasticity": "plasticity %", "memory": "memory stored"}
+FRONT_METRICS = ("final_acc", "forgetting", "avg_inc_acc", "bwt", "plasticity", "memory")
+
+
+def _metric_cell(s: _Search, r: pd.Series, name: str) -> str:
+    return _fmt_value(r.get("memory")) if name == "memory" else _pct(r.get(s.col(name)))
+
+
 def _front_rows(s: _Search) -> tuple[list[str], list[list[str]]]:
-    header = ["#", "trial_id"] + list(s.res.spec["space"]) + [
-        "final acc %", "forgetting %", "avg inc acc %", "BWT %", "plasticity %", "memory stored", "wall time (s)"]
+    header = ["#", "trial_id"] + list(s.res.spec["space"]) + [METRIC_HEADERS[m] for m in FRONT_METRICS] + [
+        "wall time (s)"]
     rows = []
     for idx, r in s.front.iterrows():
         rows.append([str(s.numbers.loc[idx]), str(r["trial_id"])]
                     + [_fmt_value(r.get(PARAM_PREFIX + p)) for p in s.res.spec["space"]]
-                    + [_pct(r.get(s.col(m))) for m in ("final_acc", "forgetting", "avg_inc_acc", "bwt", "plasticity")]
-                    + [_fmt_value(r.get("memory")),
-                       "–" if _is_missing(r.get("wall_time_s")) else f"{float(r['wall_time_s']):.0f}"])
+                    + [_metric_cell(s, r, m) for m in FRONT_METRICS]
+                    + ["–" if _is_missing(r.get("wall_time_s")) else f"{float(r['wall_time_s']):.0f}"])
+    return header, rows
+
+
+def _trials_rows(searches: list[_Search]) -> tuple[list[str], list[list[str]]]:
+    """Every trial of every search, in start order: number, status, tasks done, the
+    objectives (and the plot's two axes), then every searched parameter; a method
+    column first when several searches are compared. Metrics of a trial that did
+    not complete are those of the tasks it finished (its status says so)."""
+    several = len(searches) > 1
+    metrics: list[str] = []
+    for s in searches:
+        metrics += [n for n, _ in s.res.objectives if n not in metrics and n in METRIC_HEADERS]
+    metrics += [m for m in ("final_acc", "forgetting") if m not in metrics]
+    params: list[str] = []
+    for s in searches:
+        params += [p for p in s.res.spec["space"] if p not in params]
+    header = (["method"] if several else []) + ["#", "trial_id", "status", "tasks done"] + [
+        METRIC_HEADERS[m] for m in metrics] + params
+    rows = []
+    for s in searches:
+        for idx, r in s.res.trials.iterrows():
+            status = str(r["status"])
+            rows.append(([s.label + (" (task-IL)" if s.task_il else "")] if several else [])
+                        + [str(s.numbers.loc[idx]), str(r["trial_id"]), STATUS_LABELS.get(status, status),
+                           _fmt_value(r.get("tasks_done"))]
+                        + [_metric_cell(s, r, m) for m in metrics]
+                        + [_fmt_value(r.get(PARAM_PREFIX + p)) if p in s.res.spec["space"] else "" for p in params])
     return header, rows
 
 
@@ -1002,8 +1106,7 @@ def _render(searches: list[_Search], folder: Path, color: str | None) -> list[st
         imp, n = _importance(s)
         importances.append((s, imp))
         imp_notes += n
-    if _importance_figure(importances, folder / "importance.png"):
-        figures.append(("importance.png", "Hyperparameter importance per objective (fANOVA)"))
+    importance_png = _importance_figure(importances, folder / "importance.png")
 
     # ---- the document
     title = ("Search report: " + searches[0].label if len(searches) == 1
@@ -1055,15 +1158,10 @@ def _render(searches: list[_Search], folder: Path, color: str | None) -> list[st
     doc.p("fANOVA importance (Optuna's FanovaImportanceEvaluator, seed 0) of each searched parameter for each "
           "objective, from a study rebuilt from the completed trials; each column sums to 100 %. With few "
           "trials (tens rather than hundreds) read it as a rough ranking, not a measurement.")
-    for s, imp in importances:
-        if not imp:
-            continue
-        if len(searches) > 1:
-            doc.h(3, s.label)
-        params = list(s.res.spec["space"])
-        labels = list(imp)
-        doc.table(["parameter"] + [f"{lab} %" for lab in labels],
-                  [[p] + [f"{100 * imp[lab][p]:.1f}" if p in imp[lab] else "–" for lab in labels] for p in params])
+    # The figure carries the numbers on its bars: no second table of the same values.
+    if importance_png:
+        doc.img("importance.png", "Hyperparameter importance per objective (fANOVA), in % of the variance "
+                                  "explained; a parameter left out took a single value in the completed trials")
     doc.ul(imp_notes)
     no_learn = [(s, _infeasible_rows(s)) for s in searches]
     if any(rows for _, rows in no_learn):
@@ -1093,10 +1191,15 @@ def _render(searches: list[_Search], folder: Path, color: str | None) -> list[st
             doc.p("None: every trial completed.")
     if not any_failed and len(searches) == 1:
         doc.p("None: every trial completed.")
+    doc.h(2, "All trials")
+    doc.p("Every trial in the order they started, with its status and its objectives (percentages on the "
+          "validation split; a trial that did not complete shows the metrics of the tasks it finished). "
+          "In report.html a click on a column heading sorts the table by it.")
+    doc.table(*_trials_rows(searches), sortable=True)
 
     write_bytes_atomic(folder / "report.md", doc.markdown().encode("utf-8"))
     write_bytes_atomic(folder / "report.html", doc.html(folder, title).encode("utf-8"))
-    return [name for name, _ in figures] + list(DOCUMENTS)
+    return [name for name, _ in figures] + (["importance.png"] if importance_png else []) + list(DOCUMENTS)
 
 
 def _swap_in(build: Path, out: Path, names: list[str]) -> None:

@@ -314,10 +314,31 @@ def test_report_spec_summary_and_importance(icarl_dir, icarl_report):
     assert "icarl" in spec and "synthetic" in spec and "tasks 3" in spec
     assert "completed 6, truncated 1, diverged 1, error 1" in spec
     imp = _section(md, "Parameter importance")
-    params = _table_column(imp, "parameter")
-    assert sorted(params) == ["lr", "memory", "selection"]
-    col = _table_column(imp, "final accuracy (macro) (max) %")
-    assert sum(float(v) for v in col) == pytest.approx(100, abs=0.5)
+    # one view of the numbers: the figure, with the values on its bars; no table repeating them
+    assert "](importance.png)" in imp and "|" not in imp
+    assert "importance.png" not in _section(md, "Figures")
+
+
+def test_importance_figure_carries_the_values(icarl_dir):
+    import matplotlib.pyplot as plt
+
+    from analysis.report import _draw_importance, _importance, _prepare
+
+    s = _prepare(load_search(icarl_dir), "icarl")
+    imp, _ = _importance(s)
+    fig = _draw_importance([(s, imp)])
+    try:
+        titles = [ax.get_title() for ax in fig.axes]
+        assert titles == ["icarl: final accuracy (macro) (max)", "icarl: average forgetting (min)"]
+        for ax in fig.axes:
+            names = [t.get_text() for t in ax.get_yticklabels()]
+            assert sorted(names) == ["lr", "memory", "selection"]
+            widths = [p.get_width() for p in ax.patches]
+            assert sum(widths) == pytest.approx(100, abs=0.5)
+            values = [t.get_text() for t in ax.texts]          # bar_label: one value per bar, as printed
+            assert values == [f"{w:.1f}" for w in widths]
+    finally:
+        plt.close(fig)
 
 
 def test_report_html_is_self_contained(icarl_dir, icarl_report):
@@ -442,3 +463,20 @@ def test_report_names_each_tasks_classes(tmp_path):
     md = (folder / "report.md").read_text()
     assert "- classes per task: task 1: cat, dog; task 2: ship, truck; task 3: frog, horse" in md
     assert "task 1: cat, dog" in (folder / "report.html").read_text()
+
+
+def test_report_has_a_sortable_table_of_all_trials(icarl_dir, icarl_report):
+    md = (icarl_dir / "report.md").read_text()
+    table = _section(md, "All trials")
+    assert _table_column(table, "#") == [str(t["n"]) for t in TRIALS]
+    assert _table_column(table, "status") == [EXPECTED_STATUS[t["n"]] for t in TRIALS]
+    assert _table_column(table, "final acc %")[:2] == ["60.0", "70.0"]
+    assert _table_column(table, "forgetting %")[5] == "1.0"            # diverged 5: partial, listed as is
+    assert _table_column(table, "tasks done")[6] == "2"
+    assert _table_column(table, "memory") == [str(t["params"]["memory"]) for t in TRIALS]
+    page = icarl_report.read_text()
+    # the html table is the sortable one, sorted by an inline script: nothing loaded from elsewhere
+    assert page.count('<table class="sortable">') == 1
+    assert "<script>" in page and "aria-sort" in page and "<script src" not in page
+    heads = re.search(r'<table class="sortable"><thead><tr>(.*?)</tr>', page).group(1)
+    assert re.findall(r"<th>(.*?)</th>", heads)[:4] == ["#", "trial_id", "status", "tasks done"]
