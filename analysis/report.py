@@ -25,6 +25,14 @@ writes into ``--out`` (default: the results folder itself, or
   ``front_matrices.png``: their accuracy matrices (%).
 - ``importance.png``: fANOVA parameter importance per objective (Optuna), from an
   in-memory study rebuilt from the completed trials.
+- the rerun's final table, when ``search/rerun.py RESULTS_DIR`` has written
+  ``final_table.md/.csv`` into the folder: shown with its notes and a link, and
+  its finetune and joint rows drawn on the class-IL Pareto plot as reference
+  points (white diamond, black star), labelled with their split. They are
+  test-split means after training on train + validation, the trials validation
+  numbers after training on train: the legend and caption say so, and they are
+  never on a front. They are drawn anyway because no validation run of the two
+  bounds exists (the rerun measures on test) and they give the plot its scale.
 - ``report.md`` and ``report.html`` (self-contained: images embedded). The
   search's summary counts the trials by status and states the did-not-learn
   rule with its margin (search.json's ``min_plasticity_margin``; the default
@@ -57,6 +65,7 @@ import base64
 import html
 import io
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -73,6 +82,7 @@ import pandas as pd  # noqa: E402
 
 from core.metrics import accuracy_curves  # noqa: E402
 from analysis.figlabels import Label, merge_coincident, place_labels  # noqa: E402
+from analysis.final_table import FinalTable, read_final_table, table_rows  # noqa: E402
 from analysis.pareto import non_dominated, pareto_table  # noqa: E402
 from core.cli import ArgumentParser, cli_main  # noqa: E402
 from core.errors import UserError  # noqa: E402
@@ -104,6 +114,9 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "*", "h", "<", ">")
 INFEASIBLE = "infeasible"
 STATUS_LABELS = {INFEASIBLE: "did not learn"}
 INFEASIBLE_MARKER = "^"
+# The rerun's baselines (search/rerun.py runs finetune and joint next to the picked
+# configs), drawn as reference points on the class-IL Pareto plot: marker, face colour.
+REFERENCE_MARKERS = {"finetune": ("D", "white", "white diamond"), "joint": ("*", "black", "black star")}
 
 
 class ReportWriteError(UserError):
@@ -120,6 +133,8 @@ class _Search:
     label: str                 # method name, made unique across the folders compared
     table: pd.DataFrame        # pareto_table output (index = trials row index)
     numbers: pd.Series         # trial number per row (for labels)
+    final: FinalTable | None = None   # the rerun's final table in the folder (search/rerun.py), if any
+    final_error: str | None = None    # why a final table that is there could not be read
 
     @property
     def task_il(self) -> bool:
@@ -141,7 +156,12 @@ def _prepare(res: SearchResults, label: str) -> _Search:
     if missing:
         raise ResultsError(f"{res.path / 'trials.csv'} lacks the objective column(s) {missing}")
     table = pareto_table(df, objectives, eligible=res.eligible)
-    return _Search(res=res, label=label, table=table, numbers=_trial_numbers(df))
+    try:
+        final, final_error = read_final_table(res.path), None
+    except ResultsError as exc:  # a broken final table must not sink the report of the search
+        final, final_error = None, str(exc)
+    return _Search(res=res, label=label, table=table, numbers=_trial_numbers(df), final=final,
+                   final_error=final_error)
 
 
 def _trial_numbers(df: pd.DataFrame) -> pd.Series:
@@ -437,6 +457,27 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
         notes.append(f"{len(grey_x)} trial(s) that did not complete (diverged, failed, stopped early or still "
                      "running) are drawn in the right-hand panel at the metrics of the tasks they finished: "
                      "after one task forgetting is 0, which would put them in the best corner of the main plot.")
+    refs = [] if task_il else _references(searches)
+    ref_labels = []
+    for method, (marker, face, _) in REFERENCE_MARKERS.items():
+        mine = [r for r in refs if r.method == method]
+        if not mine:
+            continue
+        splits = sorted({r.eval_split for r in mine})
+        seeds = sorted({r.seeds for r in mine})
+        ax.scatter([100 * r.forgetting for r in mine], [100 * r.final_acc for r in mine], marker=marker,
+                   s=150 if marker == "*" else 60, facecolors=face, edgecolors="black", linewidths=1.1, zorder=5,
+                   label=f"{method}: rerun, {'/'.join(splits)} split, mean of {'/'.join(map(str, seeds))} "
+                         "seed(s) (a reference, not a trial)")
+        ref_labels += [Label(100 * r.forgetting, 100 * r.final_acc, r.label, "black") for r in mine]
+        all_points += [(100 * r.forgetting, 100 * r.final_acc) for r in mine]
+    if refs:
+        splits = sorted({r.eval_split for r in refs})
+        shown = [f"{m} ({REFERENCE_MARKERS[m][2]})" for m in REFERENCE_MARKERS if any(r.method == m for r in refs)]
+        notes.append(f"{' and '.join(shown)} {'are' if len(shown) > 1 else 'is'} the "
+                     f"rerun's means on the {'/'.join(splits)} split after training on train + validation "
+                     "(search/rerun.py, 'Final table' below), while the trials are validation numbers after "
+                     "training on train alone: a reference for the scale of the trade-off, not points of a front.")
     if no_metrics:
         ax.plot([], [], ls="none", label=f"{no_metrics} failed trial(s) without metrics (not shown)")
     if excluded:
@@ -456,11 +497,12 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
             a.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2 if a is ax else 1, fontsize=8.5,
                      frameon=False)
     fig.tight_layout()
-    _label_points(ax, front_labels, [] if nl_unlabelled else [Label(*g, color="0.35") for g in nl_txt],
+    _label_points(ax, [(front_labels, 8.5, True), (ref_labels, 8.5, True),
+                       ([] if nl_unlabelled else [Label(*g, color="0.35") for g in nl_txt], 7.5, False)],
                   obstacles=all_points, notes=notes)
     if side is not None and not grey_unlabelled:
-        _label_points(side, [], [Label(*g, color="0.3") for g in grey_txt], obstacles=list(zip(grey_x, grey_y)),
-                      notes=notes)
+        _label_points(side, [([Label(*g, color="0.3") for g in grey_txt], 7.5, False)],
+                      obstacles=list(zip(grey_x, grey_y)), notes=notes)
     return fig, notes
 
 
@@ -481,6 +523,44 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
     return sorted(ticks)
 
 
+@dataclass
+class _Reference:
+    """finetune or joint as a search folder's rerun measured them (final_table.csv)."""
+    method: str
+    label: str
+    final_acc: float     # fractions, mean over seeds
+    forgetting: float
+    eval_split: str
+    seeds: int
+
+
+def _references(searches: list[_Search]) -> list[_Reference]:
+    """finetune and joint from each search's final table, class-incremental rows only.
+
+    These are TEST-split numbers after training on train + validation (rerun.py),
+    while the trials are validation numbers after training on train: close, not
+    the same measurement. They are drawn because they are the only numbers of the
+    two bounds under the same protocol, marked as such in the label, the legend
+    and the caption, never on a front. (A rerun never measures them on
+    validation, so waiting for such a run would mean never drawing them.)
+    """
+    out = []
+    sources = [s for s in searches if s.final is not None]
+    for s in sources:
+        df = s.final.table
+        for _, r in df[df["method"].isin(list(REFERENCE_MARKERS)) & (df["protocol"] == "CLASS-IL")].iterrows():
+            if r["method"] == s.res.method:
+                continue
+            final, forgetting = float(r["final_acc_mean"]), float(r["forgetting_mean"])
+            if not (math.isfinite(final) and math.isfinite(forgetting)):
+                continue
+            split = str(r["eval_split"])
+            where = f", {s.label}'s rerun" if len(sources) > 1 else ""
+            out.append(_Reference(str(r["method"]), f"{r['method']} ({split}{where})", final, forgetting, split,
+                                  int(r["seeds"])))
+    return out
+
+
 def _partial(s: _Search) -> np.ndarray:
     """Rows of trials that did not complete but have metrics (of the tasks they finished)."""
     t = s.table
@@ -490,17 +570,18 @@ def _partial(s: _Search) -> np.ndarray:
     return (np.isfinite(x) & np.isfinite(y) & ~np.isin(status, ["completed", INFEASIBLE, "excluded"]))
 
 
-def _label_points(ax, first: list[Label], second: list[Label], obstacles: list[tuple[float, float]],
+def _label_points(ax, groups: list[tuple[list[Label], float, bool]], obstacles: list[tuple[float, float]],
                   notes: list[str]) -> None:
-    """Place the labels without collisions (analysis/figlabels.py): ``first`` (the
-    front's numbers) before ``second`` (the grey points'); trials at one point share
-    one label. A label that fits nowhere is said in ``notes``."""
+    """Place the labels without collisions (analysis/figlabels.py), group by group in
+    the order given (the front's numbers first): each group is (labels, font size,
+    on a white box); trials at one point share one label. A label that fits
+    nowhere is said in ``notes``."""
     fig = ax.figure
     fig.canvas.draw()  # final layout and limits: positions are measured on screen
     renderer = fig.canvas.get_renderer()
     placed: list = []
     left_out: list[Label] = []
-    for labels, size, boxed in ((first, 8.5, True), (second, 7.5, False)):
+    for labels, size, boxed in groups:
         _, out = place_labels(ax, merge_coincident(ax, labels), renderer, fontsize=size, obstacles=obstacles,
                               boxed=boxed, placed=placed)
         left_out += out
@@ -812,6 +893,10 @@ class _Doc:
     def img(self, file: str, alt: str) -> None:
         self.blocks.append(("img", file, alt))
 
+    def link(self, href: str, text: str) -> None:
+        """A paragraph that is a link (a file next to the report, by a relative path)."""
+        self.blocks.append(("a", href, text))
+
     def markdown(self) -> str:
         out: list[str] = []
         for b in self.blocks:
@@ -828,6 +913,8 @@ class _Doc:
                 out.append("\n".join(lines))
             elif b[0] == "img":
                 out.append(f"![{b[2]}]({b[1]})")
+            elif b[0] == "a":
+                out.append(f"[{b[2]}]({b[1]})")
         return "\n\n".join(out) + "\n"
 
     def html(self, folder: Path, title: str) -> str:
@@ -849,6 +936,8 @@ class _Doc:
                 data = base64.b64encode((folder / b[1]).read_bytes()).decode("ascii")
                 body.append(f'<figure><img alt="{e(b[2])}" src="data:image/png;base64,{data}">'
                             f"<figcaption>{e(b[2])}</figcaption></figure>")
+            elif b[0] == "a":
+                body.append(f'<p><a href="{e(b[1])}">{e(b[2])}</a></p>')
         style = ("body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1200px;margin:2em auto;"
                  "padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;margin:0.8em 0;"
                  "font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
@@ -1077,8 +1166,33 @@ def _warnings(searches: list[_Search]) -> list[str]:
     return lines
 
 
-def _render(searches: list[_Search], folder: Path, color: str | None) -> list[str]:
-    """Write every file of the report into ``folder``; return their names, report.html last."""
+def _final_section(doc: "_Doc", searches: list[_Search], out: Path) -> None:
+    """The rerun's final table of each search folder that has one (search/rerun.py
+    RESULTS_DIR writes final_table.md/.csv there), with its notes and a link to it."""
+    have = [s for s in searches if s.final is not None or s.final_error]
+    if not have:
+        return
+    doc.h(2, "Final table (rerun)")
+    doc.p("search/rerun.py retrained the chosen configs on train + validation and measured them on the split "
+          "named in each row (test, unless the rerun was told otherwise), mean ± std over seeds, next to finetune "
+          "and joint under the same protocol. These are the numbers to report; the rest of this report is "
+          "validation numbers of single runs.")
+    for s in have:
+        if len(searches) > 1:
+            doc.h(3, s.label)
+        if s.final is None:
+            doc.p(f"Not shown: {s.final_error}")
+            continue
+        doc.p(s.final.title)
+        doc.table(*table_rows(s.final.table))
+        doc.ul(s.final.notes)
+        doc.link(os.path.relpath(s.final.md_path, out), f"final_table.md ({s.final.md_path})")
+
+
+def _render(searches: list[_Search], folder: Path, color: str | None, out: Path | None = None) -> list[str]:
+    """Write every file of the report into ``folder``; return their names, report.html last.
+    ``out``: where the files will end up (links to other files are relative to it)."""
+    out = folder if out is None else out
     notes: list[str] = []
     figures: list[tuple[str, str]] = []
     class_il = [s for s in searches if not s.task_il]
@@ -1150,6 +1264,7 @@ def _render(searches: list[_Search], folder: Path, color: str | None) -> list[st
             doc.table(header, rows)
         else:
             doc.p("No completed trial with finite objectives: no front.")
+    _final_section(doc, searches, out)
     doc.h(2, "Figures")
     doc.ul(notes)
     for file, caption in figures:
@@ -1253,7 +1368,7 @@ def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None 
         out.mkdir(parents=True, exist_ok=True)
         # Same filesystem as the destination, so each os.replace below is a rename.
         build = Path(tempfile.mkdtemp(prefix=BUILD_PREFIX, dir=out))
-        names = _render(searches, build, color)
+        names = _render(searches, build, color, out)
         swapping = True
         _swap_in(build, out, names)
     except OSError as exc:

@@ -480,3 +480,32 @@ def test_report_has_a_sortable_table_of_all_trials(icarl_dir, icarl_report):
     assert "<script>" in page and "aria-sort" in page and "<script src" not in page
     heads = re.search(r'<table class="sortable"><thead><tr>(.*?)</tr>', page).group(1)
     assert re.findall(r"<th>(.*?)</th>", heads)[:4] == ["#", "trial_id", "status", "tasks done"]
+
+
+def test_report_includes_the_reruns_final_table(tmp_path):
+    from tests.fixtures_results import write_rerun_fixture
+
+    d = write_search_fixture(tmp_path / "s", trials=[t for t in TRIALS if t["n"] in (0, 1, 2, 5)])
+    build_report([d])
+    assert "## Final table" not in (d / "report.md").read_text()      # no rerun yet: no section
+    md_path = write_rerun_fixture(d, picked=(1, 0))
+    build_report([d])
+    md = (d / "report.md").read_text()
+    final = _section(md, "Final table (rerun)")
+    assert _table_column(final, "config") == [f"icarl #1 ({trial_id(1)})", f"icarl #0 ({trial_id(0)})",
+                                              "finetune", "joint"]
+    assert _table_column(final, "final acc %")[2:] == ["30.50 ± 0.71", "85.50 ± 0.71"]
+    assert "Final table: icarl" in final and "- seeds: [0, 1]" in final
+    assert f"[final_table.md ({md_path})](final_table.md)" in final
+    page = (d / "report.html").read_text()
+    assert '<a href="final_table.md">' in page and "85.50 ± 0.71" in page
+    assert "(a reference, not a trial)" not in md                    # the legend is in the figure, not the text
+    assert "finetune (white diamond) and joint (black star) are the rerun's means" in _section(md, "Figures")
+
+
+def test_an_unreadable_final_table_is_said_not_fatal(tmp_path):
+    d = write_search_fixture(tmp_path / "s", trials=[t for t in TRIALS if t["n"] in (0, 1, 2)])
+    (d / "final_table.csv").write_text("config,seeds\nx,1\n")
+    build_report([d])
+    final = _section((d / "report.md").read_text(), "Final table (rerun)")
+    assert "Not shown:" in final and "not a final table of this version" in final

@@ -153,3 +153,38 @@ def test_a_front_of_several_points_keeps_its_staircase(tmp_path, closed):
     handles, labels = _panel(fig, "trials").get_legend_handles_labels()
     line = handles[labels.index("Pareto front")]
     assert isinstance(line, Line2D) and len(line.get_xdata()) == 4
+
+
+def test_finetune_and_joint_of_the_rerun_are_reference_points(tmp_path, closed):
+    from matplotlib.markers import MarkerStyle
+
+    from analysis.report import REFERENCE_MARKERS
+    from tests.fixtures_results import write_rerun_fixture
+
+    folder = write_search_fixture(tmp_path / "s")
+    write_rerun_fixture(folder)
+    fig, notes = _figure(folder)
+    closed(fig)
+    main = _panel(fig, "trials")
+    handles, labels = main.get_legend_handles_labels()
+    refs = {lab.split(":")[0]: h for h, lab in zip(handles, labels) if "a reference, not a trial" in lab}
+    assert set(refs) == {"finetune", "joint"}
+    assert all("test split, mean of 2 seed(s)" in lab for lab in labels if "a reference" in lab)
+    # mean of seeds 0 and 1: (forgetting %, final accuracy %)
+    assert [tuple(np.round(p, 6)) for p in refs["finetune"].get_offsets()] == [(60.5, 30.5)]
+    assert [tuple(np.round(p, 6)) for p in refs["joint"].get_offsets()] == [(2.5, 85.5)]
+    for method, h in refs.items():                    # REFERENCE_MARKERS: a white diamond, a black star
+        m = MarkerStyle(REFERENCE_MARKERS[method][0])
+        assert np.allclose(h.get_paths()[0].vertices, m.get_path().transformed(m.get_transform()).vertices)
+    assert refs["joint"].get_facecolor()[0][:3].tolist() == [0, 0, 0]
+    assert refs["finetune"].get_facecolor()[0][:3].tolist() == [1, 1, 1]
+    assert {"finetune (test)", "joint (test)"} <= set(_texts(main))
+    assert any("test split after training on train + validation" in n and "not points of a front" in n
+               for n in notes)
+
+
+def test_no_reference_points_without_a_rerun(tmp_path, closed):
+    fig, notes = _figure(write_search_fixture(tmp_path / "s"))
+    closed(fig)
+    _, labels = _panel(fig, "trials").get_legend_handles_labels()
+    assert not any("reference" in lab for lab in labels) and not any("finetune" in n for n in notes)
