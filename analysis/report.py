@@ -3,8 +3,10 @@
     python analysis/report.py RESULTS_DIR [RESULTS_DIR ...] [--out DIR] [--color PARAM]
 
 Reads result FILES only (search.json, trials.csv, trials/<id>/result.json) and
-writes into ``--out`` (default: the results folder itself, or
-``<first folder>/comparison`` for several):
+writes into ``--out`` (default: the results folder itself; for several, a new
+folder ``compare-<methods>-<time>/`` beside the first, ``-2``, ``-3``, ... added
+when taken: a comparison never writes into a search's folder, and a second one
+never overwrites the first):
 
 - ``pareto.png``: final accuracy against average forgetting (both in %) for every
   trial; the non-dominated front on the search's own objectives (completed
@@ -17,7 +19,9 @@ writes into ``--out`` (default: the results folder itself, or
   task) sit in the best corner and must not be read as trade-offs. Labels are
   placed so that none overlaps another (``analysis/figlabels.py``); trials at
   one point share one label ("#3, #7"). With several
-  folders, one colour/marker per method, each method with its own front.
+  folders, one colour/marker per method, each method with its own front, the
+  combined front of all of them (black, dashed), and trials named across
+  searches ("icarl#3", "der#1").
   Task-incremental-only methods (PackNet) are measured on the task-IL metrics
   and go on ``pareto_task_il.png``, never on a front with class-IL methods.
 - ``front_curves.png``: accuracy on the task just learned and on all classes
@@ -33,6 +37,12 @@ writes into ``--out`` (default: the results folder itself, or
   numbers after training on train: the legend and caption say so, and they are
   never on a front. They are drawn anyway because no validation run of the two
   bounds exists (the rerun measures on test) and they give the plot its scale.
+- a comparison's combined front over all class-IL methods (and over all task-IL
+  ones), on the objectives they share, and each method's hypervolume next to the
+  combined one, against one reference point: each objective's worst value
+  (``core.objectives.WORST_VALUE``: accuracy 0, forgetting 100 %), memory at
+  1.1 x the largest memory of a compared trial. A single search's front has its
+  hypervolume too.
 - ``report.md`` and ``report.html`` (self-contained: images embedded). The
   search's summary counts the trials by status and states the did-not-learn
   rule with its margin (search.json's ``min_plasticity_margin``; the default
@@ -66,6 +76,7 @@ import html
 import io
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -83,13 +94,13 @@ import pandas as pd  # noqa: E402
 from core.metrics import accuracy_curves  # noqa: E402
 from analysis.figlabels import Label, merge_coincident, place_labels  # noqa: E402
 from analysis.final_table import FinalTable, read_final_table, table_rows  # noqa: E402
-from analysis.pareto import non_dominated, pareto_table  # noqa: E402
+from analysis.pareto import hypervolume, non_dominated, pareto_table  # noqa: E402
 from core.cli import ArgumentParser, cli_main  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.feasibility import SPEC_KEY  # noqa: E402
 from core.files import write_bytes_atomic  # noqa: E402
 from core.rungs import rung_tasks  # noqa: E402
-from core.objectives import LABELS  # noqa: E402
+from core.objectives import LABELS, WORST_VALUE  # noqa: E402
 from analysis.results import (PARAM_PREFIX, TASK_IL_PREFIX, ResultsError, SearchResults,  # noqa: E402
                               load_search, result_matrix)
 from core.result import TRIAL_NUMBER_KEY  # noqa: E402
@@ -174,6 +185,86 @@ def _trial_numbers(df: pd.DataFrame) -> pd.Series:
         return pd.Series(range(1, len(df) + 1), index=df.index, dtype=int)
     after = int(given.max()) + 1
     return pd.Series([int(n) if pd.notna(n) else after + i for i, n in enumerate(given)], index=df.index, dtype=int)
+
+
+# --------------------------------------------------------------------------
+# one front over several searches, and hypervolumes
+# --------------------------------------------------------------------------
+
+@dataclass
+class _Group:
+    """Searches measured alike (all class-IL, or all task-IL) and their combined front."""
+    searches: list[_Search]
+    objectives: list[tuple[str, str]]  # metric name, sense: the objectives every search of the group has
+    reference: list[float]             # hypervolume reference point, one value per objective
+    table: pd.DataFrame                # every trial: "_k" (search index), "_number", objectives, "on_front"
+    note: str                          # how the objectives and the reference were chosen
+
+    @property
+    def senses(self) -> list[str]:
+        return [sense for _, sense in self.objectives]
+
+    def points(self, k: int | None = None) -> np.ndarray:
+        """Objective values of the eligible trials (of search ``k``, or of all)."""
+        t = self.table[self.table["_eligible"]]
+        if k is not None:
+            t = t[t["_k"] == k]
+        return t[[n for n, _ in self.objectives]].to_numpy(dtype=float, na_value=np.nan)
+
+    def hypervolume(self, k: int | None = None) -> float:
+        return hypervolume(self.points(k), self.senses, self.reference)
+
+    @property
+    def front(self) -> pd.DataFrame:
+        return self.table[self.table["on_front"]]
+
+
+def _group(searches: list[_Search]) -> _Group:
+    """One front over ``searches`` (all class-IL or all task-IL), on the objectives
+    they share (the plot's two when they share none), and the hypervolume reference:
+    each objective's worst value (core/objectives.py: accuracy 0, forgetting 100 %),
+    and for memory, unbounded, 1.1 x the largest memory of an eligible trial of the
+    group -- one reference for every search, so their hypervolumes compare."""
+    first = searches[0].res.objectives
+    common = [o for o in first if all(o in s.res.objectives for s in searches)]
+    note = ""
+    if len(searches) > 1 and any(s.res.objectives != first for s in searches):
+        note = "the searches have different objectives: this front uses those they share. "
+    if not common:
+        common = [("final_acc", "max"), ("forgetting", "min")]
+        note = "the searches share no objective: this front uses final accuracy and forgetting. "
+    frames = []
+    for k, s in enumerate(searches):
+        t = s.res.trials
+        f = pd.DataFrame({"_k": k, "_row": range(len(t)), "_number": s.numbers.to_numpy(),
+                          "trial_id": t["trial_id"].to_numpy(),
+                          "_eligible": s.res.eligible.to_numpy()}, index=range(len(t)))
+        for name, _ in common:
+            col = "memory" if name == "memory" else s.col(name)
+            f[name] = pd.to_numeric(t[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        frames.append(f)
+    df = pd.concat(frames, ignore_index=True)
+    table = pareto_table(df, dict(common), eligible=df["_eligible"])
+    reference = []
+    for name, _ in common:
+        worst = WORST_VALUE.get(name)
+        if worst is None:
+            values = table.loc[table["_eligible"], name].to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            biggest = float(values.max()) if len(values) else 0.0
+            worst = max(1.1 * biggest, biggest + 1.0)
+        reference.append(float(worst))
+    ref_text = ", ".join(f"{METRIC_LABELS.get(n, n)} {_objective_value(n, v)}" for (n, _), v in zip(common, reference))
+    return _Group(searches, common, reference, table, note + f"hypervolume reference: {ref_text}")
+
+
+def _objective_value(name: str, v: Any) -> str:
+    return _fmt_value(v) if name == "memory" else f"{_pct(v)} %"
+
+
+def _trial_name(s: _Search, number: int) -> str:
+    """A trial's name across searches: "icarl#3" (the plot of a single search says "#3")."""
+    return f"{s.label}#{number}"
 
 
 def _labels(results: list[SearchResults]) -> list[str]:
@@ -362,7 +453,7 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
         nl_x += list(x[no_learn & finite])
         nl_y += list(y[no_learn & finite])
         n_no_learn += int(no_learn.sum())
-        prefix = "" if single else f"{s.label} "
+        prefix = "" if single else s.label  # "icarl#3": unique across the searches compared
         all_points += list(zip(x[finite & ~failed], y[finite & ~failed]))
         numbers = s.numbers.loc[t.index].to_numpy()
         total = s.res.num_tasks
@@ -430,10 +521,12 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
                 ring_lbl = ring_lbl or f"{lbl} (circled; one trial)"
             ax.scatter(x[fm], y[fm], s=150, facecolors="none", edgecolors=front_colour, linewidths=1.6, zorder=4,
                        label=ring_lbl)
-            front_labels += [Label(xi, yi, f"#{n}", front_colour if not single else "black")
+            front_labels += [Label(xi, yi, f"{prefix}#{n}", front_colour if not single else "black")
                              for xi, yi, n in zip(x[fm], y[fm], s.numbers.loc[t.index[fm]])]
         if color is not None and not single and k == 0:
             notes.append(f"--color {color} is ignored when several searches are compared (colour = method).")
+    if not single:
+        _draw_combined(ax, _group(searches), task_il)
     # Labels only while they stay readable: an early-stopped search has dozens of grey
     # points, and the report's tables of failed, stopped and not-learned trials name them all.
     grey_unlabelled = ", listed in the report" if len(grey_txt) > MAX_GREY_LABELS else ""
@@ -504,6 +597,30 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
         _label_points(side, [([Label(*g, color="0.3") for g in grey_txt], 7.5, False)],
                       obstacles=list(zip(grey_x, grey_y)), notes=notes)
     return fig, notes
+
+
+def _draw_combined(ax, g: _Group, task_il: bool) -> None:
+    """The front over all the searches of the plot (black, dashed): its staircase in
+    the accuracy-forgetting plane, or a ring when that is a single point."""
+    x, y = [], []
+    for _, r in g.front.iterrows():
+        s = g.searches[int(r["_k"])]
+        row = s.res.trials.iloc[int(r["_row"])]
+        x.append(100 * float(row[s.col("forgetting")]))
+        y.append(100 * float(row[s.col("final_acc")]))
+    x, y = np.array(x, dtype=float), np.array(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return
+    label = f"combined front of the {'task-IL' if task_il else 'class-IL'} methods ({int(ok.sum())} trials)"
+    if [n for n, _ in g.objectives] != ["final_acc", "forgetting"]:
+        label += f", on {', '.join(n for n, _ in g.objectives)}"
+    sx, sy = _step_front(x[ok], y[ok])
+    if len(sx) > 1:
+        ax.plot(sx, sy, drawstyle="steps-post", color="black", ls="--", lw=1.2, zorder=2.5, label=label)
+    else:
+        ax.scatter(sx, sy, s=320, facecolors="none", edgecolors="black", linestyles="--", linewidths=1.2,
+                   zorder=4, label=label)
 
 
 def _log_ticks(lo: float, hi: float) -> list[float]:
@@ -600,7 +717,7 @@ class _FrontConfig:
 
     @property
     def name(self) -> str:
-        return f"{self.search.label} #{self.number}"
+        return _trial_name(self.search, self.number)
 
 
 def _front_configs(searches: list[_Search], notes: list[str]) -> list[_FrontConfig]:
@@ -1166,6 +1283,45 @@ def _warnings(searches: list[_Search]) -> list[str]:
     return lines
 
 
+def _combined_section(doc: "_Doc", groups: list[_Group]) -> None:
+    """A comparison's fronts across methods: per group (class-IL, task-IL) of two or more
+    searches the combined front, and for every group each method's hypervolume and
+    the combined one against one reference point."""
+    for g in groups:
+        kind = "task-incremental" if g.searches[0].task_il else "class-incremental"
+        names = [n for n, _ in g.objectives]
+        objectives = ", ".join(f"{'maximise' if sense == 'max' else 'minimise'} {METRIC_LABELS.get(n, n)}"
+                               for n, sense in g.objectives)
+        if len(g.searches) > 1:
+            doc.h(3, f"Combined front, {kind}")
+            front = g.front
+            doc.p(f"{len(front)} of {int(g.table['_eligible'].sum())} completed trial(s) of "
+                  f"{', '.join(s.label for s in g.searches)} are non-dominated over all of them together on: "
+                  f"{objectives}. Each method's own front follows below.")
+            rows = []
+            for _, r in front.iterrows():
+                s = g.searches[int(r["_k"])]
+                rows.append([_trial_name(s, int(r["_number"])), s.label, str(r["trial_id"])]
+                            + [_objective_value(n, r[n]) for n in names]
+                            + [_params_text(s, s.res.trials.iloc[int(r["_row"])])])
+            doc.table(["trial", "method", "trial_id"] + [METRIC_HEADERS.get(n, n) for n in names] + ["params"], rows,
+                      sortable=True)
+        doc.h(3, f"Hypervolume, {kind}")
+        doc.p(f"The objective space each front dominates, up to the reference point (larger is better; "
+              f"{g.note}); on: {objectives}. "
+              + ("Every method is measured against the same reference, so the numbers compare."
+                 if len(g.searches) > 1 else ""))
+        rows = []
+        for k, s in enumerate(g.searches):
+            mine = g.table[g.table["_k"] == k]
+            rows.append([s.label, str(int(mine["_eligible"].sum())), str(int(mine["on_front"].sum())),
+                         f"{g.hypervolume(k):.4f}"])
+        if len(g.searches) > 1:
+            rows.append(["combined", str(int(g.table["_eligible"].sum())), str(len(g.front)),
+                         f"{g.hypervolume():.4f}"])
+        doc.table(["front of", "completed trials", "on the combined front", "hypervolume"], rows)
+
+
 def _final_section(doc: "_Doc", searches: list[_Search], out: Path) -> None:
     """The rerun's final table of each search folder that has one (search/rerun.py
     RESULTS_DIR writes final_table.md/.csv there), with its notes and a link to it."""
@@ -1252,16 +1408,23 @@ def _render(searches: list[_Search], folder: Path, color: str | None, out: Path 
                 doc.h(3, s.label)
             doc.ul(items)
     doc.h(2, "Pareto front")
+    groups = [_group(g) for g in (class_il, task_il) if g]
+    if len(searches) > 1:
+        _combined_section(doc, groups)
     for s in searches:
         header, rows = _front_rows(s)
         if len(searches) > 1:
             doc.h(3, s.label)
         n_done = int(s.res.eligible.sum())
         n_no_learn = int((s.res.trials["status"] == INFEASIBLE).sum())
+        hv = ""
+        if len(searches) == 1:
+            g = groups[0]
+            hv = f" Hypervolume of the front: {g.hypervolume():.4f} ({g.note})."
         doc.p(f"{len(rows)} of {n_done} completed trial(s) are non-dominated on: {_objectives_text(s.res)}."
-              + (f" {n_no_learn} more completed but did not learn: not eligible." if n_no_learn else ""))
+              + (f" {n_no_learn} more completed but did not learn: not eligible." if n_no_learn else "") + hv)
         if rows:
-            doc.table(header, rows)
+            doc.table(header, rows, sortable=True)
         else:
             doc.p("No completed trial with finite objectives: no front.")
     _final_section(doc, searches, out)
@@ -1333,8 +1496,8 @@ def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None 
                  before_write: Callable[[Path], None] | None = None) -> Path:
     """Write the report of one search (or a comparison of several); return the path of report.html.
 
-    ``out_dir`` defaults to the results folder itself, or ``<first folder>/comparison``
-    for several. ``color``: a parameter (or trials.csv column) to colour the
+    ``out_dir`` defaults to the results folder itself, or for several a new
+    folder beside the first (``comparison_dir``). ``color``: a parameter (or trials.csv column) to colour the
     points by; default the memory budget when memory is searched. ``warn``:
     called with one line per excluded trial and per note on trials.csv once
     the report is written (default: print to stderr). ``before_write``: called
@@ -1356,7 +1519,7 @@ def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None 
         if color is not None:
             _color_column(s, color)  # an unknown parameter is refused here, not halfway through the figures
     if out_dir is None:
-        out_dir = dirs[0] if len(dirs) == 1 else dirs[0] / "comparison"
+        out_dir = dirs[0] if len(dirs) == 1 else comparison_dir(dirs, [s.res.method for s in searches])
     out = Path(out_dir)
     if before_write is not None:
         before_write(out)
@@ -1385,6 +1548,24 @@ def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None 
     return out / "report.html"
 
 
+def comparison_dir(dirs: Sequence[Path], methods: Sequence[str]) -> Path:
+    """Where a comparison goes by default: ``compare-<methods>-<time>/`` beside the
+    first results folder (``results/compare-icarl-der-20260101-120000``), with
+    ``-2``, ``-3``, ... when that name is taken, so a second comparison never
+    overwrites the first and no search folder is written into."""
+    names: list[str] = []
+    for m in methods:
+        clean = re.sub(r"[^A-Za-z0-9_.]+", "_", m).strip("._") or "search"
+        if clean not in names:
+            names.append(clean)
+    base = Path(dirs[0]).resolve().parent / f"compare-{'-'.join(names)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
 def _print_warning(line: str) -> None:
     print(line, file=sys.stderr)
 
@@ -1397,8 +1578,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="analysis/report.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR", help="search results folder(s)")
-    p.add_argument("--out", default=None, help="output folder (default: the results folder, or "
-                                               "FIRST/comparison for several)")
+    p.add_argument("--out", default=None, help="output folder (default: the results folder, or for several "
+                                               "a new compare-<methods>-<time> folder beside the first)")
     p.add_argument("--color", default=None, metavar="PARAM",
                    help="colour the points by this parameter (default: memory when it is searched)")
     return p
@@ -1409,18 +1590,18 @@ def main(argv: list[str] | None = None) -> int:
     from core.lock import FolderLock
 
     dirs = [Path(d) for d in args.results_dirs]
-    # The report is written into the first results folder (or its comparison/
-    # subfolder) or into --out: refused while a search or rerun writes there.
-    # Taken once the folders have been read and checked, so a refused build
-    # changes nothing.
-    target = Path(args.out) if args.out else dirs[0]
-    lock = FolderLock(target, "report")
-    created = not target.exists()
+    # The report is written into the results folder, a new comparison folder or
+    # --out: refused while a search or rerun writes there. Taken once the folders
+    # have been read and checked (build_report says where it will write), so a
+    # refused build changes nothing.
+    held: dict[str, Any] = {}
 
-    def take_lock(_out: Path) -> None:
+    def take_lock(out: Path) -> None:
+        held["created"] = not out.exists()
+        held["lock"] = lock = FolderLock(out, "report")
         stale = lock.acquire()
         if stale:
-            print(f"{target}: {stale}", file=sys.stderr)
+            print(f"{out}: {stale}", file=sys.stderr)
 
     try:
         path = build_report(dirs, Path(args.out) if args.out else None, args.color, before_write=take_lock)
@@ -1429,9 +1610,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {msg}", file=sys.stderr)
         return 2
     finally:
-        lock.release()
-        if created and target.is_dir() and not any(target.iterdir()):
-            target.rmdir()  # a failed build into a new --out leaves no folder
+        if "lock" in held:
+            lock = held["lock"]
+            lock.release()
+            if held["created"] and lock.folder.is_dir() and not any(lock.folder.iterdir()):
+                lock.folder.rmdir()  # a failed build into a new folder leaves no folder
     print(path)
     return 0
 

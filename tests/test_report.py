@@ -22,7 +22,7 @@ from analysis.report import build_report
 from analysis.results import (ResultsError, SearchResults, load_search, result_matrix, trial_number,
                               trials_frame_from_results, write_trials_csv)
 from tests.fixtures_results import (EXPECTED_FRONT_NUMBERS, EXPECTED_STATUS, EVAL_SIZES, TRIALS, expected_front,
-                                    trial_id, write_search_fixture)
+                                    trial_at, trial_id, write_search_fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 REPORT_SCRIPT = REPO / "analysis" / "report.py"
@@ -380,10 +380,10 @@ def test_comparison_of_methods_with_a_task_il_one(tmp_path):
     b = write_search_fixture(tmp_path / "replay", method="replay", prefix="bbbbb")
     p = write_search_fixture(tmp_path / "packnet", method="packnet", task_incremental_only=True, prefix="ppppp")
     out = build_report([a, b, p])
-    assert out == a / "comparison" / "report.html"
+    assert out.parent.parent == tmp_path and out.parent.name.startswith("compare-icarl-replay-packnet-")
     for name in ("pareto.png", "pareto_task_il.png", "front_curves.png", "front_matrices.png", "importance.png"):
-        _assert_png(a / "comparison" / name)
-    md = (a / "comparison" / "report.md").read_text()
+        _assert_png(out.parent / name)
+    md = (out.parent / "report.md").read_text()
     # each method has its own front; packnet's (task-IL metrics) is never merged with the others
     assert _front_ids(md, "icarl") == expected_front("aaaaa")
     assert _front_ids(md, "replay") == expected_front("bbbbb")
@@ -509,3 +509,84 @@ def test_an_unreadable_final_table_is_said_not_fatal(tmp_path):
     build_report([d])
     final = _section((d / "report.md").read_text(), "Final table (rerun)")
     assert "Not shown:" in final and "not a final table of this version" in final
+
+
+# Two small class-IL searches (3 completed trials each: no importance step) with the
+# same trial numbers. icarl's front (final, forgetting): (.70, .20), (.60, .10), (.50, .05);
+# der's: (.75, .30), (.45, .02), its trial 2 (.30, .50) dominated. Hypervolumes against
+# (accuracy 0, forgetting 1), by hand, in the (accuracy, 1 - forgetting) plane:
+#   icarl    .70 * .80 + .60 * .10 + .50 * .05                           = .6450
+#   der      .75 * .70 + .45 * .28                                       = .6510
+#   combined .75 * .70 + .70 * .10 + .60 * .10 + .50 * .05 + .45 * .03   = .6935
+DER_TRIALS = [trial_at(0, .75, .30), trial_at(1, .45, .02), trial_at(2, .30, .50)]
+
+
+@pytest.fixture(scope="module")
+def two_searches(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    a = write_search_fixture(root / "icarl-x", method="icarl", trials=[t for t in TRIALS if t["n"] in (0, 1, 2, 5)])
+    b = write_search_fixture(root / "der-x", method="der", trials=DER_TRIALS, prefix="ddddd")
+    first = build_report([a, b])
+    return root, a, b, first
+
+
+def test_comparison_goes_to_its_own_folder_and_a_second_one_does_not_overwrite_it(two_searches):
+    root, a, b, first = two_searches
+    assert re.fullmatch(r"compare-icarl-der-\d{8}-\d{6}(-\d+)?", first.parent.name), first
+    assert first.parent.parent == root                      # beside the searches, inside neither
+    assert not (a / "comparison").exists() and not (a / "report.md").exists() and not (b / "report.md").exists()
+    before = first.read_bytes()
+    second = build_report([a, b])
+    assert second.parent != first.parent and second.parent.parent == root
+    assert first.read_bytes() == before                     # the first comparison is untouched
+
+
+def test_comparison_names_trials_across_searches(two_searches):
+    from analysis.report import _draw_pareto, _prepare
+
+    _, a, b, _ = two_searches
+    searches = [_prepare(load_search(a), "icarl"), _prepare(load_search(b), "der")]
+    fig, _ = _draw_pareto(searches, None, task_il=False)
+    try:
+        ax = [x for x in fig.axes if x.get_label() == "trials"][0]
+        texts = [t.get_text() for t in ax.texts]
+        assert {"icarl#0", "icarl#1", "icarl#2", "der#0", "der#1"} <= set(texts)
+        assert not any(re.match(r"#\d", t) for t in texts)   # no bare "#1", which both searches have
+        side = [x for x in fig.axes if x.get_label() == "not completed"][0]
+        assert [t.get_text() for t in side.texts] == ["icarl#5 diverged 2/3"]
+        handles, labels = ax.get_legend_handles_labels()
+        combined = handles[labels.index("combined front of the class-IL methods (5 trials)")]
+        assert list(combined.get_xdata()) == pytest.approx([2, 5, 10, 20, 30])
+        assert list(combined.get_ydata()) == pytest.approx([45, 50, 60, 70, 75])
+    finally:
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+
+
+def test_comparison_has_a_combined_front_and_hypervolumes(two_searches):
+    _, _, _, first = two_searches
+    md = (first.parent / "report.md").read_text()
+    front = _section(md, "Pareto front")
+    m = re.search(r"^### Combined front, class-incremental\n(.*?)(?=^### )", front, flags=re.S | re.M)
+    assert m, front
+    assert _table_column(m.group(1), "trial") == ["der#0", "icarl#1", "icarl#0", "icarl#2", "der#1"]
+    assert "5 of 6 completed trial(s) of icarl, der are non-dominated" in m.group(1)
+    m = re.search(r"^### Hypervolume, class-incremental\n(.*?)(?=^### )", front, flags=re.S | re.M)
+    hv = m.group(1)
+    assert _table_column(hv, "front of") == ["icarl", "der", "combined"]
+    assert _table_column(hv, "hypervolume") == ["0.6450", "0.6510", "0.6935"]
+    assert _table_column(hv, "on the combined front") == ["3", "2", "5"]
+    assert "final accuracy (macro) 0.0 %, average forgetting 100.0 %" in hv
+    # each method's own front is still there, by its trial ids
+    assert _front_ids(md, "icarl") == [trial_id(n) for n in (1, 0, 2)]
+    assert _front_ids(md, "der") == [trial_id(0, "ddddd"), trial_id(1, "ddddd")]
+    # the table of all trials has one row per trial of both, with the method
+    everyone = _section(md, "All trials")
+    assert _table_column(everyone, "method") == ["icarl"] * 4 + ["der"] * 3
+
+
+def test_single_search_front_states_its_hypervolume(icarl_dir, icarl_report):
+    # the fixture's front 1, 0, 2, 7: .70 * .80 + .60 * .10 + .50 * .05 + .40 * .05 = .665
+    front = _section((icarl_dir / "report.md").read_text(), "Pareto front")
+    assert "Hypervolume of the front: 0.6650 (hypervolume reference: final accuracy (macro) 0.0 %, " \
+           "average forgetting 100.0 %)" in front
