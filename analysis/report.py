@@ -1048,7 +1048,10 @@ class _Doc:
                 head = "".join(f"<th>{e(str(c))}</th>" for c in b[1])
                 rows = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in b[2])
                 cls = ' class="sortable"' if b[3] else ""
-                body.append(f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+                # A wide table (the front's: a column per parameter and metric) scrolls inside
+                # its own box instead of pushing the page past a narrow window (820 px).
+                body.append(f'<div class="scroll"><table{cls}><thead><tr>{head}</tr></thead>'
+                            f"<tbody>{rows}</tbody></table></div>")
             elif b[0] == "img":
                 data = base64.b64encode((folder / b[1]).read_bytes()).decode("ascii")
                 body.append(f'<figure><img alt="{e(b[2])}" src="data:image/png;base64,{data}">'
@@ -1060,7 +1063,8 @@ class _Doc:
                  "font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
                  "th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
                  "figure{margin:1.2em 0}figcaption{color:#555;font-size:0.9em}h2{border-bottom:1px solid #ddd}"
-                 "table.sortable th{cursor:pointer;user-select:none}"
+                 "table.sortable th{cursor:pointer;user-select:none}.scroll{overflow-x:auto;max-width:100%}"
+                 "h1{overflow-wrap:anywhere}"
                  "table.sortable th[aria-sort=ascending]::after{content:' \\25B2'}"
                  "table.sortable th[aria-sort=descending]::after{content:' \\25BC'}")
         script = f"<script>{SORT_SCRIPT}</script>\n" if any(b[0] == "table" and b[3] for b in self.blocks) else ""
