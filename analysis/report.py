@@ -1046,7 +1046,11 @@ class _Doc:
                 body.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in b[1]) + "</ul>")
             elif b[0] == "table":
                 head = "".join(f"<th>{e(str(c))}</th>" for c in b[1])
-                rows = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in b[2])
+                # Short cells (numbers, "68.50 ± 0.71", ids) stay on one line -- the box scrolls --
+                # while long text (a reason, a list of parameters) wraps.
+                short = ' class="n"'
+                rows = "".join("<tr>" + "".join(f"<td{short if len(str(c)) <= 24 else ''}>{e(str(c))}</td>"
+                                                for c in r) + "</tr>" for r in b[2])
                 cls = ' class="sortable"' if b[3] else ""
                 # A wide table (the front's: a column per parameter and metric) scrolls inside
                 # its own box instead of pushing the page past a narrow window (820 px).
@@ -1064,6 +1068,7 @@ class _Doc:
                  "th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
                  "figure{margin:1.2em 0}figcaption{color:#555;font-size:0.9em}h2{border-bottom:1px solid #ddd}"
                  "table.sortable th{cursor:pointer;user-select:none}.scroll{overflow-x:auto;max-width:100%}"
+                 "td.n{white-space:nowrap}"
                  "h1{overflow-wrap:anywhere}"
                  "table.sortable th[aria-sort=ascending]::after{content:' \\25B2'}"
                  "table.sortable th[aria-sort=descending]::after{content:' \\25BC'}")
