@@ -600,3 +600,19 @@ def test_every_html_table_scrolls_in_its_own_box(icarl_report):
     assert page.count("<table") == page.count('<div class="scroll"><table') > 0
     assert ".scroll{overflow-x:auto;max-width:100%}" in page
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+
+
+def test_cli_comparison_locks_its_own_folder_and_leaves_no_lock(two_searches, capsys):
+    from analysis.report import main
+    from core.lock import LOCK_NAME, FolderLock
+
+    root, a, b, _ = two_searches
+    with FolderLock(a, "search"):                  # a search still writing the first folder: no matter
+        assert main([str(a), str(b)]) == 0
+    out = Path(capsys.readouterr().out.strip())
+    assert out.name == "report.html" and out.parent.parent == root and out.parent.name.startswith("compare-")
+    assert not (out.parent / LOCK_NAME).exists() and not (a / LOCK_NAME).exists()
+    with FolderLock(a, "search"):                  # but a single-search report into it is refused
+        assert main([str(a)]) == 2
+    assert "in use by another process" in capsys.readouterr().err
+    assert not (a / "report.html").exists()
