@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,18 +80,61 @@ def _pm(mean: float, std: float, percent: bool, digits: int = 2) -> str:
     return text
 
 
-def table_markdown(df: pd.DataFrame) -> str:
+def table_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The final table as headings and rows of text (mean ± std): what final_table.md
+    shows and what the report embeds."""
     headers = ["config", "protocol", "seeds", "final acc %", "final acc pooled %", "avg inc acc %", "forgetting %",
                "BWT %", "plasticity %", "train time s", "memory (images)", "parameters"]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    rows = []
     for _, r in df.iterrows():
-        cells = [str(r["config"]), r["protocol"], str(r["seeds"])]
+        cells = [str(r["config"]), str(r["protocol"]), str(r["seeds"])]
         cells += [_pm(r[f"{m}_mean"], r[f"{m}_std"], True) for m in METRICS]
         cells.append(_pm(r["train_time_s_mean"], r["train_time_s_std"], False, 1))
         cells.append(f"{r['memory_size_mean']:.0f}")
         cells.append(f"{r['num_params_mean']:.0f}")
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    return headers, rows
+
+
+def table_markdown(df: pd.DataFrame) -> str:
+    headers, rows = table_rows(df)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return "\n".join(lines) + "\n"
+
+
+@dataclass
+class FinalTable:
+    """A final table as ``write_final_table`` left it in a folder."""
+
+    md_path: Path
+    title: str
+    table: pd.DataFrame      # the columns of ``build_final_table``
+    notes: list[str]
+
+
+def read_final_table(folder: str | Path) -> FinalTable | None:
+    """The final table in ``folder`` (final_table.csv for the numbers, final_table.md
+    for its title and notes); None when there is none. Raises ResultsError (one
+    line) when it is there but unreadable or not of this layout."""
+    folder = Path(folder)
+    csv_path, md_path = folder / "final_table.csv", folder / "final_table.md"
+    if not csv_path.is_file():
+        return None
+    try:
+        df = pd.read_csv(csv_path)
+        text = md_path.read_text() if md_path.is_file() else ""
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ResultsError(f"{csv_path} is unreadable ({type(exc).__name__})") from None
+    needed = ["config", "method", "protocol", "seeds", "eval_split"] + [f"{m}_{k}" for m in (*METRICS, *OTHER)
+                                                                       for k in ("mean", "std")]
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{csv_path} lacks column(s) {missing[:3]}: not a final table of this version")
+    lines = text.splitlines()
+    title = next((ln[2:].strip() for ln in lines if ln.startswith("# ")), "Final table")
+    notes = [ln[2:].strip() for ln in lines if ln.startswith("- ")]
+    return FinalTable(md_path=md_path, title=title, table=df, notes=notes)
 
 
 def write_final_table(df: pd.DataFrame, out_dir: Path, title: str, notes: list[str] | None = None) -> tuple[Path, Path]:

@@ -3,17 +3,25 @@
     python analysis/report.py RESULTS_DIR [RESULTS_DIR ...] [--out DIR] [--color PARAM]
 
 Reads result FILES only (search.json, trials.csv, trials/<id>/result.json) and
-writes into ``--out`` (default: the results folder itself, or
-``<first folder>/comparison`` for several):
+writes into ``--out`` (default: the results folder itself; for several, a new
+folder ``compare-<methods>-<time>/`` beside the first, ``-2``, ``-3``, ... added
+when taken: a comparison never writes into a search's folder, and a second one
+never overwrites the first):
 
 - ``pareto.png``: final accuracy against average forgetting (both in %) for every
   trial; the non-dominated front on the search's own objectives (completed
   trials only) as a step line with its trial numbers; colour = memory budget
-  when memory is searched (or ``--color PARAM``); trials that did not complete
-  (diverged, error, truncated) as grey crosses and trials that completed but did
+  when memory is searched (or ``--color PARAM``); trials that completed but did
   not learn (status ``infeasible``, ``core/feasibility.py``) as grey open
-  triangles, neither ever on the front. With several
-  folders, one colour/marker per method, each method with its own front.
+  triangles, never on the front. Trials that did not complete (diverged, error,
+  stopped early, running) are grey crosses in a panel of their own at the
+  metrics of the tasks they finished: partial metrics (forgetting 0 after one
+  task) sit in the best corner and must not be read as trade-offs. Labels are
+  placed so that none overlaps another (``analysis/figlabels.py``); trials at
+  one point share one label ("#3, #7"). With several
+  folders, one colour/marker per method, each method with its own front, the
+  combined front of all of them (black, dashed), and trials named across
+  searches ("icarl#3", "der#1").
   Task-incremental-only methods (PackNet) are measured on the task-IL metrics
   and go on ``pareto_task_il.png``, never on a front with class-IL methods.
 - ``front_curves.png``: accuracy on the task just learned and on all classes
@@ -21,6 +29,20 @@ writes into ``--out`` (default: the results folder itself, or
   ``front_matrices.png``: their accuracy matrices (%).
 - ``importance.png``: fANOVA parameter importance per objective (Optuna), from an
   in-memory study rebuilt from the completed trials.
+- the rerun's final table, when ``search/rerun.py RESULTS_DIR`` has written
+  ``final_table.md/.csv`` into the folder: shown with its notes and a link, and
+  its finetune and joint rows drawn on the class-IL Pareto plot as reference
+  points (white diamond, black star), labelled with their split. They are
+  test-split means after training on train + validation, the trials validation
+  numbers after training on train: the legend and caption say so, and they are
+  never on a front. They are drawn anyway because no validation run of the two
+  bounds exists (the rerun measures on test) and they give the plot its scale.
+- a comparison's combined front over all class-IL methods (and over all task-IL
+  ones), on the objectives they share, and each method's hypervolume next to the
+  combined one, against one reference point: each objective's worst value
+  (``core.objectives.WORST_VALUE``: accuracy 0, forgetting 100 %), memory at
+  1.1 x the largest memory of a compared trial. A single search's front has its
+  hypervolume too.
 - ``report.md`` and ``report.html`` (self-contained: images embedded). The
   search's summary counts the trials by status and states the did-not-learn
   rule with its margin (search.json's ``min_plasticity_margin``; the default
@@ -53,6 +75,8 @@ import base64
 import html
 import io
 import math
+import os
+import re
 import shutil
 import sys
 import tempfile
@@ -68,13 +92,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from core.metrics import accuracy_curves  # noqa: E402
-from analysis.pareto import non_dominated, pareto_table  # noqa: E402
+from analysis.figlabels import Label, merge_coincident, place_labels  # noqa: E402
+from analysis.final_table import FinalTable, read_final_table, table_rows  # noqa: E402
+from analysis.pareto import hypervolume, non_dominated, pareto_table  # noqa: E402
 from core.cli import ArgumentParser, cli_main  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from core.feasibility import SPEC_KEY  # noqa: E402
 from core.files import write_bytes_atomic  # noqa: E402
 from core.rungs import rung_tasks  # noqa: E402
-from core.objectives import LABELS  # noqa: E402
+from core.objectives import LABELS, WORST_VALUE  # noqa: E402
 from analysis.results import (PARAM_PREFIX, TASK_IL_PREFIX, ResultsError, SearchResults,  # noqa: E402
                               load_search, result_matrix)
 from core.result import TRIAL_NUMBER_KEY  # noqa: E402
@@ -99,6 +125,9 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "*", "h", "<", ">")
 INFEASIBLE = "infeasible"
 STATUS_LABELS = {INFEASIBLE: "did not learn"}
 INFEASIBLE_MARKER = "^"
+# The rerun's baselines (search/rerun.py runs finetune and joint next to the picked
+# configs), drawn as reference points on the class-IL Pareto plot: marker, face colour.
+REFERENCE_MARKERS = {"finetune": ("D", "white", "white diamond"), "joint": ("*", "black", "black star")}
 
 
 class ReportWriteError(UserError):
@@ -115,6 +144,8 @@ class _Search:
     label: str                 # method name, made unique across the folders compared
     table: pd.DataFrame        # pareto_table output (index = trials row index)
     numbers: pd.Series         # trial number per row (for labels)
+    final: FinalTable | None = None   # the rerun's final table in the folder (search/rerun.py), if any
+    final_error: str | None = None    # why a final table that is there could not be read
 
     @property
     def task_il(self) -> bool:
@@ -136,7 +167,12 @@ def _prepare(res: SearchResults, label: str) -> _Search:
     if missing:
         raise ResultsError(f"{res.path / 'trials.csv'} lacks the objective column(s) {missing}")
     table = pareto_table(df, objectives, eligible=res.eligible)
-    return _Search(res=res, label=label, table=table, numbers=_trial_numbers(df))
+    try:
+        final, final_error = read_final_table(res.path), None
+    except ResultsError as exc:  # a broken final table must not sink the report of the search
+        final, final_error = None, str(exc)
+    return _Search(res=res, label=label, table=table, numbers=_trial_numbers(df), final=final,
+                   final_error=final_error)
 
 
 def _trial_numbers(df: pd.DataFrame) -> pd.Series:
@@ -149,6 +185,86 @@ def _trial_numbers(df: pd.DataFrame) -> pd.Series:
         return pd.Series(range(1, len(df) + 1), index=df.index, dtype=int)
     after = int(given.max()) + 1
     return pd.Series([int(n) if pd.notna(n) else after + i for i, n in enumerate(given)], index=df.index, dtype=int)
+
+
+# --------------------------------------------------------------------------
+# one front over several searches, and hypervolumes
+# --------------------------------------------------------------------------
+
+@dataclass
+class _Group:
+    """Searches measured alike (all class-IL, or all task-IL) and their combined front."""
+    searches: list[_Search]
+    objectives: list[tuple[str, str]]  # metric name, sense: the objectives every search of the group has
+    reference: list[float]             # hypervolume reference point, one value per objective
+    table: pd.DataFrame                # every trial: "_k" (search index), "_number", objectives, "on_front"
+    note: str                          # how the objectives and the reference were chosen
+
+    @property
+    def senses(self) -> list[str]:
+        return [sense for _, sense in self.objectives]
+
+    def points(self, k: int | None = None) -> np.ndarray:
+        """Objective values of the eligible trials (of search ``k``, or of all)."""
+        t = self.table[self.table["_eligible"]]
+        if k is not None:
+            t = t[t["_k"] == k]
+        return t[[n for n, _ in self.objectives]].to_numpy(dtype=float, na_value=np.nan)
+
+    def hypervolume(self, k: int | None = None) -> float:
+        return hypervolume(self.points(k), self.senses, self.reference)
+
+    @property
+    def front(self) -> pd.DataFrame:
+        return self.table[self.table["on_front"]]
+
+
+def _group(searches: list[_Search]) -> _Group:
+    """One front over ``searches`` (all class-IL or all task-IL), on the objectives
+    they share (the plot's two when they share none), and the hypervolume reference:
+    each objective's worst value (core/objectives.py: accuracy 0, forgetting 100 %),
+    and for memory, unbounded, 1.1 x the largest memory of an eligible trial of the
+    group -- one reference for every search, so their hypervolumes compare."""
+    first = searches[0].res.objectives
+    common = [o for o in first if all(o in s.res.objectives for s in searches)]
+    note = ""
+    if len(searches) > 1 and any(s.res.objectives != first for s in searches):
+        note = "the searches have different objectives: this front uses those they share. "
+    if not common:
+        common = [("final_acc", "max"), ("forgetting", "min")]
+        note = "the searches share no objective: this front uses final accuracy and forgetting. "
+    frames = []
+    for k, s in enumerate(searches):
+        t = s.res.trials
+        f = pd.DataFrame({"_k": k, "_row": range(len(t)), "_number": s.numbers.to_numpy(),
+                          "trial_id": t["trial_id"].to_numpy(),
+                          "_eligible": s.res.eligible.to_numpy()}, index=range(len(t)))
+        for name, _ in common:
+            col = "memory" if name == "memory" else s.col(name)
+            f[name] = pd.to_numeric(t[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        frames.append(f)
+    df = pd.concat(frames, ignore_index=True)
+    table = pareto_table(df, dict(common), eligible=df["_eligible"])
+    reference = []
+    for name, _ in common:
+        worst = WORST_VALUE.get(name)
+        if worst is None:
+            values = table.loc[table["_eligible"], name].to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            biggest = float(values.max()) if len(values) else 0.0
+            worst = max(1.1 * biggest, biggest + 1.0)
+        reference.append(float(worst))
+    ref_text = ", ".join(f"{METRIC_LABELS.get(n, n)} {_objective_value(n, v)}" for (n, _), v in zip(common, reference))
+    return _Group(searches, common, reference, table, note + f"hypervolume reference: {ref_text}")
+
+
+def _objective_value(name: str, v: Any) -> str:
+    return _fmt_value(v) if name == "memory" else f"{_pct(v)} %"
+
+
+def _trial_name(s: _Search, number: int) -> str:
+    """A trial's name across searches: "icarl#3" (the plot of a single search says "#3")."""
+    return f"{s.label}#{number}"
 
 
 def _labels(results: list[SearchResults]) -> list[str]:
@@ -290,19 +406,44 @@ def _pareto_figure(searches: list[_Search], color: str | None, path: Path, task_
 
 
 def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> tuple[Any, list[str]]:
-    """The Pareto figure (not saved: the caller saves or inspects it) and its notes."""
+    """The Pareto figure (not saved: the caller saves or inspects it) and its notes.
+
+    Panel ``trials``: the completed trials (colour = memory, ``--color`` or the
+    method), each search's front, and the trials that completed but did not learn.
+    Panel ``not completed`` (only when there are any with metrics): diverged,
+    failed, stopped-early and running trials at the metrics of the tasks they
+    finished. Those are not comparable: after one task forgetting is 0 and the
+    accuracy is that of one task, the best corner of the plot, so drawn among the
+    completed trials they looked like the best trade-offs.
+    """
     plt = _pyplot()
     from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.ticker import NullFormatter
 
     notes: list[str] = []
-    fig, ax = plt.subplots(figsize=(9, 6.2))
     single = len(searches) == 1
+    partial = [_partial(s) for s in searches]
+    if any(p.any() for p in partial):
+        fig, (ax, side) = plt.subplots(1, 2, figsize=(12.5, 6.4), gridspec_kw={"width_ratios": [3, 1.3]})
+        side.set_label("not completed")
+    else:
+        fig, ax = plt.subplots(figsize=(9, 6.4))
+        side = None
+    ax.set_label("trials")  # the panels are found by name (tests, and whoever inspects the figure)
     grey_x, grey_y, grey_txt, no_metrics, excluded = [], [], [], 0, 0
-    # Completed but did not learn: drawn apart from the failed and stopped trials.
-    nl_x, nl_y, n_no_learn = [], [], 0
+    # Completed but did not learn: full metrics, so drawn with the completed trials, with a marker of their own.
+    nl_x, nl_y, nl_txt, n_no_learn = [], [], [], 0
+    front_labels: list[Label] = []
+    all_points: list[tuple[float, float]] = []
     colours = plt.get_cmap("tab10").colors
     for k, s in enumerate(searches):
-        t = s.table
+        # Confirmation trials (other seeds of front candidates, --confirm-seeds) are
+        # not points of their own: the "Front under seed noise" section shows them.
+        confirmation = s.res.is_confirmation.reindex(s.table.index, fill_value=False)
+        if confirmation.any():
+            notes.append(f"{int(confirmation.sum())} confirmation trial(s) of {s.label} (other seeds of front "
+                         f"candidates) are not drawn: see Front under seed noise")
+        t = s.table[~confirmation]
         x = 100 * t[s.col("forgetting")].to_numpy(dtype=float, na_value=np.nan)
         y = 100 * t[s.col("final_acc")].to_numpy(dtype=float, na_value=np.nan)
         finite = np.isfinite(x) & np.isfinite(y)
@@ -312,17 +453,23 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
         trusted = (t["status"] != "excluded").to_numpy()
         excluded += int((~trusted).sum())
         on = t["on_front"].to_numpy()
-        failed = ~elig & ~no_learn
+        failed = ~elig & ~no_learn & trusted
         grey_x += list(x[failed & finite])
         grey_y += list(y[failed & finite])
         nl_x += list(x[no_learn & finite])
         nl_y += list(y[no_learn & finite])
         n_no_learn += int(no_learn.sum())
-        prefix = "" if single else f"{s.label} "
-        grey_txt += [(xi, yi, f"{prefix}#{n} {STATUS_LABELS.get(st, st)}") for xi, yi, n, st in
-                     zip(x[~elig & finite], y[~elig & finite], s.numbers.loc[t.index[~elig & finite]],
-                         t["status"].to_numpy()[~elig & finite])]
-        no_metrics += int((failed & ~finite & trusted).sum())
+        prefix = "" if single else s.label  # "icarl#3": unique across the searches compared
+        all_points += list(zip(x[finite & ~failed], y[finite & ~failed]))
+        numbers = s.numbers.loc[t.index].to_numpy()
+        total = s.res.num_tasks
+        done = pd.to_numeric(t["tasks_done"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        grey_txt += [(xi, yi, f"{prefix}#{n} {st}" + (f" {int(d)}/{total}" if total and np.isfinite(d) else ""))
+                     for xi, yi, n, st, d in zip(x[failed & finite], y[failed & finite], numbers[failed & finite],
+                                                 t["status"].to_numpy()[failed & finite], done[failed & finite])]
+        nl_txt += [(xi, yi, f"{prefix}#{n} {STATUS_LABELS[INFEASIBLE]}")
+                   for xi, yi, n in zip(x[no_learn & finite], y[no_learn & finite], numbers[no_learn & finite])]
+        no_metrics += int((failed & ~finite).sum())
         m = elig & finite
         n_done = int(elig.sum())
         if single:
@@ -346,6 +493,11 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
                     sc = ax.scatter(x[m], y[m], s=42, c=v[m], cmap="viridis", norm=norm, edgecolors="k",
                                     linewidths=0.4, zorder=3, label=f"completed trials ({n_done})")
                     cb = fig.colorbar(sc, ax=ax, pad=0.02)
+                    if isinstance(norm, LogNorm):
+                        # Matplotlib labels only the powers of ten: 10^2 and 10^3 over memory's [40, 2000].
+                        ticks = _log_ticks(norm.vmin, norm.vmax)
+                        cb.set_ticks(ticks, labels=[_fmt_value(v) for v in ticks])
+                        cb.ax.yaxis.set_minor_formatter(NullFormatter())
                     unit = " budget (exemplars)" if name == "memory" else ""
                     cb.set_label(f"{name}{unit}" + (", log scale" if isinstance(norm, LogNorm) else ""))
                 else:  # categorical: one colour per value
@@ -369,30 +521,62 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
                 ring_lbl = f"{lbl} on {', '.join(n for n, _ in s.res.objectives)} (circled)"
                 lbl = f"{lbl}: its accuracy–forgetting staircase"
             sx, sy = _step_front(x[fm], y[fm])
-            ax.plot(sx, sy, drawstyle="steps-post", color=front_colour, lw=1.6, zorder=2, label=lbl)
+            if len(sx) > 1:
+                ax.plot(sx, sy, drawstyle="steps-post", color=front_colour, lw=1.6, zorder=2, label=lbl)
+            else:  # one point: no line is drawn, so none in the legend; its ring stands for the front
+                ring_lbl = ring_lbl or f"{lbl} (circled; one trial)"
             ax.scatter(x[fm], y[fm], s=150, facecolors="none", edgecolors=front_colour, linewidths=1.6, zorder=4,
                        label=ring_lbl)
-            for xi, yi, n in zip(x[fm], y[fm], s.numbers.loc[t.index[fm]]):
-                ax.annotate(f"#{n}", (xi, yi), xytext=(6, 5), textcoords="offset points", fontsize=8.5,
-                            color=front_colour if not single else "black", zorder=5,
-                            bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
+            front_labels += [Label(xi, yi, f"{prefix}#{n}", front_colour if not single else "black")
+                             for xi, yi, n in zip(x[fm], y[fm], s.numbers.loc[t.index[fm]])]
         if color is not None and not single and k == 0:
             notes.append(f"--color {color} is ignored when several searches are compared (colour = method).")
+    if not single:
+        _draw_combined(ax, _group(searches), task_il)
     # Labels only while they stay readable: an early-stopped search has dozens of grey
     # points, and the report's tables of failed, stopped and not-learned trials name them all.
-    unlabelled = ", listed in the report" if len(grey_txt) > MAX_GREY_LABELS else ""
-    for xi, yi, txt in grey_txt if not unlabelled else ():
-        ax.annotate(txt, (xi, yi), xytext=(6, -10), textcoords="offset points", fontsize=7.5, color="0.4")
-    if grey_x:
-        ax.scatter(grey_x, grey_y, marker="x", s=40, color="0.55", linewidths=1.2, zorder=2,
-                   label=f"not completed: diverged / error / stopped early ({len(grey_x)}){unlabelled}")
+    grey_unlabelled = ", listed in the report" if len(grey_txt) > MAX_GREY_LABELS else ""
+    nl_unlabelled = ", listed in the report" if len(nl_txt) > MAX_GREY_LABELS else ""
     if n_no_learn:
         # A collapsed model's ~0 forgetting puts it where a front point would be: an
         # open marker of its own says it is no trade-off point and not a failed run.
         ax.scatter(nl_x, nl_y, marker=INFEASIBLE_MARKER, s=46, facecolors="none", edgecolors="0.35",
-                   linewidths=1.2, zorder=2, label=f"did not learn ({n_no_learn}){unlabelled}")
+                   linewidths=1.2, zorder=2, label=f"did not learn ({n_no_learn}){nl_unlabelled}")
         notes.append(f"{n_no_learn} trial(s) completed but did not learn (grey open triangles): never on a "
                      "front; listed under 'Trials that did not learn'.")
+    if side is not None:
+        side.scatter(grey_x, grey_y, marker="x", s=40, color="0.45", linewidths=1.2, zorder=2,
+                     label=f"diverged / error / stopped early / running ({len(grey_x)}){grey_unlabelled}")
+        side.set_title("not completed: metrics of the tasks done\n(partial, not comparable, never on a front)",
+                       fontsize=10)
+        side.set_xlabel("forgetting so far (%)")
+        side.set_ylabel("accuracy so far (%)")
+        side.grid(True, alpha=0.3)
+        side.margins(0.15)
+        notes.append(f"{len(grey_x)} trial(s) that did not complete (diverged, failed, stopped early or still "
+                     "running) are drawn in the right-hand panel at the metrics of the tasks they finished: "
+                     "after one task forgetting is 0, which would put them in the best corner of the main plot.")
+    refs = [] if task_il else _references(searches)
+    ref_labels = []
+    for method, (marker, face, _) in REFERENCE_MARKERS.items():
+        mine = [r for r in refs if r.method == method]
+        if not mine:
+            continue
+        splits = sorted({r.eval_split for r in mine})
+        seeds = sorted({r.seeds for r in mine})
+        ax.scatter([100 * r.forgetting for r in mine], [100 * r.final_acc for r in mine], marker=marker,
+                   s=150 if marker == "*" else 60, facecolors=face, edgecolors="black", linewidths=1.1, zorder=5,
+                   label=f"{method}: rerun, {'/'.join(splits)} split, mean of {'/'.join(map(str, seeds))} "
+                         "seed(s) (a reference, not a trial)")
+        ref_labels += [Label(100 * r.forgetting, 100 * r.final_acc, r.label, "black") for r in mine]
+        all_points += [(100 * r.forgetting, 100 * r.final_acc) for r in mine]
+    if refs:
+        splits = sorted({r.eval_split for r in refs})
+        shown = [f"{m} ({REFERENCE_MARKERS[m][2]})" for m in REFERENCE_MARKERS if any(r.method == m for r in refs)]
+        notes.append(f"{' and '.join(shown)} {'are' if len(shown) > 1 else 'is'} the "
+                     f"rerun's means on the {'/'.join(splits)} split after training on train + validation "
+                     "(search/rerun.py, 'Final table' below), while the trials are validation numbers after "
+                     "training on train alone: a reference for the scale of the trade-off, not points of a front.")
     if no_metrics:
         ax.plot([], [], ls="none", label=f"{no_metrics} failed trial(s) without metrics (not shown)")
     if excluded:
@@ -405,9 +589,128 @@ def _draw_pareto(searches: list[_Search], color: str | None, task_il: bool) -> t
     ax.set_xlabel("average forgetting (%)  ← lower is better")
     ax.set_ylabel("final accuracy (%)  ↑ higher is better")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8.5, framealpha=0.85)
+    ax.margins(0.08)  # room for the labels of the points on the edges
+    # Below the plots, where they cover neither a point nor a label.
+    for a in (ax, side):
+        if a is not None:
+            a.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2 if a is ax else 1, fontsize=8.5,
+                     frameon=False)
     fig.tight_layout()
+    _label_points(ax, [(front_labels, 8.5, True), (ref_labels, 8.5, True),
+                       ([] if nl_unlabelled else [Label(*g, color="0.35") for g in nl_txt], 7.5, False)],
+                  obstacles=all_points, notes=notes)
+    if side is not None and not grey_unlabelled:
+        _label_points(side, [([Label(*g, color="0.3") for g in grey_txt], 7.5, False)],
+                      obstacles=list(zip(grey_x, grey_y)), notes=notes)
     return fig, notes
+
+
+def _draw_combined(ax, g: _Group, task_il: bool) -> None:
+    """The front over all the searches of the plot (black, dashed): its staircase in
+    the accuracy-forgetting plane, or a ring when that is a single point."""
+    x, y = [], []
+    for _, r in g.front.iterrows():
+        s = g.searches[int(r["_k"])]
+        row = s.res.trials.iloc[int(r["_row"])]
+        x.append(100 * float(row[s.col("forgetting")]))
+        y.append(100 * float(row[s.col("final_acc")]))
+    x, y = np.array(x, dtype=float), np.array(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return
+    label = f"combined front of the {'task-IL' if task_il else 'class-IL'} methods ({int(ok.sum())} trials)"
+    if [n for n, _ in g.objectives] != ["final_acc", "forgetting"]:
+        label += f", on {', '.join(n for n, _ in g.objectives)}"
+    sx, sy = _step_front(x[ok], y[ok])
+    if len(sx) > 1:
+        ax.plot(sx, sy, drawstyle="steps-post", color="black", ls="--", lw=1.2, zorder=2.5, label=label)
+    else:
+        ax.scatter(sx, sy, s=320, facecolors="none", edgecolors="black", linestyles="--", linewidths=1.2,
+                   zorder=4, label=label)
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """Readable ticks for a log colour scale over [lo, hi]: 1-2-5 per decade (1-3, or
+    powers of ten alone, over a wide range: at most 9), and each end of the range
+    that is not next to one of them, e.g. 50, 100, 200, 500, 1000, 2000 over [40, 2000]."""
+    lo, hi = float(lo), float(hi)
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    for mantissas in ((1, 2, 5), (1, 3), (1,)):
+        ticks = [float(f"{m}e{e}") for e in decades for m in mantissas if lo <= m * 10.0 ** e <= hi]
+        if len(ticks) <= 9:
+            break
+    span = math.log10(hi / lo) if hi > lo else 1.0
+    for end in (lo, hi):
+        if all(abs(math.log10(end / t)) > 0.07 * span for t in ticks):
+            ticks.append(float(f"{end:.3g}"))
+    return sorted(ticks)
+
+
+@dataclass
+class _Reference:
+    """finetune or joint as a search folder's rerun measured them (final_table.csv)."""
+    method: str
+    label: str
+    final_acc: float     # fractions, mean over seeds
+    forgetting: float
+    eval_split: str
+    seeds: int
+
+
+def _references(searches: list[_Search]) -> list[_Reference]:
+    """finetune and joint from each search's final table, class-incremental rows only.
+
+    These are TEST-split numbers after training on train + validation (rerun.py),
+    while the trials are validation numbers after training on train: close, not
+    the same measurement. They are drawn because they are the only numbers of the
+    two bounds under the same protocol, marked as such in the label, the legend
+    and the caption, never on a front. (A rerun never measures them on
+    validation, so waiting for such a run would mean never drawing them.)
+    """
+    out = []
+    sources = [s for s in searches if s.final is not None]
+    for s in sources:
+        df = s.final.table
+        for _, r in df[df["method"].isin(list(REFERENCE_MARKERS)) & (df["protocol"] == "CLASS-IL")].iterrows():
+            if r["method"] == s.res.method:
+                continue
+            final, forgetting = float(r["final_acc_mean"]), float(r["forgetting_mean"])
+            if not (math.isfinite(final) and math.isfinite(forgetting)):
+                continue
+            split = str(r["eval_split"])
+            where = f", {s.label}'s rerun" if len(sources) > 1 else ""
+            out.append(_Reference(str(r["method"]), f"{r['method']} ({split}{where})", final, forgetting, split,
+                                  int(r["seeds"])))
+    return out
+
+
+def _partial(s: _Search) -> np.ndarray:
+    """Rows of trials that did not complete but have metrics (of the tasks they finished)."""
+    t = s.table
+    x = t[s.col("forgetting")].to_numpy(dtype=float, na_value=np.nan)
+    y = t[s.col("final_acc")].to_numpy(dtype=float, na_value=np.nan)
+    status = t["status"].to_numpy()
+    return (np.isfinite(x) & np.isfinite(y) & ~np.isin(status, ["completed", INFEASIBLE, "excluded"]))
+
+
+def _label_points(ax, groups: list[tuple[list[Label], float, bool]], obstacles: list[tuple[float, float]],
+                  notes: list[str]) -> None:
+    """Place the labels without collisions (analysis/figlabels.py), group by group in
+    the order given (the front's numbers first): each group is (labels, font size,
+    on a white box); trials at one point share one label. A label that fits
+    nowhere is said in ``notes``."""
+    fig = ax.figure
+    fig.canvas.draw()  # final layout and limits: positions are measured on screen
+    renderer = fig.canvas.get_renderer()
+    placed: list = []
+    left_out: list[Label] = []
+    for labels, size, boxed in groups:
+        _, out = place_labels(ax, merge_coincident(ax, labels), renderer, fontsize=size, obstacles=obstacles,
+                              boxed=boxed, placed=placed)
+        left_out += out
+    if left_out:
+        notes.append(f"Too crowded to label in the plot: {'; '.join(lab.text for lab in left_out)} "
+                     "(see the tables below).")
 
 
 @dataclass
@@ -420,7 +723,7 @@ class _FrontConfig:
 
     @property
     def name(self) -> str:
-        return f"{self.search.label} #{self.number}"
+        return _trial_name(self.search, self.number)
 
 
 def _front_configs(searches: list[_Search], notes: list[str]) -> list[_FrontConfig]:
@@ -650,9 +953,20 @@ def _importance(s: _Search) -> tuple[dict[str, dict[str, float]], list[str]]:
 
 
 def _importance_figure(imps: list[tuple[_Search, dict[str, dict[str, float]]]], path: Path) -> bool:
+    fig = _draw_importance(imps)
+    if fig is None:
+        return False
+    _save(fig, path)
+    return True
+
+
+def _draw_importance(imps: list[tuple[_Search, dict[str, dict[str, float]]]]) -> Any:
+    """One bar chart per search and objective, each bar labelled with its value
+    (so the figure carries the numbers and the report needs no second table of
+    them); None when no search has an importance."""
     imps = [(s, d) for s, d in imps if d]
     if not imps:
-        return False
+        return None
     plt = _pyplot()
     ncols = max(len(d) for _, d in imps)
     nparams = max(len(v) for _, d in imps for v in d.values())
@@ -666,15 +980,15 @@ def _importance_figure(imps: list[tuple[_Search, dict[str, dict[str, float]]]], 
                 continue
             label, values = list(d.items())[c]
             names = list(values)[::-1]
-            ax.barh(names, [100 * values[p] for p in names], color="tab:blue")
-            ax.set_xlim(0, 100)
+            bars = ax.barh(names, [100 * values[p] for p in names], color="tab:blue")
+            ax.bar_label(bars, labels=[f"{100 * values[p]:.1f}" for p in names], padding=3, fontsize=8)
+            ax.set_xlim(0, 112)  # room for the value of a bar near 100
             ax.set_xlabel("importance (% of explained variance)")
             ax.set_title(f"{s.label}: {label}", fontsize=10)
             ax.grid(True, axis="x", alpha=0.3)
     fig.suptitle("Hyperparameter importance (Optuna fANOVA, completed trials)", fontsize=11)
     fig.tight_layout()
-    _save(fig, path)
-    return True
+    return fig
 
 
 # --------------------------------------------------------------------------
@@ -695,11 +1009,16 @@ class _Doc:
         if items:
             self.blocks.append(("ul", list(items)))
 
-    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-        self.blocks.append(("table", list(header), [list(r) for r in rows]))
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]], sortable: bool = False) -> None:
+        """A table; ``sortable``: in report.html a click on a header sorts by that column (SORT_SCRIPT)."""
+        self.blocks.append(("table", list(header), [list(r) for r in rows], sortable))
 
     def img(self, file: str, alt: str) -> None:
         self.blocks.append(("img", file, alt))
+
+    def link(self, href: str, text: str) -> None:
+        """A paragraph that is a link (a file next to the report, by a relative path)."""
+        self.blocks.append(("a", href, text))
 
     def markdown(self) -> str:
         out: list[str] = []
@@ -717,6 +1036,8 @@ class _Doc:
                 out.append("\n".join(lines))
             elif b[0] == "img":
                 out.append(f"![{b[2]}]({b[1]})")
+            elif b[0] == "a":
+                out.append(f"[{b[2]}]({b[1]})")
         return "\n\n".join(out) + "\n"
 
     def html(self, folder: Path, title: str) -> str:
@@ -731,19 +1052,86 @@ class _Doc:
                 body.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in b[1]) + "</ul>")
             elif b[0] == "table":
                 head = "".join(f"<th>{e(str(c))}</th>" for c in b[1])
-                rows = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in b[2])
-                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+                # Short cells (numbers, "68.50 ± 0.71", ids) stay on one line -- the box scrolls --
+                # while long text (a reason, a list of parameters) wraps.
+                short = ' class="n"'
+                rows = "".join("<tr>" + "".join(f"<td{short if len(str(c)) <= 24 else ''}>{e(str(c))}</td>"
+                                                for c in r) + "</tr>" for r in b[2])
+                cls = ' class="sortable"' if b[3] else ""
+                # A wide table (the front's: a column per parameter and metric) scrolls inside
+                # its own box instead of pushing the page past a narrow window (820 px).
+                body.append(f'<div class="scroll"><table{cls}><thead><tr>{head}</tr></thead>'
+                            f"<tbody>{rows}</tbody></table></div>")
             elif b[0] == "img":
                 data = base64.b64encode((folder / b[1]).read_bytes()).decode("ascii")
                 body.append(f'<figure><img alt="{e(b[2])}" src="data:image/png;base64,{data}">'
                             f"<figcaption>{e(b[2])}</figcaption></figure>")
+            elif b[0] == "a":
+                body.append(f'<p><a href="{e(b[1])}">{e(b[2])}</a></p>')
         style = ("body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1200px;margin:2em auto;"
                  "padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;margin:0.8em 0;"
                  "font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
                  "th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
-                 "figure{margin:1.2em 0}figcaption{color:#555;font-size:0.9em}h2{border-bottom:1px solid #ddd}")
-        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
-                f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+                 "figure{margin:1.2em 0}figcaption{color:#555;font-size:0.9em}h2{border-bottom:1px solid #ddd}"
+                 "table.sortable th{cursor:pointer;user-select:none}.scroll{overflow-x:auto;max-width:100%}"
+                 "td.n{white-space:nowrap}"
+                 "h1{overflow-wrap:anywhere}"
+                 "table.sortable th[aria-sort=ascending]::after{content:' \\25B2'}"
+                 "table.sortable th[aria-sort=descending]::after{content:' \\25BC'}")
+        script = f"<script>{SORT_SCRIPT}</script>\n" if any(b[0] == "table" and b[3] for b in self.blocks) else ""
+        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{e(title)}</title>"
+                f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n" + script + "</body></html>\n")
+
+
+# Sorting of the report's tables on a header click (or Enter/Space on a focused
+# header), inline so report.html stays one self-contained file with no external
+# script. Numbers sort as numbers, text as text (digits in it numerically);
+# empty and "–" cells go last in either direction; equal keys keep their order.
+# aria-sort on the header says the current order (screen readers, and the
+# browser check in bench/report_browser_check.py).
+SORT_SCRIPT = """
+(function () {
+  function key(cell) {
+    var t = cell.textContent.trim();
+    if (t === '' || t === '\\u2013') return null;
+    var n = Number(t);
+    return isNaN(n) ? t : n;
+  }
+  function compare(a, b) {
+    if (a === null || b === null) return a === b ? 0 : (a === null ? 1 : -1);
+    if (typeof a === 'number' && typeof b === 'number') return a - b;
+    return String(a).localeCompare(String(b), undefined, {numeric: true});
+  }
+  Array.prototype.forEach.call(document.querySelectorAll('table.sortable'), function (table) {
+    var heads = table.tHead.rows[0].cells;
+    Array.prototype.forEach.call(heads, function (th, col) {
+      th.tabIndex = 0;
+      th.title = 'sort by this column';
+      th.setAttribute('aria-sort', 'none');
+      function sort() {
+        var up = th.getAttribute('aria-sort') !== 'ascending';
+        Array.prototype.forEach.call(heads, function (h) { h.setAttribute('aria-sort', 'none'); });
+        th.setAttribute('aria-sort', up ? 'ascending' : 'descending');
+        var body = table.tBodies[0];
+        var rows = Array.prototype.map.call(body.rows, function (r, i) {
+          return {row: r, key: key(r.cells[col]), i: i};
+        });
+        rows.sort(function (a, b) {
+          var missing = (a.key === null) - (b.key === null);
+          if (missing) return missing;
+          return (up ? 1 : -1) * compare(a.key, b.key) || a.i - b.i;
+        });
+        rows.forEach(function (r) { body.appendChild(r.row); });
+      }
+      th.addEventListener('click', sort);
+      th.addEventListener('keydown', function (ev) {
+        if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); sort(); }
+      });
+    });
+  });
+})();
+"""
 
 
 def _spec_items(s: _Search) -> list[str]:
@@ -820,16 +1208,52 @@ def _knob_line(spec: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+# Column headings of the metrics in the report's tables (percentages but memory).
+METRIC_HEADERS = {"final_acc": "final acc %", "final_acc_pooled": "final acc pooled %", "avg_inc_acc": "avg inc acc %",
+                  "forgetting": "forgetting %", "bwt": "BWT %", "plasticity": "plasticity %", "memory": "memory stored"}
+FRONT_METRICS = ("final_acc", "forgetting", "avg_inc_acc", "bwt", "plasticity", "memory")
+
+
+def _metric_cell(s: _Search, r: pd.Series, name: str) -> str:
+    return _fmt_value(r.get("memory")) if name == "memory" else _pct(r.get(s.col(name)))
+
+
 def _front_rows(s: _Search) -> tuple[list[str], list[list[str]]]:
-    header = ["#", "trial_id"] + list(s.res.spec["space"]) + [
-        "final acc %", "forgetting %", "avg inc acc %", "BWT %", "plasticity %", "memory stored", "wall time (s)"]
+    header = ["#", "trial_id"] + list(s.res.spec["space"]) + [METRIC_HEADERS[m] for m in FRONT_METRICS] + [
+        "wall time (s)"]
     rows = []
     for idx, r in s.front.iterrows():
         rows.append([str(s.numbers.loc[idx]), str(r["trial_id"])]
                     + [_fmt_value(r.get(PARAM_PREFIX + p)) for p in s.res.spec["space"]]
-                    + [_pct(r.get(s.col(m))) for m in ("final_acc", "forgetting", "avg_inc_acc", "bwt", "plasticity")]
-                    + [_fmt_value(r.get("memory")),
-                       "–" if _is_missing(r.get("wall_time_s")) else f"{float(r['wall_time_s']):.0f}"])
+                    + [_metric_cell(s, r, m) for m in FRONT_METRICS]
+                    + ["–" if _is_missing(r.get("wall_time_s")) else f"{float(r['wall_time_s']):.0f}"])
+    return header, rows
+
+
+def _trials_rows(searches: list[_Search]) -> tuple[list[str], list[list[str]]]:
+    """Every trial of every search, in start order: number, status, tasks done, the
+    objectives (and the plot's two axes), then every searched parameter; a method
+    column first when several searches are compared. Metrics of a trial that did
+    not complete are those of the tasks it finished (its status says so)."""
+    several = len(searches) > 1
+    metrics: list[str] = []
+    for s in searches:
+        metrics += [n for n, _ in s.res.objectives if n not in metrics and n in METRIC_HEADERS]
+    metrics += [m for m in ("final_acc", "forgetting") if m not in metrics]
+    params: list[str] = []
+    for s in searches:
+        params += [p for p in s.res.spec["space"] if p not in params]
+    header = (["method"] if several else []) + ["#", "trial_id", "status", "tasks done"] + [
+        METRIC_HEADERS[m] for m in metrics] + params
+    rows = []
+    for s in searches:
+        for idx, r in s.res.trials.iterrows():
+            status = str(r["status"])
+            rows.append(([s.label + (" (task-IL)" if s.task_il else "")] if several else [])
+                        + [str(s.numbers.loc[idx]), str(r["trial_id"]), STATUS_LABELS.get(status, status),
+                           _fmt_value(r.get("tasks_done"))]
+                        + [_metric_cell(s, r, m) for m in metrics]
+                        + [_fmt_value(r.get(PARAM_PREFIX + p)) if p in s.res.spec["space"] else "" for p in params])
     return header, rows
 
 
@@ -874,8 +1298,72 @@ def _warnings(searches: list[_Search]) -> list[str]:
     return lines
 
 
-def _render(searches: list[_Search], folder: Path, color: str | None) -> list[str]:
-    """Write every file of the report into ``folder``; return their names, report.html last."""
+def _combined_section(doc: "_Doc", groups: list[_Group]) -> None:
+    """A comparison's fronts across methods: per group (class-IL, task-IL) of two or more
+    searches the combined front, and for every group each method's hypervolume and
+    the combined one against one reference point."""
+    for g in groups:
+        kind = "task-incremental" if g.searches[0].task_il else "class-incremental"
+        names = [n for n, _ in g.objectives]
+        objectives = ", ".join(f"{'maximise' if sense == 'max' else 'minimise'} {METRIC_LABELS.get(n, n)}"
+                               for n, sense in g.objectives)
+        if len(g.searches) > 1:
+            doc.h(3, f"Combined front, {kind}")
+            front = g.front
+            doc.p(f"{len(front)} of {int(g.table['_eligible'].sum())} completed trial(s) of "
+                  f"{', '.join(s.label for s in g.searches)} are non-dominated over all of them together on: "
+                  f"{objectives}. Each method's own front follows below.")
+            rows = []
+            for _, r in front.iterrows():
+                s = g.searches[int(r["_k"])]
+                rows.append([_trial_name(s, int(r["_number"])), s.label, str(r["trial_id"])]
+                            + [_objective_value(n, r[n]) for n in names]
+                            + [_params_text(s, s.res.trials.iloc[int(r["_row"])])])
+            doc.table(["trial", "method", "trial_id"] + [METRIC_HEADERS.get(n, n) for n in names] + ["params"], rows,
+                      sortable=True)
+        doc.h(3, f"Hypervolume, {kind}")
+        doc.p(f"The objective space each front dominates, up to the reference point (larger is better; "
+              f"{g.note}); on: {objectives}. "
+              + ("Every method is measured against the same reference, so the numbers compare."
+                 if len(g.searches) > 1 else ""))
+        rows = []
+        for k, s in enumerate(g.searches):
+            mine = g.table[g.table["_k"] == k]
+            rows.append([s.label, str(int(mine["_eligible"].sum())), str(int(mine["on_front"].sum())),
+                         f"{g.hypervolume(k):.4f}"])
+        if len(g.searches) > 1:
+            rows.append(["combined", str(int(g.table["_eligible"].sum())), str(len(g.front)),
+                         f"{g.hypervolume():.4f}"])
+        doc.table(["front of", "completed trials", "on the combined front", "hypervolume"], rows)
+
+
+def _final_section(doc: "_Doc", searches: list[_Search], out: Path) -> None:
+    """The rerun's final table of each search folder that has one (search/rerun.py
+    RESULTS_DIR writes final_table.md/.csv there), with its notes and a link to it."""
+    have = [s for s in searches if s.final is not None or s.final_error]
+    if not have:
+        return
+    doc.h(2, "Final table (rerun)")
+    doc.p("search/rerun.py retrained the chosen configs on train + validation and measured them on the split "
+          "named in each row (test, unless the rerun was told otherwise), mean ± std over seeds, next to finetune "
+          "and joint under the same protocol. These are the numbers to report; the rest of this report is "
+          "validation numbers of single runs.")
+    for s in have:
+        if len(searches) > 1:
+            doc.h(3, s.label)
+        if s.final is None:
+            doc.p(f"Not shown: {s.final_error}")
+            continue
+        doc.p(s.final.title)
+        doc.table(*table_rows(s.final.table))
+        doc.ul(s.final.notes)
+        doc.link(os.path.relpath(s.final.md_path, out), f"final_table.md ({s.final.md_path})")
+
+
+def _render(searches: list[_Search], folder: Path, color: str | None, out: Path | None = None) -> list[str]:
+    """Write every file of the report into ``folder``; return their names, report.html last.
+    ``out``: where the files will end up (links to other files are relative to it)."""
+    out = folder if out is None else out
     notes: list[str] = []
     figures: list[tuple[str, str]] = []
     class_il = [s for s in searches if not s.task_il]
@@ -884,7 +1372,10 @@ def _render(searches: list[_Search], folder: Path, color: str | None) -> list[st
         notes += _pareto_figure(class_il, color, folder / "pareto.png", task_il=False)
         figures.append(("pareto.png", "Final accuracy vs average forgetting, class-incremental; "
                                       "circled points form the Pareto front (numbers = trial numbers, as in the live log, "
-                                      "trials.csv and rerun.py --pick)"))
+                                      "trials.csv and rerun.py --pick; a label with several numbers marks "
+                                      "trials at the same point; a thin line leads from a label set apart "
+                                      "to its point). Trials that did not complete are in the right-hand "
+                                      "panel, at the partial metrics of the tasks they finished"))
     if task_il:
         notes += _pareto_figure(task_il, color, folder / "pareto_task_il.png", task_il=True)
         figures.append(("pareto_task_il.png", "Task-incremental methods (task identity at test time): final "
@@ -900,8 +1391,7 @@ def _render(searches: list[_Search], folder: Path, color: str | None) -> list[st
         imp, n = _importance(s)
         importances.append((s, imp))
         imp_notes += n
-    if _importance_figure(importances, folder / "importance.png"):
-        figures.append(("importance.png", "Hyperparameter importance per objective (fANOVA)"))
+    importance_png = _importance_figure(importances, folder / "importance.png")
 
     # ---- the document
     title = ("Search report: " + searches[0].label if len(searches) == 1
@@ -933,19 +1423,27 @@ def _render(searches: list[_Search], folder: Path, color: str | None) -> list[st
                 doc.h(3, s.label)
             doc.ul(items)
     doc.h(2, "Pareto front")
+    groups = [_group(g) for g in (class_il, task_il) if g]
+    if len(searches) > 1:
+        _combined_section(doc, groups)
     for s in searches:
         header, rows = _front_rows(s)
         if len(searches) > 1:
             doc.h(3, s.label)
         n_done = int(s.res.eligible.sum())
         n_no_learn = int((s.res.trials["status"] == INFEASIBLE).sum())
+        hv = ""
+        if len(searches) == 1:
+            g = groups[0]
+            hv = f" Hypervolume of the front: {g.hypervolume():.4f} ({g.note})."
         doc.p(f"{len(rows)} of {n_done} completed trial(s) are non-dominated on: {_objectives_text(s.res)}."
-              + (f" {n_no_learn} more completed but did not learn: not eligible." if n_no_learn else ""))
+              + (f" {n_no_learn} more completed but did not learn: not eligible." if n_no_learn else "") + hv)
         if rows:
-            doc.table(header, rows)
+            doc.table(header, rows, sortable=True)
         else:
             doc.p("No completed trial with finite objectives: no front.")
     _seed_noise_section(doc, searches)
+    _final_section(doc, searches, out)
     doc.h(2, "Figures")
     doc.ul(notes)
     for file, caption in figures:
@@ -954,15 +1452,10 @@ def _render(searches: list[_Search], folder: Path, color: str | None) -> list[st
     doc.p("fANOVA importance (Optuna's FanovaImportanceEvaluator, seed 0) of each searched parameter for each "
           "objective, from a study rebuilt from the completed trials; each column sums to 100 %. With few "
           "trials (tens rather than hundreds) read it as a rough ranking, not a measurement.")
-    for s, imp in importances:
-        if not imp:
-            continue
-        if len(searches) > 1:
-            doc.h(3, s.label)
-        params = list(s.res.spec["space"])
-        labels = list(imp)
-        doc.table(["parameter"] + [f"{lab} %" for lab in labels],
-                  [[p] + [f"{100 * imp[lab][p]:.1f}" if p in imp[lab] else "–" for lab in labels] for p in params])
+    # The figure carries the numbers on its bars: no second table of the same values.
+    if importance_png:
+        doc.img("importance.png", "Hyperparameter importance per objective (fANOVA), in % of the variance "
+                                  "explained; a parameter left out took a single value in the completed trials")
     doc.ul(imp_notes)
     no_learn = [(s, _infeasible_rows(s)) for s in searches]
     if any(rows for _, rows in no_learn):
@@ -992,10 +1485,15 @@ def _render(searches: list[_Search], folder: Path, color: str | None) -> list[st
             doc.p("None: every trial completed.")
     if not any_failed and len(searches) == 1:
         doc.p("None: every trial completed.")
+    doc.h(2, "All trials")
+    doc.p("Every trial in the order they started, with its status and its objectives (percentages on the "
+          "validation split; a trial that did not complete shows the metrics of the tasks it finished). "
+          "In report.html a click on a column heading sorts the table by it.")
+    doc.table(*_trials_rows(searches), sortable=True)
 
     write_bytes_atomic(folder / "report.md", doc.markdown().encode("utf-8"))
     write_bytes_atomic(folder / "report.html", doc.html(folder, title).encode("utf-8"))
-    return [name for name, _ in figures] + list(DOCUMENTS)
+    return [name for name, _ in figures] + (["importance.png"] if importance_png else []) + list(DOCUMENTS)
 
 
 def _seed_noise_section(doc: _Doc, searches: list[_Search]) -> None:
@@ -1066,8 +1564,8 @@ def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None 
                  before_write: Callable[[Path], None] | None = None) -> Path:
     """Write the report of one search (or a comparison of several); return the path of report.html.
 
-    ``out_dir`` defaults to the results folder itself, or ``<first folder>/comparison``
-    for several. ``color``: a parameter (or trials.csv column) to colour the
+    ``out_dir`` defaults to the results folder itself, or for several a new
+    folder beside the first (``comparison_dir``). ``color``: a parameter (or trials.csv column) to colour the
     points by; default the memory budget when memory is searched. ``warn``:
     called with one line per excluded trial and per note on trials.csv once
     the report is written (default: print to stderr). ``before_write``: called
@@ -1089,7 +1587,7 @@ def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None 
         if color is not None:
             _color_column(s, color)  # an unknown parameter is refused here, not halfway through the figures
     if out_dir is None:
-        out_dir = dirs[0] if len(dirs) == 1 else dirs[0] / "comparison"
+        out_dir = dirs[0] if len(dirs) == 1 else comparison_dir(dirs, [s.res.method for s in searches])
     out = Path(out_dir)
     if before_write is not None:
         before_write(out)
@@ -1101,7 +1599,7 @@ def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None 
         out.mkdir(parents=True, exist_ok=True)
         # Same filesystem as the destination, so each os.replace below is a rename.
         build = Path(tempfile.mkdtemp(prefix=BUILD_PREFIX, dir=out))
-        names = _render(searches, build, color)
+        names = _render(searches, build, color, out)
         swapping = True
         _swap_in(build, out, names)
     except OSError as exc:
@@ -1118,6 +1616,24 @@ def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None 
     return out / "report.html"
 
 
+def comparison_dir(dirs: Sequence[Path], methods: Sequence[str]) -> Path:
+    """Where a comparison goes by default: ``compare-<methods>-<time>/`` beside the
+    first results folder (``results/compare-icarl-der-20260101-120000``), with
+    ``-2``, ``-3``, ... when that name is taken, so a second comparison never
+    overwrites the first and no search folder is written into."""
+    names: list[str] = []
+    for m in methods:
+        clean = re.sub(r"[^A-Za-z0-9_.]+", "_", m).strip("._") or "search"
+        if clean not in names:
+            names.append(clean)
+    base = Path(dirs[0]).resolve().parent / f"compare-{'-'.join(names)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
 def _print_warning(line: str) -> None:
     print(line, file=sys.stderr)
 
@@ -1130,8 +1646,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="analysis/report.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR", help="search results folder(s)")
-    p.add_argument("--out", default=None, help="output folder (default: the results folder, or "
-                                               "FIRST/comparison for several)")
+    p.add_argument("--out", default=None, help="output folder (default: the results folder, or for several "
+                                               "a new compare-<methods>-<time> folder beside the first)")
     p.add_argument("--color", default=None, metavar="PARAM",
                    help="colour the points by this parameter (default: memory when it is searched)")
     return p
@@ -1142,18 +1658,18 @@ def main(argv: list[str] | None = None) -> int:
     from core.lock import FolderLock
 
     dirs = [Path(d) for d in args.results_dirs]
-    # The report is written into the first results folder (or its comparison/
-    # subfolder) or into --out: refused while a search or rerun writes there.
-    # Taken once the folders have been read and checked, so a refused build
-    # changes nothing.
-    target = Path(args.out) if args.out else dirs[0]
-    lock = FolderLock(target, "report")
-    created = not target.exists()
+    # The report is written into the results folder, a new comparison folder or
+    # --out: refused while a search or rerun writes there. Taken once the folders
+    # have been read and checked (build_report says where it will write), so a
+    # refused build changes nothing.
+    held: dict[str, Any] = {}
 
-    def take_lock(_out: Path) -> None:
+    def take_lock(out: Path) -> None:
+        held["created"] = not out.exists()
+        held["lock"] = lock = FolderLock(out, "report")
         stale = lock.acquire()
         if stale:
-            print(f"{target}: {stale}", file=sys.stderr)
+            print(f"{out}: {stale}", file=sys.stderr)
 
     try:
         path = build_report(dirs, Path(args.out) if args.out else None, args.color, before_write=take_lock)
@@ -1162,9 +1678,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {msg}", file=sys.stderr)
         return 2
     finally:
-        lock.release()
-        if created and target.is_dir() and not any(target.iterdir()):
-            target.rmdir()  # a failed build into a new --out leaves no folder
+        if "lock" in held:
+            lock = held["lock"]
+            lock.release()
+            if held["created"] and lock.folder.is_dir() and not any(lock.folder.iterdir()):
+                lock.folder.rmdir()  # a failed build into a new folder leaves no folder
     print(path)
     return 0
 

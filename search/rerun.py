@@ -388,6 +388,8 @@ def rerun_search(args) -> int:
         csv_path, md_path = write_final_table(table, out_dir, f"Final table: {method}", notes)
     print(md_path.read_text())
     print(f"final table written to {md_path} and {csv_path}")
+    if out_dir == results.path:  # the report shows the table and draws finetune/joint once rebuilt
+        print(f"to add it to the report: python analysis/report.py {results.path}")
     return 0
 
 

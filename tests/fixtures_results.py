@@ -101,6 +101,21 @@ PACKNET_SPACE = {"lr": {"type": "float", "low": 0.01, "high": 4.0, "log": True},
 FIXED = {"weight_decay": 1e-5}
 
 
+def trial_at(n: int, final: float, forgetting: float, params: dict[str, Any] | None = None,
+             status: str = "completed") -> dict[str, Any]:
+    """A fixture trial whose class-IL matrix has the given final accuracy and
+    forgetting (fractions): ``_R(g, g, g, g - F, g - F, f)`` with ``f`` set so
+    that the last row's mean is ``final``; for crowded and coincident plots."""
+    lo, hi = max(forgetting, (3 * final + 2 * forgetting - 1) / 2), min(1.0, (3 * final + 2 * forgetting) / 2)
+    if lo > hi:
+        raise ValueError(f"no 3-task matrix has final {final} and forgetting {forgetting}")
+    g = round((lo + hi) / 2, 6)
+    f = round(3 * final - 2 * (g - forgetting), 6)
+    return {"n": n, "status": status, "params": params or {"lr": 0.1, "memory": 200, "selection": "random"},
+            "R": _R(g, g, g, round(g - forgetting, 6), round(g - forgetting, 6), f), "final": final,
+            "forgetting": forgetting}
+
+
 def trial_id(n: int, prefix: str = "a1b2c") -> str:
     """Ray Tune style trial id: ``<experiment hash>_<5-digit number>``."""
     return f"{prefix}_{n:05d}"
@@ -215,3 +230,46 @@ def write_search_fixture(root: str | Path, *, method: str = "icarl", task_increm
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(d, indent=1))
     return root
+
+
+# The rerun's baselines in ``write_rerun_fixture``: (final accuracy, forgetting) of seed 0;
+# seed s adds 0.01 * s to both, so the means over seeds 0 and 1 add 0.005.
+RERUN_BASELINES = {"finetune": (.30, .60), "joint": (.85, .02)}
+
+
+def write_rerun_fixture(root: str | Path, method: str = "icarl", picked: Sequence[int] = (1,),
+                        seeds: Sequence[int] = (0, 1), baselines: Sequence[str] = ("finetune", "joint"),
+                        prefix: str = "a1b2c") -> Path:
+    """What ``search/rerun.py ROOT --pick ...`` leaves in a search folder, without
+    training: ``rerun/<config>/seed<N>/result.json`` (test split) for each picked
+    fixture trial (2 points below its validation accuracy) and each baseline
+    (``RERUN_BASELINES``), and ``final_table.md/.csv`` written by the same
+    functions rerun.py calls. Returns the path of final_table.md."""
+    from analysis.final_table import build_final_table, write_final_table
+
+    root = Path(root)
+    runs: dict[str, list[Path]] = {}
+    configs = [(f"{method} #{n} ({trial_id(n, prefix)})", f"{method}-{trial_id(n, prefix)}", method,
+                next(t for t in TRIALS if t["n"] == n)) for n in picked]
+    configs += [(b, b, b, {"n": 0, "params": {}, "final": RERUN_BASELINES[b][0], "forgetting": RERUN_BASELINES[b][1]})
+                for b in baselines]
+    for label, folder, m, t in configs:
+        paths = []
+        for seed in seeds:
+            final = t["final"] - (0.02 if m == method else 0.0) + 0.01 * seed
+            run = trial_at(t["n"], round(final, 6), round(t["forgetting"] + 0.01 * seed, 6), dict(t["params"]))
+            d = make_result({"method": m, "fixed": {}}, run, "", task_incremental_only=False)
+            for key in ("trial_id", "params"):
+                d.pop(key)
+            d["eval_split"] = d["protocol"]["eval_split"] = "test"
+            d["protocol"]["seed"] = seed
+            path = root / "rerun" / folder / f"seed{seed}" / "result.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(d, indent=1))
+            paths.append(path)
+        runs[label] = paths
+    notes = [f"search: {root}", "protocol: synthetic, 3 tasks, 6 classes, 1 epochs/task, simplecnn; trained on "
+             "train+validation, evaluated on test", f"seeds: {list(seeds)}",
+             "finetune and joint use their default configs under the same protocol"]
+    _, md = write_final_table(build_final_table(runs), root, f"Final table: {method}", notes)
+    return md

@@ -22,7 +22,7 @@ from analysis.report import build_report
 from analysis.results import (ResultsError, SearchResults, load_search, result_matrix, trial_number,
                               trials_frame_from_results, write_trials_csv)
 from tests.fixtures_results import (EXPECTED_FRONT_NUMBERS, EXPECTED_STATUS, EVAL_SIZES, TRIALS, expected_front,
-                                    trial_id, write_search_fixture)
+                                    trial_at, trial_id, write_search_fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 REPORT_SCRIPT = REPO / "analysis" / "report.py"
@@ -314,10 +314,31 @@ def test_report_spec_summary_and_importance(icarl_dir, icarl_report):
     assert "icarl" in spec and "synthetic" in spec and "tasks 3" in spec
     assert "completed 6, truncated 1, diverged 1, error 1" in spec
     imp = _section(md, "Parameter importance")
-    params = _table_column(imp, "parameter")
-    assert sorted(params) == ["lr", "memory", "selection"]
-    col = _table_column(imp, "final accuracy (macro) (max) %")
-    assert sum(float(v) for v in col) == pytest.approx(100, abs=0.5)
+    # one view of the numbers: the figure, with the values on its bars; no table repeating them
+    assert "](importance.png)" in imp and "|" not in imp
+    assert "importance.png" not in _section(md, "Figures")
+
+
+def test_importance_figure_carries_the_values(icarl_dir):
+    import matplotlib.pyplot as plt
+
+    from analysis.report import _draw_importance, _importance, _prepare
+
+    s = _prepare(load_search(icarl_dir), "icarl")
+    imp, _ = _importance(s)
+    fig = _draw_importance([(s, imp)])
+    try:
+        titles = [ax.get_title() for ax in fig.axes]
+        assert titles == ["icarl: final accuracy (macro) (max)", "icarl: average forgetting (min)"]
+        for ax in fig.axes:
+            names = [t.get_text() for t in ax.get_yticklabels()]
+            assert sorted(names) == ["lr", "memory", "selection"]
+            widths = [p.get_width() for p in ax.patches]
+            assert sum(widths) == pytest.approx(100, abs=0.5)
+            values = [t.get_text() for t in ax.texts]          # bar_label: one value per bar, as printed
+            assert values == [f"{w:.1f}" for w in widths]
+    finally:
+        plt.close(fig)
 
 
 def test_report_html_is_self_contained(icarl_dir, icarl_report):
@@ -359,10 +380,10 @@ def test_comparison_of_methods_with_a_task_il_one(tmp_path):
     b = write_search_fixture(tmp_path / "replay", method="replay", prefix="bbbbb")
     p = write_search_fixture(tmp_path / "packnet", method="packnet", task_incremental_only=True, prefix="ppppp")
     out = build_report([a, b, p])
-    assert out == a / "comparison" / "report.html"
+    assert out.parent.parent == tmp_path and out.parent.name.startswith("compare-icarl-replay-packnet-")
     for name in ("pareto.png", "pareto_task_il.png", "front_curves.png", "front_matrices.png", "importance.png"):
-        _assert_png(a / "comparison" / name)
-    md = (a / "comparison" / "report.md").read_text()
+        _assert_png(out.parent / name)
+    md = (out.parent / "report.md").read_text()
     # each method has its own front; packnet's (task-IL metrics) is never merged with the others
     assert _front_ids(md, "icarl") == expected_front("aaaaa")
     assert _front_ids(md, "replay") == expected_front("bbbbb")
@@ -442,3 +463,156 @@ def test_report_names_each_tasks_classes(tmp_path):
     md = (folder / "report.md").read_text()
     assert "- classes per task: task 1: cat, dog; task 2: ship, truck; task 3: frog, horse" in md
     assert "task 1: cat, dog" in (folder / "report.html").read_text()
+
+
+def test_report_has_a_sortable_table_of_all_trials(icarl_dir, icarl_report):
+    md = (icarl_dir / "report.md").read_text()
+    table = _section(md, "All trials")
+    assert _table_column(table, "#") == [str(t["n"]) for t in TRIALS]
+    assert _table_column(table, "status") == [EXPECTED_STATUS[t["n"]] for t in TRIALS]
+    assert _table_column(table, "final acc %")[:2] == ["60.0", "70.0"]
+    assert _table_column(table, "forgetting %")[5] == "1.0"            # diverged 5: partial, listed as is
+    assert _table_column(table, "tasks done")[6] == "2"
+    assert _table_column(table, "memory") == [str(t["params"]["memory"]) for t in TRIALS]
+    page = icarl_report.read_text()
+    # the html tables are sortable by an inline script: nothing loaded from elsewhere
+    assert page.count('<table class="sortable">') == 2          # the front and all trials
+    assert "<script>" in page and "aria-sort" in page and "<script src" not in page
+    heads = re.findall(r'<table class="sortable"><thead><tr>(.*?)</tr>', page)[-1]       # all trials: the last
+    assert re.findall(r"<th>(.*?)</th>", heads)[:4] == ["#", "trial_id", "status", "tasks done"]
+
+
+def test_report_includes_the_reruns_final_table(tmp_path):
+    from tests.fixtures_results import write_rerun_fixture
+
+    d = write_search_fixture(tmp_path / "s", trials=[t for t in TRIALS if t["n"] in (0, 1, 2, 5)])
+    build_report([d])
+    assert "## Final table" not in (d / "report.md").read_text()      # no rerun yet: no section
+    md_path = write_rerun_fixture(d, picked=(1, 0))
+    build_report([d])
+    md = (d / "report.md").read_text()
+    final = _section(md, "Final table (rerun)")
+    assert _table_column(final, "config") == [f"icarl #1 ({trial_id(1)})", f"icarl #0 ({trial_id(0)})",
+                                              "finetune", "joint"]
+    assert _table_column(final, "final acc %")[2:] == ["30.50 ± 0.71", "85.50 ± 0.71"]
+    assert "Final table: icarl" in final and "- seeds: [0, 1]" in final
+    assert f"[final_table.md ({md_path})](final_table.md)" in final
+    page = (d / "report.html").read_text()
+    assert '<a href="final_table.md">' in page and "85.50 ± 0.71" in page
+    assert "(a reference, not a trial)" not in md                    # the legend is in the figure, not the text
+    assert "finetune (white diamond) and joint (black star) are the rerun's means" in _section(md, "Figures")
+
+
+def test_an_unreadable_final_table_is_said_not_fatal(tmp_path):
+    d = write_search_fixture(tmp_path / "s", trials=[t for t in TRIALS if t["n"] in (0, 1, 2)])
+    (d / "final_table.csv").write_text("config,seeds\nx,1\n")
+    build_report([d])
+    final = _section((d / "report.md").read_text(), "Final table (rerun)")
+    assert "Not shown:" in final and "not a final table of this version" in final
+
+
+# Two small class-IL searches (3 completed trials each: no importance step) with the
+# same trial numbers. icarl's front (final, forgetting): (.70, .20), (.60, .10), (.50, .05);
+# der's: (.75, .30), (.45, .02), its trial 2 (.30, .50) dominated. Hypervolumes against
+# (accuracy 0, forgetting 1), by hand, in the (accuracy, 1 - forgetting) plane:
+#   icarl    .70 * .80 + .60 * .10 + .50 * .05                           = .6450
+#   der      .75 * .70 + .45 * .28                                       = .6510
+#   combined .75 * .70 + .70 * .10 + .60 * .10 + .50 * .05 + .45 * .03   = .6935
+DER_TRIALS = [trial_at(0, .75, .30), trial_at(1, .45, .02), trial_at(2, .30, .50)]
+
+
+@pytest.fixture(scope="module")
+def two_searches(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    a = write_search_fixture(root / "icarl-x", method="icarl", trials=[t for t in TRIALS if t["n"] in (0, 1, 2, 5)])
+    b = write_search_fixture(root / "der-x", method="der", trials=DER_TRIALS, prefix="ddddd")
+    first = build_report([a, b])
+    return root, a, b, first
+
+
+def test_comparison_goes_to_its_own_folder_and_a_second_one_does_not_overwrite_it(two_searches):
+    root, a, b, first = two_searches
+    assert re.fullmatch(r"compare-icarl-der-\d{8}-\d{6}(-\d+)?", first.parent.name), first
+    assert first.parent.parent == root                      # beside the searches, inside neither
+    assert not (a / "comparison").exists() and not (a / "report.md").exists() and not (b / "report.md").exists()
+    before = first.read_bytes()
+    second = build_report([a, b])
+    assert second.parent != first.parent and second.parent.parent == root
+    assert first.read_bytes() == before                     # the first comparison is untouched
+
+
+def test_comparison_names_trials_across_searches(two_searches):
+    from analysis.report import _draw_pareto, _prepare
+
+    _, a, b, _ = two_searches
+    searches = [_prepare(load_search(a), "icarl"), _prepare(load_search(b), "der")]
+    fig, _ = _draw_pareto(searches, None, task_il=False)
+    try:
+        ax = [x for x in fig.axes if x.get_label() == "trials"][0]
+        texts = [t.get_text() for t in ax.texts]
+        assert {"icarl#0", "icarl#1", "icarl#2", "der#0", "der#1"} <= set(texts)
+        assert not any(re.match(r"#\d", t) for t in texts)   # no bare "#1", which both searches have
+        side = [x for x in fig.axes if x.get_label() == "not completed"][0]
+        assert [t.get_text() for t in side.texts] == ["icarl#5 diverged 2/3"]
+        handles, labels = ax.get_legend_handles_labels()
+        combined = handles[labels.index("combined front of the class-IL methods (5 trials)")]
+        assert list(combined.get_xdata()) == pytest.approx([2, 5, 10, 20, 30])
+        assert list(combined.get_ydata()) == pytest.approx([45, 50, 60, 70, 75])
+    finally:
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+
+
+def test_comparison_has_a_combined_front_and_hypervolumes(two_searches):
+    _, _, _, first = two_searches
+    md = (first.parent / "report.md").read_text()
+    front = _section(md, "Pareto front")
+    m = re.search(r"^### Combined front, class-incremental\n(.*?)(?=^### )", front, flags=re.S | re.M)
+    assert m, front
+    assert _table_column(m.group(1), "trial") == ["der#0", "icarl#1", "icarl#0", "icarl#2", "der#1"]
+    assert "5 of 6 completed trial(s) of icarl, der are non-dominated" in m.group(1)
+    m = re.search(r"^### Hypervolume, class-incremental\n(.*?)(?=^### )", front, flags=re.S | re.M)
+    hv = m.group(1)
+    assert _table_column(hv, "front of") == ["icarl", "der", "combined"]
+    assert _table_column(hv, "hypervolume") == ["0.6450", "0.6510", "0.6935"]
+    assert _table_column(hv, "on the combined front") == ["3", "2", "5"]
+    assert "final accuracy (macro) 0.0 %, average forgetting 100.0 %" in hv
+    # each method's own front is still there, by its trial ids
+    assert _front_ids(md, "icarl") == [trial_id(n) for n in (1, 0, 2)]
+    assert _front_ids(md, "der") == [trial_id(0, "ddddd"), trial_id(1, "ddddd")]
+    # the table of all trials has one row per trial of both, with the method
+    everyone = _section(md, "All trials")
+    assert _table_column(everyone, "method") == ["icarl"] * 4 + ["der"] * 3
+
+
+def test_single_search_front_states_its_hypervolume(icarl_dir, icarl_report):
+    # the fixture's front 1, 0, 2, 7: .70 * .80 + .60 * .10 + .50 * .05 + .40 * .05 = .665
+    front = _section((icarl_dir / "report.md").read_text(), "Pareto front")
+    assert "Hypervolume of the front: 0.6650 (hypervolume reference: final accuracy (macro) 0.0 %, " \
+           "average forgetting 100.0 %)" in front
+
+
+def test_every_html_table_scrolls_in_its_own_box(icarl_report):
+    """A wide table (the front's) must not push the page past a narrow window:
+    each sits in a box that scrolls sideways (bench/report_browser_check.py
+    checks the rendered page at 820 px)."""
+    page = icarl_report.read_text()
+    assert page.count("<table") == page.count('<div class="scroll"><table') > 0
+    assert ".scroll{overflow-x:auto;max-width:100%}" in page
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+
+
+def test_cli_comparison_locks_its_own_folder_and_leaves_no_lock(two_searches, capsys):
+    from analysis.report import main
+    from core.lock import LOCK_NAME, FolderLock
+
+    root, a, b, _ = two_searches
+    with FolderLock(a, "search"):                  # a search still writing the first folder: no matter
+        assert main([str(a), str(b)]) == 0
+    out = Path(capsys.readouterr().out.strip())
+    assert out.name == "report.html" and out.parent.parent == root and out.parent.name.startswith("compare-")
+    assert not (out.parent / LOCK_NAME).exists() and not (a / LOCK_NAME).exists()
+    with FolderLock(a, "search"):                  # but a single-search report into it is refused
+        assert main([str(a)]) == 2
+    assert "in use by another process" in capsys.readouterr().err
+    assert not (a / "report.html").exists()

@@ -81,7 +81,7 @@ def csv_cell(n: int, column: str, value: str) -> Callable[[Path], None]:
         header = lines[0].split(",")
         for i, line in enumerate(lines):
             cells = line.split(",")
-            if cells[0] == trial_id(n):
+            if cells[header.index("trial_id")] == trial_id(n):  # not the first column since trial_number
                 cells[header.index(column)] = value
                 lines[i] = ",".join(cells)
         f.write_text("\n".join(lines) + "\n")
