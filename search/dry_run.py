@@ -180,6 +180,11 @@ def print_dry_run(args, *, method: str, space_asked: dict[str, Dist], space: dic
         waves = math.ceil(trials / at_once)
         print(f"  ~{_duration(per_trial * waves)} for the search ({waves} round(s) of {at_once}); a lower bound for "
               f"methods with extra phases (der, packnet) and an upper bound with early stopping")
+    k = int(spec.get("confirm_seeds") or 0)
+    if k:
+        print(f"then the front confirmation (--confirm-seeds {k}): each front candidate rerun with {k} more "
+              f"seed(s), {k} trial(s) per front point (~{_duration(per_trial)} each; the front's size is known "
+              f"only after the search)")
     print(f"disk: about {need.total / MB:.0f} MB ({need.per_checkpoint / MB:.1f} MB per trial checkpoint; "
           f"tune/ checkpoints are removed after a finished search unless --keep-checkpoints)")
 

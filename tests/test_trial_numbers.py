@@ -134,6 +134,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     assert re.search(r"parallelism: \d+ trial\(s\) at once", text)
     assert re.search(r"estimate: [\d.]+ ms per training image .* per trial", text)
     assert "disk: about" in text
+    assert "then the front confirmation (--confirm-seeds 2): each front candidate rerun with 2 more seed(s)" in text
     assert not (tmp_path / "results").exists()  # nothing written, not even the folder
 
 
