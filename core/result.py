@@ -27,6 +27,12 @@ SEARCH_FORMAT = "clsearch-search/2"
 # log, the report and ``rerun.py --pick`` all show the same number.
 TRIAL_NUMBER_KEY = "trial_number"
 
+# A search's Optuna study: an Optuna journal file in the search folder (search/
+# searcher.py), named in search.json under ``OPTUNA_STUDY_KEY`` as
+# {"storage": OPTUNA_STUDY_FILE, "study_name": <the search's name>}.
+OPTUNA_STUDY_FILE = "optuna-study.log"
+OPTUNA_STUDY_KEY = "optuna_study"
+
 
 @dataclasses.dataclass
 class RunResult:

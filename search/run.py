@@ -48,7 +48,7 @@ from search.cli import (REPO_ROOT, add_protocol_args, loop_config_from_args, loo
 
 from core.feasibility import DEFAULT_MARGIN, REPORT_KEY, SPEC_KEY, check_plasticity, validate_margin  # noqa: E402
 from core.objectives import DIRECTIONS  # noqa: E402
-from core.result import SEARCH_FORMAT, TRIAL_NUMBER_KEY  # noqa: E402
+from core.result import OPTUNA_STUDY_FILE, OPTUNA_STUDY_KEY, SEARCH_FORMAT, TRIAL_NUMBER_KEY  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -666,6 +666,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--grace-tasks {args.grace_tasks}: early stopping needs a comparison before the last of "
                          f"the stream's {stream.num_tasks} tasks (use 1..{stream.num_tasks - 1})")
     spec = search_spec(args, method, space, fixed, objectives, stream_protocol, loop)
+    # The Optuna study, persisted in the folder (search/searcher.py); a resumed
+    # search keeps what its search.json says (none: a search from before the file).
+    spec[OPTUNA_STUDY_KEY] = {"storage": OPTUNA_STUDY_FILE, "study_name": name}
     if resuming:
         spec = check_resumable(results_dir, spec)
     spec["strategy_modules"] = modules  # imported by every trial's worker before it builds the strategy
@@ -720,7 +723,7 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
     import ray
     from ray import tune
 
-    from search.searcher import FullRunOptunaSearch, make_sampler
+    from search.searcher import FullRunOptunaSearch, make_sampler, set_restore_location
     from search.spaces import to_optuna
     from search.trainable import trial_main
 
@@ -766,8 +769,13 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
             resuming = False
             if len(done) >= spec["trials"]:
                 return 0
+        study = spec.get(OPTUNA_STUDY_KEY) or None  # {"storage": file name, "study_name": ...}
+        study_file = results_dir / study["storage"] if study else None
         if resuming:
             print(f"resuming from {tune_dir}")
+            # The searcher Tune restores re-opens the study file here, where the
+            # folder is now, not where it was when the search started.
+            set_restore_location(results_dir, study_file)
             # Errored trials start again from scratch (restart_errored), not from
             # their checkpoint: a trial stopped by a full disk may have a broken
             # one, and one whose checkpoint Tune deleted fails in Ray's restore
@@ -786,6 +794,10 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                 # the trials kept, or its first draw repeats the first kept trial.
                 sampler=make_sampler(args.seed + len(done), spec["trials"]),
                 num_tasks=stream.num_tasks, class_counts=class_counts, min_plasticity_margin=margin,
+                # The study in the search folder: a search whose Tune state was lost
+                # goes on in the same study (searcher.py says why).
+                study_file=study_file, study_name=study["study_name"] if study else None,
+                results_dir=results_dir,
                 **warm_start(done, space, metrics),
             )
             scheduler = None
@@ -899,22 +911,14 @@ def completed_records(results_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def warm_start(done: dict[str, dict[str, Any]], space: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
-    """The finished trials for the searcher (search/searcher.py: their searched
-    knobs and objective values), so a new experiment samples as if it had seen them."""
+    """The finished trials for the searcher (search/searcher.py: their number,
+    searched knobs, objective values, Tune id and last report), so a new
+    experiment samples as if it had seen them."""
     if not done:
         return {}
-    from search.trainable import record_metrics
+    from search.searcher import finished_from_record
 
-    import math
-
-    finished = []
-    for record in done.values():
-        values = record_metrics(record)
-        objective = [values[m] for m in metrics]
-        number = record.get(TRIAL_NUMBER_KEY)
-        if all(k in record["params"] for k in space) and all(math.isfinite(v) for v in objective):
-            finished.append((number if isinstance(number, int) and number >= 0 else None,
-                             {k: record["params"][k] for k in space}, objective))
+    finished = [f for f in (finished_from_record(r, list(space), metrics) for r in done.values()) if f is not None]
     return {"finished": finished}
 
 

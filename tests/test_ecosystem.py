@@ -1,0 +1,236 @@
+"""The search's files for other tools: the Optuna study on disk, Ray Tune's
+standard logs, and the Weights & Biases / MLflow options.
+
+Fast tier: the searcher with a journal study on its own (no Ray started): every
+trial in the file with its state, values, constraint and Tune id; a restore
+after a snapshot sees every trial once, settles the ones a killed driver left
+running and re-attaches to a moved folder; a cut-short or unreadable file; a
+new searcher after lost Tune state goes on in the same study. Slow tier
+(subprocesses, Ray): tiny searches whose study ``optuna.load_study`` reads
+with trials.csv's numbers, whose ``tune/`` folder ``ExperimentAnalysis``
+reads, before and after a resume; and ``--wandb``/``--mlflow``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core.feasibility import CONSTRAINT_KEY, REPORT_KEY
+from core.result import OPTUNA_STUDY_FILE, TRIAL_NUMBER_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = [sys.executable, str(ROOT / "search" / "run.py")]
+TINY = ["--dataset", "synthetic", "--epochs", "1", "--cpus-per-trial", "1", "--min-plasticity-margin", "0"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["RAY_AUTH_MODE"] = "disabled"
+    env.pop("CL_DATA_DIR", None)
+    env.update(extra)
+    return env
+
+
+def _load_study(path: Path, name: str):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))))
+
+
+# -- the searcher and its journal, without Ray ---------------------------------------------------
+
+def _searcher(tmp_path: Path, margin: float = 0.0, **kwargs):
+    import optuna
+
+    from search.searcher import FullRunOptunaSearch, make_sampler
+
+    return FullRunOptunaSearch(
+        space={"lr": optuna.distributions.FloatDistribution(0.01, 1.0, log=True)},
+        metric=["final_acc", "forgetting"], mode=["max", "min"], sampler=make_sampler(0, 8),
+        num_tasks=3, class_counts=[2, 2, 2], min_plasticity_margin=margin,
+        study_file=tmp_path / OPTUNA_STUDY_FILE, study_name="s", results_dir=tmp_path, **kwargs)
+
+
+def _result(acc: float, forgetting: float, tasks: int = 3, plasticity: float = 0.9) -> dict:
+    return {"final_acc": acc, "forgetting": forgetting, "tasks_done": tasks, REPORT_KEY: plasticity}
+
+
+def _record(folder: Path, trial_id: str, number: int, lr: float, acc: float, forgetting: float) -> None:
+    """A completed trial's result.json, as the trainable writes it (the fields the searcher reads)."""
+    row = [acc] * 3
+    (folder / "trials" / trial_id).mkdir(parents=True, exist_ok=True)
+    (folder / "trials" / trial_id / "result.json").write_text(json.dumps({
+        "trial_id": trial_id, TRIAL_NUMBER_KEY: number, "status": "completed", "params": {"lr": lr},
+        "task_incremental_only": False, "acc_task_il": [row, row, row], "memory_size": 0, "num_params": 1,
+        "train_time_s": 1.0,
+        "metrics": {"class_il": {"final_acc": acc, "forgetting": forgetting, "avg_inc_acc": acc, "bwt": 0.0,
+                                 "plasticity": acc, "final_acc_pooled": acc},
+                    "task_il": {"plasticity": 0.9}}}))
+
+
+def test_every_trial_is_in_the_study_file_with_state_values_constraint_and_tune_id(tmp_path):
+    from optuna.trial import TrialState
+
+    searcher = _searcher(tmp_path, margin=0.1)
+    configs = {tid: searcher.suggest(tid) for tid in ("aa", "bb", "cc", "dd")}
+    assert [c[TRIAL_NUMBER_KEY] for c in configs.values()] == [0, 1, 2, 3]
+    searcher.on_trial_complete("aa", _result(0.8, 0.1))
+    searcher.on_trial_complete("bb", _result(0.5, 0.0, plasticity=0.5))  # did not learn: chance 50 %
+    searcher.on_trial_complete("cc", _result(0.7, 0.2, tasks=1))  # stopped early
+    searcher.on_trial_complete("dd", error=True)
+
+    study = _load_study(tmp_path / OPTUNA_STUDY_FILE, "s")  # another reader, from the file alone
+    trials = study.trials
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert [t.user_attrs["trial_id"] for t in trials] == ["aa", "bb", "cc", "dd"]
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED,
+                                         TrialState.FAIL]
+    assert trials[0].values == [0.8, 0.1] and trials[1].values == [0.5, 0.0]
+    assert trials[0].params["lr"] == configs["aa"]["lr"]
+    assert trials[0].constraints[CONSTRAINT_KEY] <= 0 < trials[1].constraints[CONSTRAINT_KEY]
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+
+
+def test_a_restored_searcher_sees_each_trial_once_and_settles_the_ones_left_running(tmp_path):
+    from optuna.trial import TrialState
+
+    searcher = _searcher(tmp_path)
+    at_start = pickle.dumps(searcher)  # Tuner pickles the searcher when it is made (tuner.pkl)
+    for tid in ("aa", "bb", "cc"):
+        searcher.suggest(tid)
+    searcher.on_trial_complete("aa", _result(0.8, 0.1))
+    searcher.save(str(tmp_path / "searcher-state.pkl"))  # Tune's last saved state: bb and cc running
+    searcher.on_trial_complete("bb", _result(0.6, 0.2))  # told after the snapshot
+    searcher.suggest("dd")  # asked after it: Tune will never hear of dd
+    searcher.suggest("ee")
+    _record(tmp_path, "ee", 4, searcher._ot_trials["ee"].params["lr"], 0.7, 0.3)  # ee finished on disk
+    del searcher  # the driver is killed
+
+    restored = pickle.loads(at_start)
+    restored.restore(str(tmp_path / "searcher-state.pkl"))
+    states = {t.number: t.state for t in restored._ot_study.trials}
+    assert states == {0: TrialState.COMPLETE, 1: TrialState.COMPLETE, 2: TrialState.RUNNING,
+                      3: TrialState.FAIL, 4: TrialState.COMPLETE}
+    assert restored._ot_study.trials[3].user_attrs["lost"]
+    assert restored._ot_study.trials[4].values == [0.7, 0.3]
+    # Tune goes on: bb ends again (told already: ignored), cc ends, a new trial comes next.
+    restored.on_trial_complete("bb", _result(0.6, 0.2))
+    restored.on_trial_complete("cc", _result(0.5, 0.4))
+    assert restored.suggest("ff")[TRIAL_NUMBER_KEY] == 5
+    study = _load_study(tmp_path / OPTUNA_STUDY_FILE, "s")
+    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4, 5]
+    assert [t.user_attrs.get("trial_id") for t in study.trials] == ["aa", "bb", "cc", "dd", "ee", "ff"]
+    assert study.trials[1].values == [0.6, 0.2] and study.trials[2].values == [0.5, 0.4]
+
+
+def test_a_restored_searcher_reattaches_to_the_folder_where_the_search_is_now(tmp_path):
+    from search.searcher import set_restore_location
+
+    first = tmp_path / "first"
+    first.mkdir()
+    searcher = _searcher(first)
+    at_start = pickle.dumps(searcher)
+    searcher.suggest("aa")
+    searcher.save(str(first / "searcher-state.pkl"))
+    moved = tmp_path / "moved"
+    shutil.copytree(first, moved)  # a copy: the old file must not be written any more
+    before = (first / OPTUNA_STUDY_FILE).read_bytes()
+    restored = pickle.loads(at_start)
+    set_restore_location(moved, moved / OPTUNA_STUDY_FILE)
+    try:
+        restored.restore(str(moved / "searcher-state.pkl"))
+    finally:
+        set_restore_location(None)
+    restored.on_trial_complete("aa", _result(0.8, 0.1))
+    assert (first / OPTUNA_STUDY_FILE).read_bytes() == before
+    assert _load_study(moved / OPTUNA_STUDY_FILE, "s").trials[0].values == [0.8, 0.1]
+    assert restored.results_dir == str(moved)
+
+
+def test_a_study_file_cut_short_loses_only_its_last_write(tmp_path):
+    searcher = _searcher(tmp_path)
+    searcher.suggest("aa")
+    searcher.on_trial_complete("aa", _result(0.8, 0.1))
+    path = tmp_path / OPTUNA_STUDY_FILE
+    with open(path, "ab") as f:
+        f.write(b'{"op_code": 5, "worker_id": "x", "trial_')  # a full disk in the middle of an append
+    from search.searcher import journal_storage
+    journal_storage(path)  # cuts the torn line off
+    assert path.read_bytes().endswith(b"\n")
+    again = _searcher(tmp_path)  # the study is read and reused, then written to
+    assert again.suggest("bb")[TRIAL_NUMBER_KEY] == 1
+    assert [t.user_attrs["trial_id"] for t in _load_study(path, "s").trials] == ["aa", "bb"]
+
+
+def test_an_unreadable_study_file_is_set_aside_and_rebuilt_from_the_records(tmp_path, capsys):
+    from optuna.trial import TrialState
+
+    from search.searcher import Finished
+
+    path = tmp_path / OPTUNA_STUDY_FILE
+    path.write_text('{"op_code": 0, "worker_id": "x", "study_name": "s", "directions": [2, 1]}\nnot json\n{}\n')
+    kept = [Finished(0, {"lr": 0.1}, [0.8, 0.1], "aa"), Finished(2, {"lr": 0.2}, [0.7, 0.2], "cc")]
+    searcher = _searcher(tmp_path, finished=kept)
+    assert "cannot be read" in capsys.readouterr().out
+    assert (tmp_path / (OPTUNA_STUDY_FILE + ".unreadable")).exists()
+    trials = _load_study(path, "s").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[2].params == {"lr": 0.2} and trials[2].user_attrs["trial_id"] == "cc"
+    assert searcher.suggest("dd")[TRIAL_NUMBER_KEY] == 3
+
+
+def test_after_lost_tune_state_a_new_searcher_goes_on_in_the_same_study(tmp_path):
+    """The lost-Tune-state path of run.py: a new searcher, told the kept trials,
+    on the study file the first one wrote. Nothing kept is added twice, the
+    trial an earlier driver left running is settled, numbers continue."""
+    from optuna.trial import TrialState
+
+    from search.run import warm_start
+
+    first = _searcher(tmp_path, margin=0.1)
+    for tid in ("aa", "bb", "cc"):
+        first.suggest(tid)
+    first.on_trial_complete("aa", _result(0.8, 0.1))
+    first.on_trial_complete("bb", _result(0.5, 0.0, plasticity=0.5))
+    lrs = {tid: first._ot_trials[tid].params["lr"] for tid in ("aa", "bb", "cc")}
+    del first
+    # Their records: aa and bb completed (bb did not learn); cc never finished.
+    _record(tmp_path, "aa", 0, lrs["aa"], 0.8, 0.1)
+    _record(tmp_path, "bb", 1, lrs["bb"], 0.5, 0.0)
+    records = {t: json.loads((tmp_path / "trials" / t / "result.json").read_text()) for t in ("aa", "bb")}
+    second = _searcher(tmp_path, margin=0.1, **warm_start(records, {"lr": None}, ["final_acc", "forgetting"]))
+    trials = second._ot_study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
+    assert trials[1].constraints[CONSTRAINT_KEY] > 0  # the constraint stays, told once
+    assert second.suggest("dd")[TRIAL_NUMBER_KEY] == 3
+    assert [t.user_attrs.get("trial_id") for t in _load_study(tmp_path / OPTUNA_STUDY_FILE, "s").trials] == \
+        ["aa", "bb", "cc", "dd"]
+
+
+def test_an_in_memory_searcher_still_numbers_kept_trials_with_placeholders():
+    """Without a study file (a resumed search from before it): as before."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from search.searcher import FullRunOptunaSearch, make_sampler
+
+    searcher = FullRunOptunaSearch(
+        space={"lr": optuna.distributions.FloatDistribution(0.01, 1.0, log=True)}, metric="final_acc",
+        mode="max", sampler=make_sampler(0, 8), num_tasks=3,
+        finished=[(0, {"lr": 0.1}, [0.8]), (2, {"lr": 0.2}, [0.7]), (None, {"lr": 0.3}, [0.6])])
+    assert [t.state for t in searcher._ot_study.trials] == [TrialState.COMPLETE, TrialState.FAIL,
+                                                           TrialState.COMPLETE, TrialState.COMPLETE]
+    assert searcher.suggest("x")[TRIAL_NUMBER_KEY] == 4
+    assert not math.isnan(searcher._ot_study.trials[3].values[0])
