@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep every trial's last checkpoint under tune/ after a finished search (by default they "
                         "are removed once every trial has ended: --resume no longer needs them)")
+    p.add_argument("--wandb", metavar="PROJECT", default=None,
+                   help="also log every trial to Weights & Biases project PROJECT (Ray's WandbLoggerCallback; "
+                        "needs the wandb package; WANDB_MODE=offline keeps the runs under RESULTS_DIR/wandb)")
+    p.add_argument("--mlflow", metavar="URI", nargs="?", const="", default=None,
+                   help="also log every trial to MLflow (Ray's MLflowLoggerCallback), experiment = the search's "
+                        "name, at tracking URI (default: $MLFLOW_TRACKING_URI or MLflow's own default); "
+                        "needs the mlflow package")
     add_protocol_args(p)
     return p
 
@@ -536,7 +543,6 @@ def init_ray(address: str | None) -> None:
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # The legacy console output honours verbose=0; ProgressPrinter is the live view.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Workers do not inherit the driver's sys.path: locally the repo
@@ -560,6 +566,48 @@ def init_ray(address: str | None) -> None:
     # A failed trial is reported in one line by ProgressPrinter (reason from its
     # result.json); Tune's own multi-line tracebacks stay in tune/*/error.txt.
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+
+
+# Logger options -> (the package each needs, the pip name).
+LOGGER_PACKAGES = {"wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
+
+
+def check_logger_args(args) -> None:
+    """--wandb / --mlflow need their package: refused in one line before anything starts."""
+    import importlib.util
+
+    for option, (module, pip_name) in LOGGER_PACKAGES.items():
+        if getattr(args, option, None) is not None and importlib.util.find_spec(module) is None:
+            raise UsageError(f"--{option} needs the {module} package: pip install {pip_name}")
+    if args.wandb is not None and not args.wandb.strip():
+        raise UsageError("--wandb needs a project name")
+
+
+def logger_callbacks(args, name: str, results_dir: Path, method: str) -> list:
+    """Ray Tune's logger callbacks for a search.
+
+    Always Tune's CSV (``progress.csv``) and JSON (``result.json``,
+    ``params.json``) loggers, one row per report -- a trial reports once per
+    task -- in each trial's folder under ``tune/``, which is what
+    ``ray.tune.ExperimentAnalysis(RESULTS_DIR/tune)`` reads; TensorBoard event
+    files (``events.out.tfevents.*``) when tensorboardX is importable (ray[tune]
+    installs it); Weights & Biases and MLflow when asked for."""
+    import importlib.util
+
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    callbacks: list = [CSVLoggerCallback(), JsonLoggerCallback()]
+    if importlib.util.find_spec("tensorboardX") is not None:
+        callbacks.append(TBXLoggerCallback())
+    if args.wandb is not None:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+        # dir: wandb's local files (the offline runs) go into the search folder.
+        callbacks.append(WandbLoggerCallback(project=args.wandb, group=name, dir=str(results_dir)))
+    if args.mlflow is not None:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+        callbacks.append(MLflowLoggerCallback(tracking_uri=args.mlflow or None, experiment_name=name,
+                                              tags={"clsearch.search": name, "clsearch.method": method}))
+    return callbacks
 
 
 def check_resource_args(args) -> None:
@@ -616,6 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_failures < -1:
         raise UsageError(f"--max-failures must be -1 (unlimited) or at least 0, got {args.max_failures}")
     check_resource_args(args)
+    check_logger_args(args)
     if args.reduction_factor < 2:
         raise UsageError(f"--reduction-factor must be at least 2, got {args.reduction_factor}")
     if args.grace_tasks < 1:
@@ -746,7 +795,8 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                                    max_failures=args.max_failures)
         run_config = tune.RunConfig(
             name="tune", storage_path=str(results_dir), verbose=0,
-            callbacks=[progress.callback, guard.callback()],
+            callbacks=[progress.callback, guard.callback(),
+                       *logger_callbacks(args, results_dir.name, results_dir, spec["method"])],
             # A trial whose worker dies is restarted from its last per-task
             # checkpoint (search/trainable.py); one checkpoint per trial is kept.
             failure_config=tune.FailureConfig(max_failures=args.max_failures),

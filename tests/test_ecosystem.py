@@ -234,3 +234,27 @@ def test_an_in_memory_searcher_still_numbers_kept_trials_with_placeholders():
                                                            TrialState.COMPLETE, TrialState.COMPLETE]
     assert searcher.suggest("x")[TRIAL_NUMBER_KEY] == 4
     assert not math.isnan(searcher._ot_study.trials[3].values[0])
+
+
+# -- --wandb / --mlflow without their package: one line, before anything starts -----------------
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.parametrize("option, package", [(["--wandb", "clsearch"], "wandb"), (["--mlflow"], "mlflow"),
+                                             (["--mlflow", "file:///tmp/mlruns"], "mlflow")])
+def test_a_logger_option_without_its_package_fails_in_one_line_before_ray(tmp_path, capsys, option, package):
+    if _installed(package):
+        pytest.skip(f"{package} is installed")
+    from core.cli import cli_main
+    from search.run import main
+
+    code = cli_main(main, [*TINY, "--method", "finetune", "--trials", "2", "--results-root", str(tmp_path),
+                           "--name", "nolog", *option])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"error: --{package} needs the {package} package: pip install {package}"]
+    assert not list(tmp_path.iterdir())  # no results folder: nothing started
+
