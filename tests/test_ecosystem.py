@@ -258,3 +258,187 @@ def test_a_logger_option_without_its_package_fails_in_one_line_before_ray(tmp_pa
     assert code == 2 and err == [f"error: --{package} needs the {package} package: pip install {package}"]
     assert not list(tmp_path.iterdir())  # no results folder: nothing started
 
+
+# -- tiny searches: the study and Tune's logs ------------------------------------------------------
+
+def _search(tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 300):
+    return subprocess.run([*RUN, "--dataset", "synthetic", "--epochs", "1", "--cpus-per-trial", "1",
+                           "--results-root", str(tmp_path), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env or _env(), cwd=tmp_path)
+
+
+def _check_study_matches_trials_csv(out: Path) -> tuple[pd.DataFrame, list]:
+    """Every trials.csv row is the study's trial of the same number (Tune id, params,
+    values), once; any other trial of the study is a FAIL that never reported."""
+    from optuna.trial import TrialState
+
+    spec = json.loads((out / "search.json").read_text())
+    assert spec["optuna_study"] == {"storage": OPTUNA_STUDY_FILE, "study_name": out.name}
+    study = _load_study(out / spec["optuna_study"]["storage"], spec["optuna_study"]["study_name"])
+    trials = study.trials
+    assert [t.number for t in trials] == list(range(len(trials)))
+    df = pd.read_csv(out / "trials.csv", dtype={"trial_id": str, "error": str})
+    objectives = [name for name, _ in spec["objectives"]]
+    for _, row in df.iterrows():
+        t = trials[int(row["trial_number"])]
+        assert t.user_attrs["trial_id"] == row["trial_id"]
+        assert t.params == {k: row[f"param.{k}"] for k in t.params} and t.params
+        if row["status"] in ("completed", "infeasible"):
+            assert t.state == TrialState.COMPLETE
+            assert t.values == pytest.approx([row[m] for m in objectives])
+    ids = [t.user_attrs.get("trial_id") for t in trials if t.user_attrs.get("trial_id")]
+    assert len(ids) == len(set(ids)), "a trial is in the study twice"
+    others = [t for t in trials if t.number not in set(df["trial_number"])]
+    assert all(t.state == TrialState.FAIL for t in others), others
+    return df, trials
+
+
+def _check_tune_logs(out: Path, df: pd.DataFrame) -> None:
+    """Tune's own analysis reads the folder: one row per trial, the objectives in it;
+    the per-task CSV/JSON logs and TensorBoard files are there, the checkpoints not."""
+    from ray.tune import ExperimentAnalysis
+
+    frame = ExperimentAnalysis(str(out / "tune")).dataframe()
+    assert len(frame) == len(df) and frame["trial_id"].is_unique
+    assert set(frame["trial_id"]) == set(df["trial_id"])
+    by_id = df.set_index("trial_id")
+    for _, row in frame.iterrows():
+        assert row["final_acc"] == pytest.approx(by_id.loc[row["trial_id"], "final_acc"])
+        assert row["forgetting"] == pytest.approx(by_id.loc[row["trial_id"], "forgetting"])
+        assert row["config/trial_number"] == by_id.loc[row["trial_id"], "trial_number"]
+    for tid in df["trial_id"]:
+        folder = next((out / "tune").glob(f"trial_*_{tid}"))
+        progress = pd.read_csv(folder / "progress.csv")
+        assert list(progress["tasks_done"]) == [1, 2, 3]  # one row per task
+        assert len((folder / "result.json").read_text().splitlines()) == 3
+        if _installed("tensorboardX"):
+            assert list(folder.glob("events.out.tfevents.*"))
+        assert not list(folder.glob("checkpoint_*"))  # removed after the search, the logs kept
+
+
+@pytest.mark.slow  # a Ray search in a subprocess
+def test_a_search_writes_its_optuna_study_and_tunes_standard_logs(tmp_path):
+    # The default margin: finetune at lr 5 collapses on this stream (tests/test_feasibility.py),
+    # so the study holds a violated did-not-learn constraint too.
+    proc = _search(tmp_path, "--method", "finetune", "--trials", "3", "--range", "lr=0.05,5", "--seed", "0",
+                   "--name", "eco", "--no-report")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = tmp_path / "eco"
+    df, trials = _check_study_matches_trials_csv(out)
+    assert len(df) == len(trials) == 3
+    for _, row in df.iterrows():
+        constraint = trials[int(row["trial_number"])].constraints[CONSTRAINT_KEY]
+        assert (constraint > 0) == (row["status"] == "infeasible"), (row["status"], constraint)
+    assert {"completed", "infeasible"} <= set(df["status"])
+    _check_tune_logs(out, df)
+    sizes = {p.name: p.stat().st_size for p in next((out / "tune").glob("trial_0000_*")).iterdir()}
+    print(f"study file {(out / OPTUNA_STUDY_FILE).stat().st_size} bytes for 3 trials; one trial's Tune logs: {sizes}")
+
+
+def _completed(trials_dir: Path) -> list[str]:
+    done = []
+    for f in trials_dir.glob("*/result.json"):
+        try:
+            if json.loads(f.read_text())["status"] == "completed":
+                done.append(f.parent.name)
+        except (OSError, ValueError, KeyError):
+            pass
+    return sorted(done)
+
+
+def _interrupt_after(args: list[str], trials_dir: Path, tmp_path: Path, n: int) -> None:
+    """Start the search, Ctrl-C it once ``n`` trials have completed."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+                            cwd=tmp_path, start_new_session=True)
+    deadline = time.time() + 240
+    while len(_completed(trials_dir)) < n and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert len(_completed(trials_dir)) >= n, "the search did not get going"
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=120)
+
+
+@pytest.mark.slow  # Ray searches in subprocesses
+def test_a_resumed_search_holds_every_trial_once_in_study_and_logs(tmp_path):
+    args = [*RUN, *TINY, "--results-root", str(tmp_path), "--method", "finetune", "--trials", "4",
+            "--name", "resume", "--no-report", "--max-concurrent", "1", "--epochs", "3"]
+    out = tmp_path / "resume"
+    _interrupt_after(args, out / "trials", tmp_path, 2)
+    again = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300, env=_env(),
+                           cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "resuming" in again.stdout
+    df, trials = _check_study_matches_trials_csv(out)
+    assert len(df) == 4 and set(df["status"]) == {"completed"}
+    assert len(trials) == 4  # Ctrl-C saves Tune's state: no trial lost, none twice
+    # Tune's logs after the resume: one row per trial in its analysis, and the
+    # trial Ctrl-C stopped goes on in the same files (it resumed from a checkpoint).
+    from ray.tune import ExperimentAnalysis
+    frame = ExperimentAnalysis(str(out / "tune")).dataframe()
+    assert len(frame) == 4 and set(frame["trial_id"]) == set(df["trial_id"])
+    assert frame["final_acc"].notna().all() and frame["forgetting"].notna().all()
+    for tid in df["trial_id"]:
+        folder = next((out / "tune").glob(f"trial_*_{tid}"))
+        assert pd.read_csv(folder / "progress.csv")["tasks_done"].iloc[-1] == 3
+    print(f"resumed: study {[(t.number, t.state.name) for t in trials]}; Tune rows "
+          f"{sorted(len(pd.read_csv(f)) for f in (out / 'tune').glob('trial_*/progress.csv'))}")
+
+
+@pytest.mark.slow  # Ray searches in subprocesses
+def test_after_lost_tune_state_the_search_goes_on_in_the_same_study(tmp_path):
+    """Tune's newest experiment state cut short (as by a full disk): the resume runs
+    the rest as a new Tune experiment; its searcher reuses the study file, so the
+    kept trials are in it once, and new trials take new numbers."""
+    args = [*RUN, *TINY, "--results-root", str(tmp_path), "--method", "finetune", "--trials", "4",
+            "--name", "lost", "--no-report", "--max-concurrent", "1", "--epochs", "3"]
+    out = tmp_path / "lost"
+    _interrupt_after(args, out / "trials", tmp_path, 2)
+    kept = _completed(out / "trials")
+    state = sorted((out / "tune").glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)[-1]
+    state.write_text(state.read_text()[:100])  # cut short
+    again = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300, env=_env(),
+                           cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "Tune's saved state is unreadable" in again.stdout
+    df, trials = _check_study_matches_trials_csv(out)
+    assert len(df) == 4 and set(df["status"]) == {"completed"} and set(kept) <= set(df["trial_id"])
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 4  # the kept ones once, not re-added
+    # A trial running at Ctrl-C is lost with Tune's state: FAIL in the study, its number not reused.
+    assert all(t.user_attrs.get("lost") for t in trials if t.state.name == "FAIL")
+    assert len(trials) == 4 + sum(t.state.name == "FAIL" for t in trials)
+    print(f"lost Tune state after {len(kept)} kept trial(s): study {[(t.number, t.state.name) for t in trials]}; "
+          f"trials.csv numbers {sorted(df['trial_number'])}")
+
+
+# -- --wandb / --mlflow end to end, offline (only where the package is installed) ------------------
+
+@pytest.mark.slow  # a Ray search in a subprocess
+def test_wandb_offline_gets_a_run_per_trial(tmp_path):
+    pytest.importorskip("wandb")
+    proc = _search(tmp_path, "--min-plasticity-margin", "0", "--method", "finetune", "--trials", "2",
+                   "--name", "wb", "--no-report", "--wandb", "clsearch-test",
+                   env=_env(WANDB_MODE="offline", WANDB_SILENT="true"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    runs = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2, runs
+    df = pd.read_csv(tmp_path / "wb" / "trials.csv", dtype={"trial_id": str})
+    assert {r.name.rsplit("-", 1)[-1] for r in runs} == set(df["trial_id"])  # wandb run id = Tune's trial id
+
+
+@pytest.mark.slow  # a Ray search in a subprocess
+def test_mlflow_file_store_gets_a_run_per_trial_with_the_objectives(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    uri = (tmp_path / "mlruns").as_uri()
+    proc = _search(tmp_path, "--min-plasticity-margin", "0", "--method", "finetune", "--trials", "2",
+                   "--name", "ml", "--no-report", "--mlflow", uri)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("ml")  # the search's name
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2
+    df = pd.read_csv(tmp_path / "ml" / "trials.csv", dtype={"trial_id": str})
+    assert sorted(r.data.metrics["final_acc"] for r in runs) == pytest.approx(sorted(df["final_acc"]))
+    assert all(r.data.tags["clsearch.search"] == "ml" for r in runs)
