@@ -280,8 +280,10 @@ class FullRunOptunaSearch(OptunaSearch):
                 study.tell(trial, state=TrialState.FAIL)
                 settled["failed"] += 1
         if any(settled.values()):
-            print(f"Optuna study: {settled['completed']} trial(s) an earlier driver left running completed from "
-                  f"their result.json, {settled['failed']} marked failed (never finished)", flush=True)
+            parts = [f"{settled['completed']} completed (from their result.json)" if settled["completed"] else "",
+                     f"{settled['failed']} marked failed (never finished)" if settled["failed"] else ""]
+            print(f"Optuna study: of the trials an earlier driver left running, {', '.join(p for p in parts if p)}",
+                  flush=True)
         for number in range(len(have), max([*numbered, *pending], default=-1) + 1):
             if number in numbered:
                 self._add_complete(numbered[number])
