@@ -228,7 +228,7 @@ def test_killed_trial_worker_is_resumed_from_its_last_task_checkpoint(tmp_path):
             for tid, d in _results(trials_dir).items():
                 # Running, past its first task, and its checkpoint is in Tune's storage.
                 if (d["status"] == "running" and 1 <= len(d["acc_task_il"]) < 3
-                        and list((tmp_path / name / "tune").glob(f"*_{tid}_*/checkpoint_*"))):
+                        and list((tmp_path / name / "tune").glob(f"trial_*_{tid}/checkpoint_*"))):
                     victim = (tid, d["pid"], len(d["acc_task_il"]))
             time.sleep(0.05)
         assert victim is not None, "no trial was seen running after its first task\n" + log.read_text()[-3000:]
@@ -241,7 +241,7 @@ def test_killed_trial_worker_is_resumed_from_its_last_task_checkpoint(tmp_path):
         _kill_session(proc.pid)
     text = log.read_text()
     assert proc.returncode == 0, text[-3000:]
-    assert f"trial {tid} failed (worker died or raised); retrying" in text
+    assert f"({tid}) failed (worker died or raised); retrying" in text  # "trial N (id) failed ..."
 
     df = pd.read_csv(tmp_path / name / "trials.csv")
     assert len(df) == 2 and df["trial_id"].is_unique and set(df["status"]) == {"completed"}, df
@@ -280,7 +280,9 @@ def test_killed_driver_resumes_with_every_trial_kept_and_none_duplicated(tmp_pat
         while newcomer is None and time.time() < deadline and proc.poll() is None:
             results = _results(trials_dir)
             if any(d["status"] == "completed" for d in results.values()):
-                started = [line.split()[2] for line in log.read_text().splitlines() if " started: " in line]
+                # "[time] trial 1 (ab12cd34) started: ..." -> the Tune id in the parentheses.
+                started = [line.split(" (", 1)[1].split(")", 1)[0] for line in log.read_text().splitlines()
+                           if " started: " in line]
                 fresh = [t for t in started if t not in results]
                 if fresh:
                     newcomer = fresh[-1]
@@ -324,7 +326,6 @@ def test_killed_driver_resumes_with_every_trial_kept_and_none_duplicated(tmp_pat
           f"({len(on_disk[newcomer]['acc_task_il']) if newcomer in on_disk else 0} task(s)), "
           f"{'in' if in_snapshot else 'not in'} Tune's last snapshot; resumed: {len(df)} trials; "
           f"restores of the kept ones: {[final[t]['restores'] for t in before]}")
-
 
 # -- d: atomic writes ---------------------------------------------------------------------------
 
