@@ -322,10 +322,16 @@ def test_killed_driver_resumes_with_every_trial_kept_and_none_duplicated(tmp_pat
         assert final[newcomer]["status"] == "completed" and not orphaned
     else:  # Tune never heard of it: it ran a replacement; its files are set aside
         assert orphaned and "set aside 1 unfinished trial folder(s)" in again.stdout
+    # The Optuna study file: each trials.csv row once, under its number; a trial Tune
+    # never heard of is FAIL there ("lost"), its number not reused.
+    from tests.test_ecosystem import _check_study_matches_trials_csv
+    _, study_trials = _check_study_matches_trials_csv(tmp_path / name)
     print(f"driver killed with {len(before)} trial(s) completed and {newcomer} on disk "
           f"({len(on_disk[newcomer]['acc_task_il']) if newcomer in on_disk else 0} task(s)), "
           f"{'in' if in_snapshot else 'not in'} Tune's last snapshot; resumed: {len(df)} trials; "
-          f"restores of the kept ones: {[final[t]['restores'] for t in before]}")
+          f"restores of the kept ones: {[final[t]['restores'] for t in before]}; "
+          f"study: {[(t.number, t.state.name) for t in study_trials]}")
+
 
 # -- d: atomic writes ---------------------------------------------------------------------------
 
