@@ -161,8 +161,10 @@ def search_spec(args, method, space, fixed, objectives, stream_protocol, loop) -
     }
 
 MB = 1 << 20
-# Besides the checkpoints: per trial its result.json and Tune's logs of it; per
-# search Tune's experiment state, search.json, trials.csv and the report.
+# Besides the checkpoints: per trial its result.json, Tune's logs of it (CSV, JSON
+# and TensorBoard: about 7 KB for a 3-task trial) and its lines in the Optuna
+# study file (about 1 KB); per search Tune's experiment state, search.json,
+# trials.csv and the report.
 PER_TRIAL_FILES = 256 * 1024
 PER_SEARCH_FILES = 8 * MB
 
