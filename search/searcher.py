@@ -181,15 +181,15 @@ def drop_torn_tail(path: Path) -> bool:
 # Where a searcher that Tune restores (``Tuner.restore``) finds its study and the
 # trials' records: set by the driver before the restore, since the pickled
 # searcher knows only where the search folder was when it started.
-_restore_location: tuple[str, str] | None = None
+_restore_location: tuple[str, str | None] | None = None
 
 
 def set_restore_location(results_dir: str | Path | None, study_file: str | Path | None = None) -> None:
     """The search folder and its study file that a searcher restored by Tune
     re-attaches to (None: where they were when the search started)."""
     global _restore_location
-    _restore_location = None if results_dir is None else (str(Path(results_dir).absolute()),
-                                                          str(Path(study_file).absolute()))
+    _restore_location = None if results_dir is None else (
+        str(Path(results_dir).absolute()), str(Path(study_file).absolute()) if study_file else None)
 
 
 class FullRunOptunaSearch(OptunaSearch):
@@ -237,7 +237,7 @@ class FullRunOptunaSearch(OptunaSearch):
         folder = getattr(self, "results_dir", None)
         study_file = getattr(self, "study_file", None) or storage._backend._file_path
         if _restore_location is not None:
-            folder, study_file = _restore_location
+            folder, study_file = _restore_location[0], _restore_location[1] or study_file
         # One storage object is shared by the study and every trial the pickle
         # holds: make it the journal at the folder's current place, read afresh.
         fresh = journal_storage(study_file)

@@ -219,12 +219,12 @@ def test_after_lost_tune_state_a_new_searcher_goes_on_in_the_same_study(tmp_path
         ["aa", "bb", "cc", "dd"]
 
 
-def test_an_in_memory_searcher_still_numbers_kept_trials_with_placeholders():
-    """Without a study file (a resumed search from before it): as before."""
+def test_an_in_memory_searcher_still_numbers_kept_trials_with_placeholders(tmp_path):
+    """Without a study file (a search from before it, lost Tune state or resumed): as before."""
     import optuna
     from optuna.trial import TrialState
 
-    from search.searcher import FullRunOptunaSearch, make_sampler
+    from search.searcher import FullRunOptunaSearch, make_sampler, set_restore_location
 
     searcher = FullRunOptunaSearch(
         space={"lr": optuna.distributions.FloatDistribution(0.01, 1.0, log=True)}, metric="final_acc",
@@ -234,6 +234,16 @@ def test_an_in_memory_searcher_still_numbers_kept_trials_with_placeholders():
                                                            TrialState.COMPLETE, TrialState.COMPLETE]
     assert searcher.suggest("x")[TRIAL_NUMBER_KEY] == 4
     assert not math.isnan(searcher._ot_study.trials[3].values[0])
+    # --resume of such a search: run.py names the folder but no study file; the pickle is the study.
+    at_start = pickle.dumps(searcher)
+    searcher.save(str(tmp_path / "searcher-state.pkl"))
+    set_restore_location(tmp_path, None)
+    try:
+        restored = pickle.loads(at_start)
+        restored.restore(str(tmp_path / "searcher-state.pkl"))
+    finally:
+        set_restore_location(None)
+    assert len(restored._ot_study.trials) == 5 and not list(tmp_path.glob("*.log"))
 
 
 # -- --wandb / --mlflow without their package: one line, before anything starts -----------------
