@@ -38,6 +38,12 @@ CONFIRM_SEED_KEY = "confirm_seed"
 # The keys of a trial's config that are no knobs.
 META_KEYS = (TRIAL_NUMBER_KEY, CONFIRMS_KEY, CONFIRM_SEED_KEY)
 
+# A search's Optuna study: an Optuna journal file in the search folder (search/
+# searcher.py), named in search.json under ``OPTUNA_STUDY_KEY`` as
+# {"storage": OPTUNA_STUDY_FILE, "study_name": <the search's name>}.
+OPTUNA_STUDY_FILE = "optuna-study.log"
+OPTUNA_STUDY_KEY = "optuna_study"
+
 
 @dataclasses.dataclass
 class RunResult:

@@ -54,7 +54,8 @@ from search.cli import (REPO_ROOT, add_protocol_args, loop_config_from_args, loo
 
 from core.feasibility import DEFAULT_MARGIN, REPORT_KEY, SPEC_KEY, check_plasticity, validate_margin  # noqa: E402
 from core.objectives import DIRECTIONS  # noqa: E402
-from core.result import CONFIRM_SEED_KEY, CONFIRMS_KEY, META_KEYS, SEARCH_FORMAT, TRIAL_NUMBER_KEY  # noqa: E402
+from core.result import (CONFIRM_SEED_KEY, CONFIRMS_KEY, META_KEYS, OPTUNA_STUDY_FILE,  # noqa: E402
+                         OPTUNA_STUDY_KEY, SEARCH_FORMAT, TRIAL_NUMBER_KEY)
 
 # Confirmation seeds per front candidate of a new search (--confirm-seeds).
 DEFAULT_CONFIRM_SEEDS = 2
@@ -113,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep every trial's last checkpoint under tune/ after a finished search (by default they "
                         "are removed once every trial has ended: --resume no longer needs them)")
+    p.add_argument("--wandb", metavar="PROJECT", default=None,
+                   help="also log every trial to Weights & Biases project PROJECT (Ray's WandbLoggerCallback; "
+                        "needs the wandb package; WANDB_MODE=offline keeps the runs under RESULTS_DIR/wandb)")
+    p.add_argument("--mlflow", metavar="URI", nargs="?", const="", default=None,
+                   help="also log every trial to MLflow (Ray's MLflowLoggerCallback), experiment = the search's "
+                        "name, at tracking URI (default: $MLFLOW_TRACKING_URI or MLflow's own default); "
+                        "needs the mlflow package")
     add_protocol_args(p)
     return p
 
@@ -171,8 +179,10 @@ def search_spec(args, method, space, fixed, objectives, stream_protocol, loop) -
     }
 
 MB = 1 << 20
-# Besides the checkpoints: per trial its result.json and Tune's logs of it; per
-# search Tune's experiment state, search.json, trials.csv and the report.
+# Besides the checkpoints: per trial its result.json, Tune's logs of it (CSV, JSON
+# and TensorBoard: about 7 KB for a 3-task trial) and its lines in the Optuna
+# study file (about 1 KB); per search Tune's experiment state, search.json,
+# trials.csv and the report.
 PER_TRIAL_FILES = 256 * 1024
 PER_SEARCH_FILES = 8 * MB
 
@@ -606,7 +616,6 @@ def init_ray(address: str | None) -> None:
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # The legacy console output honours verbose=0; ProgressPrinter is the live view.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Workers do not inherit the driver's sys.path: locally the repo
@@ -630,6 +639,48 @@ def init_ray(address: str | None) -> None:
     # A failed trial is reported in one line by ProgressPrinter (reason from its
     # result.json); Tune's own multi-line tracebacks stay in tune/*/error.txt.
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+
+
+# Logger options -> (the package each needs, the pip name).
+LOGGER_PACKAGES = {"wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
+
+
+def check_logger_args(args) -> None:
+    """--wandb / --mlflow need their package: refused in one line before anything starts."""
+    import importlib.util
+
+    for option, (module, pip_name) in LOGGER_PACKAGES.items():
+        if getattr(args, option, None) is not None and importlib.util.find_spec(module) is None:
+            raise UsageError(f"--{option} needs the {module} package: pip install {pip_name}")
+    if args.wandb is not None and not args.wandb.strip():
+        raise UsageError("--wandb needs a project name")
+
+
+def logger_callbacks(args, name: str, results_dir: Path, method: str) -> list:
+    """Ray Tune's logger callbacks for a search.
+
+    Always Tune's CSV (``progress.csv``) and JSON (``result.json``,
+    ``params.json``) loggers, one row per report -- a trial reports once per
+    task -- in each trial's folder under ``tune/``, which is what
+    ``ray.tune.ExperimentAnalysis(RESULTS_DIR/tune)`` reads; TensorBoard event
+    files (``events.out.tfevents.*``) when tensorboardX is importable (ray[tune]
+    installs it); Weights & Biases and MLflow when asked for."""
+    import importlib.util
+
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    callbacks: list = [CSVLoggerCallback(), JsonLoggerCallback()]
+    if importlib.util.find_spec("tensorboardX") is not None:
+        callbacks.append(TBXLoggerCallback())
+    if args.wandb is not None:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+        # dir: wandb's local files (the offline runs) go into the search folder.
+        callbacks.append(WandbLoggerCallback(project=args.wandb, group=name, dir=str(results_dir)))
+    if args.mlflow is not None:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+        callbacks.append(MLflowLoggerCallback(tracking_uri=args.mlflow or None, experiment_name=name,
+                                              tags={"clsearch.search": name, "clsearch.method": method}))
+    return callbacks
 
 
 def check_resource_args(args) -> None:
@@ -705,6 +756,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_failures < -1:
         raise UsageError(f"--max-failures must be -1 (unlimited) or at least 0, got {args.max_failures}")
     check_resource_args(args)
+    check_logger_args(args)
     if args.reduction_factor < 2:
         raise UsageError(f"--reduction-factor must be at least 2, got {args.reduction_factor}")
     if args.grace_tasks < 1:
@@ -760,6 +812,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--grace-tasks {args.grace_tasks}: early stopping needs a comparison before the last of "
                          f"the stream's {stream.num_tasks} tasks (use 1..{stream.num_tasks - 1})")
     spec = search_spec(args, method, space, fixed, objectives, stream_protocol, loop)
+    # The Optuna study, persisted in the folder (search/searcher.py); a resumed
+    # search keeps what its search.json says (none: a search from before the file).
+    spec[OPTUNA_STUDY_KEY] = {"storage": OPTUNA_STUDY_FILE, "study_name": name}
     confirm_changed = False
     if resuming:
         spec = check_resumable(results_dir, spec)
@@ -832,7 +887,7 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
     import ray
     from ray import tune
 
-    from search.searcher import FullRunOptunaSearch, make_sampler
+    from search.searcher import FullRunOptunaSearch, make_sampler, set_restore_location
     from search.spaces import to_optuna
     from search.trainable import trial_main
 
@@ -855,7 +910,8 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                                    max_failures=args.max_failures)
         run_config = tune.RunConfig(
             name="tune", storage_path=str(results_dir), verbose=0,
-            callbacks=[progress.callback, guard.callback()],
+            callbacks=[progress.callback, guard.callback(),
+                       *logger_callbacks(args, results_dir.name, results_dir, spec["method"])],
             # A trial whose worker dies is restarted from its last per-task
             # checkpoint (search/trainable.py); one checkpoint per trial is kept.
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
@@ -879,8 +935,13 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
             if len(done) >= spec["trials"]:
                 return run_confirmations(args, spec, objectives, results_dir, trainable, guard,
                                          stream.num_tasks, class_counts, margin)
+        study = spec.get(OPTUNA_STUDY_KEY) or None  # {"storage": file name, "study_name": ...}
+        study_file = results_dir / study["storage"] if study else None
         if resuming:
             print(f"resuming from {tune_dir}")
+            # The searcher Tune restores re-opens the study file here, where the
+            # folder is now, not where it was when the search started.
+            set_restore_location(results_dir, study_file)
             # Errored trials start again from scratch (restart_errored), not from
             # their checkpoint: a trial stopped by a full disk may have a broken
             # one, and one whose checkpoint Tune deleted fails in Ray's restore
@@ -899,6 +960,10 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                 # the trials kept, or its first draw repeats the first kept trial.
                 sampler=make_sampler(args.seed + len(done), spec["trials"]),
                 num_tasks=stream.num_tasks, class_counts=class_counts, min_plasticity_margin=margin,
+                # The study in the search folder: a search whose Tune state was lost
+                # goes on in the same study (searcher.py says why).
+                study_file=study_file, study_name=study["study_name"] if study else None,
+                results_dir=results_dir,
                 **warm_start(done, space, metrics),
             )
             scheduler = None
@@ -1127,22 +1192,14 @@ def completed_records(results_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def warm_start(done: dict[str, dict[str, Any]], space: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
-    """The finished trials for the searcher (search/searcher.py: their searched
-    knobs and objective values), so a new experiment samples as if it had seen them."""
+    """The finished trials for the searcher (search/searcher.py: their number,
+    searched knobs, objective values, Tune id and last report), so a new
+    experiment samples as if it had seen them."""
     if not done:
         return {}
-    from search.trainable import record_metrics
+    from search.searcher import finished_from_record
 
-    import math
-
-    finished = []
-    for record in done.values():
-        values = record_metrics(record)
-        objective = [values[m] for m in metrics]
-        number = record.get(TRIAL_NUMBER_KEY)
-        if all(k in record["params"] for k in space) and all(math.isfinite(v) for v in objective):
-            finished.append((number if isinstance(number, int) and number >= 0 else None,
-                             {k: record["params"][k] for k in space}, objective))
+    finished = [f for f in (finished_from_record(r, list(space), metrics) for r in done.values()) if f is not None]
     return {"finished": finished}
 
 

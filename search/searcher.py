@@ -34,72 +34,305 @@ become FAIL placeholders), so new trials never reuse a kept trial's number.
 The sampler is TPE with ``constant_liar=True`` (pending trials count as bad
 guesses, so concurrent trials spread out) and ``multivariate=True`` (knobs
 such as lr and memory interact).
+
+The study on disk. Given ``study_file`` (search/run.py passes
+``RESULTS_DIR/optuna-study.log`` and the search's name as ``study_name``; both
+are in search.json under ``optuna_study``), the study lives in an Optuna
+journal file (``optuna.storages.JournalStorage`` over a ``JournalFileBackend``):
+every ask, the trial's Tune id (user attribute ``trial_id``), the
+did-not-learn constraint and every tell are appended to it (and fsync'd) as
+they happen, so the file is the study's truth and ``optuna.load_study`` reads
+it with the same trial numbers as trials.csv. Without ``study_file`` the study
+is in memory, as before (a resumed search from before the file keeps that).
+
+- ``--resume`` (Tune restores the searcher it pickled, ``OptunaSearch.save``:
+  its ``__dict__``). A ``JournalStorage`` pickles as its backend only (the
+  file's path) and replays the file when next read, so the restored searcher
+  sees each trial once, as the file has it -- nothing is re-added from the
+  pickle. ``restore`` re-opens the journal where the driver says the search
+  folder is now (``set_restore_location``: it may have been moved or copied)
+  and settles the trials the file holds as RUNNING that no restored Tune trial
+  will finish (Optuna asked them after Tune's last saved state, and the driver
+  was killed): COMPLETE with the values of their own result.json when it says
+  completed, else FAIL with user attribute ``lost``.
+- Lost Tune state (search/run.py runs the rest as a new Tune experiment): the
+  new searcher REUSES the study (same file and name; Ray's ``_setup_study``
+  calls ``create_study(load_if_exists=True)``) rather than starting one under
+  another name. The kept trials are in it already, under their numbers, with
+  their constraints and Tune ids; trials left RUNNING are settled as above;
+  new trials are numbered after the file's last trial (a lost trial's number
+  stays taken), so numbers stay unique and equal to trials.csv's. Only what the
+  file lacks is added from ``finished``: a kept trial whose number is past the
+  file's end (the file was set aside as unreadable, or the search started
+  before the file existed) is added as COMPLETE, with FAIL placeholders for the
+  numbers in between -- the same numbering an in-memory study gets.
+- A journal whose last line was cut short (a full disk, a kill during an
+  append) loses that one write; a journal that cannot be read at all is moved
+  to ``optuna-study.log.unreadable`` and the study is rebuilt from the trials'
+  records (``journal_storage``).
+- Optuna never changes a finished trial: a trial told FAIL (a full disk) and
+  trained again by ``--resume`` (``restart_errored``) stays FAIL in the study;
+  its result.json and trials.csv say how it ended.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import os
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
 
 import optuna
+from optuna.storages.journal import JournalFileBackend, JournalStorage
 from ray.tune.search.optuna import OptunaSearch
 
 from core.feasibility import CONSTRAINT_KEY, DEFAULT_MARGIN, REPORT_KEY, check_plasticity
 from core.result import TRIAL_NUMBER_KEY
 
-# A finished trial for the warm start: (its trial number or None, searched knobs, objective values).
-Finished = tuple[int | None, dict[str, Any], list[float]]
+TrialState = optuna.trial.TrialState
+# User attributes on the study's trials: Tune's trial id, and why a trial that
+# never reported is FAIL.
+TRIAL_ID_ATTR = "trial_id"
+LOST_ATTR = "lost"
+
+
+class Finished(NamedTuple):
+    """A trial that ended before this searcher existed, for the warm start."""
+
+    number: int | None  # its trial number (None: a record from before trial numbers)
+    params: dict[str, Any]  # its searched knobs
+    values: list[float]  # its objective values, in the searcher's metric order
+    trial_id: str | None = None  # Tune's id
+    result: dict[str, Any] | None = None  # its last report (the did-not-learn constraint's input)
+
+
+def finished_from_record(record: dict[str, Any], space: Sequence[str], metrics: Sequence[str]) -> Finished | None:
+    """A completed trial's result.json as a ``Finished`` (None when it lacks a
+    searched knob or an objective value)."""
+    import math
+
+    from search.trainable import record_metrics
+
+    result = record_metrics(record)
+    values = [result[m] for m in metrics]
+    params = record.get("params")
+    if not isinstance(params, dict) or not all(k in params for k in space) or not all(map(math.isfinite, values)):
+        return None
+    number = record.get(TRIAL_NUMBER_KEY)
+    return Finished(number if isinstance(number, int) and number >= 0 else None, {k: params[k] for k in space},
+                    values, record.get("trial_id"), result)
+
+
+def finished_from_records(results_dir: str | Path | None, space: Sequence[str],
+                          metrics: Sequence[str]) -> list[Finished]:
+    """Every trial of ``results_dir/trials`` whose own result.json says completed
+    (confirmation trials aside: other seeds of front candidates, search/confirm.py,
+    are not samples of the sampler and never go to the study)."""
+    if not results_dir:
+        return []
+    from core.result import CONFIRMS_KEY
+    from search.trainable import record_on_disk
+
+    out = []
+    for f in sorted((Path(results_dir) / "trials").glob("*/result.json")):
+        record = record_on_disk(f)
+        if record.get("status") == "completed" and record.get(CONFIRMS_KEY) is None:
+            finished = finished_from_record(record, space, metrics)
+            if finished is not None:
+                out.append(finished)
+    return out
+
+
+def journal_storage(path: str | Path) -> JournalStorage:
+    """An Optuna journal storage on ``path`` (created if absent).
+
+    A last line cut short (no newline: a full disk or a kill during an append)
+    is dropped -- that write did not happen, and the next append would
+    otherwise glue onto it and make the file unreadable. A file that still
+    cannot be read is moved aside (``NAME.unreadable``, ``.unreadable.2``, ...)
+    and an empty one started; the caller rebuilds what it knows."""
+    path = Path(path)
+    drop_torn_tail(path)
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- Optuna's replay raises ValueError, KeyError, ...
+        target, n = path.with_name(path.name + ".unreadable"), 1
+        while target.exists():
+            n += 1
+            target = path.with_name(f"{path.name}.unreadable.{n}")
+        os.replace(path, target)
+        print(f"the Optuna study {path} cannot be read ({type(exc).__name__}: {exc}); moved to {target.name}; "
+              f"the study is rebuilt from the trials' records", flush=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+
+
+def drop_torn_tail(path: Path) -> bool:
+    """Cut a journal back to its last whole line; True if something was cut."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    if not data or data.endswith(b"\n"):
+        return False
+    with open(path, "r+b") as f:
+        f.truncate(data.rfind(b"\n") + 1)
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
+# Where a searcher that Tune restores (``Tuner.restore``) finds its study and the
+# trials' records: set by the driver before the restore, since the pickled
+# searcher knows only where the search folder was when it started.
+_restore_location: tuple[str, str | None] | None = None
+
+
+def set_restore_location(results_dir: str | Path | None, study_file: str | Path | None = None) -> None:
+    """The search folder and its study file that a searcher restored by Tune
+    re-attaches to (None: where they were when the search started)."""
+    global _restore_location
+    _restore_location = None if results_dir is None else (
+        str(Path(results_dir).absolute()), str(Path(study_file).absolute()) if study_file else None)
 
 
 class FullRunOptunaSearch(OptunaSearch):
     """``class_counts``: classes of each task of the stream (the rule's chance
     levels); ``min_plasticity_margin``: the rule's margin, 0 = off.
-    ``finished``: (trial number, searched knobs, objective values) of trials
-    that ended before this searcher existed (a search whose Tune state was
-    lost); told to the study as COMPLETE, under their own numbers, so sampling
-    goes on from them. Ray's own
-    ``evaluated_rewards`` cannot do this: it passes one value, and a Pareto
-    search has several."""
+    ``finished``: ``Finished`` trials (or (number, params, values) tuples) that
+    ended before this searcher existed (a search whose Tune state was lost);
+    whichever the study lacks is told to it as COMPLETE, under its own number,
+    so sampling goes on from them. Ray's own ``evaluated_rewards`` cannot do
+    this: it passes one value, and a Pareto search has several.
+    ``study_file``: the journal file of the study (None: in memory);
+    ``study_name`` names the study in it. ``results_dir``: the search folder,
+    whose trials' records settle trials an earlier driver left running."""
 
     def __init__(self, *args: Any, num_tasks: int, class_counts: Sequence[int] | None = None,
-                 min_plasticity_margin: float = DEFAULT_MARGIN,
-                 finished: list[Finished] | None = None, **kwargs: Any) -> None:
-        self._finished = list(finished or [])
-        super().__init__(*args, **kwargs)
+                 min_plasticity_margin: float = DEFAULT_MARGIN, finished: list[Finished] | None = None,
+                 study_file: str | Path | None = None, results_dir: str | Path | None = None,
+                 **kwargs: Any) -> None:
+        # Set before Ray's __init__, which sets the study up (``_setup_study``).
+        self._finished = [Finished(*f) for f in finished or []]
         self.num_tasks = num_tasks
         self.class_counts = list(class_counts) if class_counts is not None else None
         self.min_plasticity_margin = float(min_plasticity_margin)
         # trial id -> the constraint value told to Optuna (also in the study's
         # trials; kept here so the value survives in the searcher's saved state).
         self.constraints: dict[str, float] = {}
+        self.study_file = str(Path(study_file).absolute()) if study_file else None
+        self.results_dir = str(Path(results_dir).absolute()) if results_dir else None
+        if self.study_file:
+            kwargs["storage"] = journal_storage(self.study_file)
+        super().__init__(*args, **kwargs)
+
+    # -- the study ---------------------------------------------------------------------------------
 
     def _setup_study(self, mode: Any) -> None:
-        super()._setup_study(mode)
-        numbered = {n: (p, v) for n, p, v in self._finished if n is not None}
-        unnumbered = [(p, v) for n, p, v in self._finished if n is None]  # records from before trial numbers
-        for number in range(max(numbered, default=-1) + 1):
-            if number in numbered:
-                params, values = numbered[number]
-                self._add_complete(params, values)
-            else:
-                # A trial lost with Tune's state: its number stays taken.
-                self._ot_study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
-        for params, values in unnumbered:
-            self._add_complete(params, values)
+        super()._setup_study(mode)  # creates the study, or loads it from the file
+        self._reconcile(self._finished, pending={})
         self._finished = []  # once, even if the study is set up again
 
-    def _add_complete(self, params: dict[str, Any], values: list[float]) -> None:
-        self._ot_study.add_trial(optuna.trial.create_trial(
-            state=optuna.trial.TrialState.COMPLETE, values=list(values), params=params,
-            distributions=self._space))
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        storage = getattr(self, "_storage", None)
+        if not isinstance(storage, JournalStorage):
+            return  # an in-memory study: the pickle holds the whole study
+        folder = getattr(self, "results_dir", None)
+        study_file = getattr(self, "study_file", None) or storage._backend._file_path
+        if _restore_location is not None:
+            folder, study_file = _restore_location[0], _restore_location[1] or study_file
+        # One storage object is shared by the study and every trial the pickle
+        # holds: make it the journal at the folder's current place, read afresh.
+        fresh = journal_storage(study_file)
+        vars(storage).clear()
+        vars(storage).update(vars(fresh))
+        self.study_file, self.results_dir = study_file, folder
+        # Trials Tune restores unfinished: it goes on with them and tells them.
+        pending = {t.number: (tid, t.params) for tid, t in self._ot_trials.items()
+                   if tid not in self._completed_trials}
+        self._reconcile(finished_from_records(folder, list(self._space), self._metrics()), pending)
+
+    def _metrics(self) -> list[str]:
+        return list(self._metric) if isinstance(self._metric, (list, tuple)) else [self._metric]
+
+    def _reconcile(self, kept: Sequence[Finished], pending: dict[int, tuple[str, dict[str, Any]]]) -> None:
+        """Make the study agree with what ended outside it.
+
+        ``kept``: trials known finished from their own records; ``pending``:
+        trial number -> (Tune id, params) of the trials Tune will go on with.
+        A trial the study holds as RUNNING that is not pending is settled:
+        COMPLETE with its kept values, else FAIL (``lost``). Numbers past the
+        study's last trial are filled in order: a kept trial as COMPLETE, a
+        pending one asked again with its params (a study rebuilt after its file
+        was unreadable), any other as a FAIL placeholder, so its number stays
+        taken. Kept trials without a number are added last."""
+        study = self._ot_study
+        numbered = {f.number: f for f in kept if f.number is not None}
+        have = study.get_trials(deepcopy=False)
+        settled = {"completed": 0, "failed": 0}
+        for frozen in have:
+            if frozen.state != TrialState.RUNNING or frozen.number in pending:
+                continue
+            trial = optuna.trial.Trial(study, frozen._trial_id)
+            kept_trial = numbered.get(frozen.number)
+            if kept_trial is not None and frozen.params == kept_trial.params:
+                self._tell_complete(trial, kept_trial)
+                settled["completed"] += 1
+            else:
+                trial.set_user_attr(LOST_ATTR, "left running by a driver that stopped before Tune saved its state")
+                study.tell(trial, state=TrialState.FAIL)
+                settled["failed"] += 1
+        if any(settled.values()):
+            parts = [f"{settled['completed']} completed (from their result.json)" if settled["completed"] else "",
+                     f"{settled['failed']} marked failed (never finished)" if settled["failed"] else ""]
+            print(f"Optuna study: of the trials an earlier driver left running, {', '.join(p for p in parts if p)}",
+                  flush=True)
+        for number in range(len(have), max([*numbered, *pending], default=-1) + 1):
+            if number in numbered:
+                self._add_complete(numbered[number])
+            elif number in pending:
+                tid, params = pending[number]
+                study.enqueue_trial(params)
+                trial = study.ask(fixed_distributions=self._space)
+                trial.set_user_attr(TRIAL_ID_ATTR, tid)
+                self._ot_trials[tid] = trial
+            else:
+                # A trial lost with Tune's state: its number stays taken.
+                study.add_trial(optuna.trial.create_trial(
+                    state=TrialState.FAIL, user_attrs={LOST_ATTR: "lost with Tune's saved state"}))
+        for f in kept:
+            if f.number is None:  # records from before trial numbers
+                self._add_complete(f)
+
+    def _add_complete(self, finished: Finished) -> None:
+        """A finished trial the study lacks, added under the next number (enqueue
+        + ask: the params are fixed, nothing is sampled)."""
+        self._ot_study.enqueue_trial(finished.params)
+        self._tell_complete(self._ot_study.ask(fixed_distributions=self._space), finished)
+
+    def _tell_complete(self, trial: optuna.trial.Trial, finished: Finished) -> None:
+        if finished.trial_id:
+            trial.set_user_attr(TRIAL_ID_ATTR, finished.trial_id)
+        constraint = self._constraint(finished.result) if finished.result else None
+        if constraint is not None:
+            trial.set_constraint(CONSTRAINT_KEY, constraint)
+        self._ot_study.tell(trial, list(finished.values))
+
+    # -- Tune's calls ------------------------------------------------------------------------------
 
     def suggest(self, trial_id: str) -> dict | None:
+        new = trial_id not in self._ot_trials
         config = super().suggest(trial_id)
         if isinstance(config, dict) and trial_id in self._ot_trials:
-            config = {**config, TRIAL_NUMBER_KEY: self._ot_trials[trial_id].number}
+            ot_trial = self._ot_trials[trial_id]
+            if new:
+                ot_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
+            config = {**config, TRIAL_NUMBER_KEY: ot_trial.number}
         return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         ot_trial = getattr(self, "_ot_trials", {}).get(trial_id)
-        if ot_trial is not None and self._ot_study.trials[ot_trial.number].state.is_finished():
+        if ot_trial is not None and self._told(ot_trial.number):
             # Told already: a trial that errored (a full disk) and was restarted
             # on --resume (restart_errored) ends a second time; Optuna refuses a
             # second tell of a finished trial, and the first one stands.
@@ -112,18 +345,28 @@ class FullRunOptunaSearch(OptunaSearch):
             result = None  # truncated: PRUNED, not complete
         super().on_trial_complete(trial_id, result=result, error=error)
 
-    def _set_constraint(self, trial_id: str, result: dict) -> None:
-        """Store the did-not-learn constraint on the Optuna trial before it is told
-        (TPE reads it from the trial's system attributes when it next samples)."""
+    def _told(self, number: int) -> bool:
+        trials = self._ot_study.get_trials(deepcopy=False)
+        return number < len(trials) and trials[number].state.is_finished()
+
+    def _constraint(self, result: dict) -> float | None:
+        """The did-not-learn constraint of a (last) report; None when the rule is off."""
         done = int(result.get("tasks_done", 0))
         # getattr: a searcher pickled by a search from before the rule (resumed) lacks these.
         margin, counts = getattr(self, "min_plasticity_margin", 0.0), getattr(self, "class_counts", None)
         if margin <= 0 or counts is None or not 1 <= done <= len(counts):
+            return None
+        return check_plasticity(result.get(REPORT_KEY, float("nan")), counts, done, margin=margin).constraint
+
+    def _set_constraint(self, trial_id: str, result: dict) -> None:
+        """Store the did-not-learn constraint on the Optuna trial before it is told
+        (TPE reads it from the trial's system attributes when it next samples)."""
+        constraint = self._constraint(result)
+        if constraint is None:
             return
-        verdict = check_plasticity(result.get(REPORT_KEY, float("nan")), counts, done, margin=margin)
-        self._ot_trials[trial_id].set_constraint(CONSTRAINT_KEY, verdict.constraint)
+        self._ot_trials[trial_id].set_constraint(CONSTRAINT_KEY, constraint)
         if hasattr(self, "constraints"):
-            self.constraints[trial_id] = verdict.constraint
+            self.constraints[trial_id] = constraint
 
 
 def make_sampler(seed: int, num_trials: int) -> optuna.samplers.BaseSampler:

@@ -231,7 +231,7 @@ def test_killed_trial_worker_is_resumed_from_its_last_task_checkpoint(tmp_path):
             for tid, d in _results(trials_dir).items():
                 # Running, past its first task, and its checkpoint is in Tune's storage.
                 if (d["status"] == "running" and 1 <= len(d["acc_task_il"]) < 3
-                        and list((tmp_path / name / "tune").glob(f"*_{tid}_*/checkpoint_*"))):
+                        and list((tmp_path / name / "tune").glob(f"trial_*_{tid}/checkpoint_*"))):
                     victim = (tid, d["pid"], len(d["acc_task_il"]))
             time.sleep(0.05)
         assert victim is not None, "no trial was seen running after its first task\n" + log.read_text()[-3000:]
@@ -244,7 +244,7 @@ def test_killed_trial_worker_is_resumed_from_its_last_task_checkpoint(tmp_path):
         _kill_session(proc.pid)
     text = log.read_text()
     assert proc.returncode == 0, text[-3000:]
-    assert f"trial {tid} failed (worker died or raised); retrying" in text
+    assert f"({tid}) failed (worker died or raised); retrying" in text  # "trial N (id) failed ..."
 
     df = pd.read_csv(tmp_path / name / "trials.csv")
     assert len(df) == 2 and df["trial_id"].is_unique and set(df["status"]) == {"completed"}, df
@@ -283,7 +283,9 @@ def test_killed_driver_resumes_with_every_trial_kept_and_none_duplicated(tmp_pat
         while newcomer is None and time.time() < deadline and proc.poll() is None:
             results = _results(trials_dir)
             if any(d["status"] == "completed" for d in results.values()):
-                started = [line.split()[2] for line in log.read_text().splitlines() if " started: " in line]
+                # "[time] trial 1 (ab12cd34) started: ..." -> the Tune id in the parentheses.
+                started = [line.split(" (", 1)[1].split(")", 1)[0] for line in log.read_text().splitlines()
+                           if " started: " in line]
                 fresh = [t for t in started if t not in results]
                 if fresh:
                     newcomer = fresh[-1]
@@ -323,10 +325,15 @@ def test_killed_driver_resumes_with_every_trial_kept_and_none_duplicated(tmp_pat
         assert final[newcomer]["status"] == "completed" and not orphaned
     else:  # Tune never heard of it: it ran a replacement; its files are set aside
         assert orphaned and "set aside 1 unfinished trial folder(s)" in again.stdout
+    # The Optuna study file: each trials.csv row once, under its number; a trial Tune
+    # never heard of is FAIL there ("lost"), its number not reused.
+    from tests.test_ecosystem import _check_study_matches_trials_csv
+    _, study_trials = _check_study_matches_trials_csv(tmp_path / name)
     print(f"driver killed with {len(before)} trial(s) completed and {newcomer} on disk "
           f"({len(on_disk[newcomer]['acc_task_il']) if newcomer in on_disk else 0} task(s)), "
           f"{'in' if in_snapshot else 'not in'} Tune's last snapshot; resumed: {len(df)} trials; "
-          f"restores of the kept ones: {[final[t]['restores'] for t in before]}")
+          f"restores of the kept ones: {[final[t]['restores'] for t in before]}; "
+          f"study: {[(t.number, t.state.name) for t in study_trials]}")
 
 
 @pytest.mark.slow  # two Ray searches in subprocesses: 30-40 s on two shared cores
