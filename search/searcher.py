@@ -34,6 +34,14 @@ become FAIL placeholders), so new trials never reuse a kept trial's number.
 The sampler is TPE with ``constant_liar=True`` (pending trials count as bad
 guesses, so concurrent trials spread out) and ``multivariate=True`` (knobs
 such as lr and memory interact).
+
+A search across methods (``method_spaces``: method -> its space) is one study,
+define-by-run (search/spaces.py: ``define_by_run``): the method is the first
+parameter, then that method's knobs under ``<method>/<knob>``; ``suggest``
+hands Tune the method and its plain keys only (``decode_params``). The sampler
+then adds ``group=True``: multivariate TPE over each group of parameters that
+appear together (one group per method), as Optuna advises for conditional
+spaces.
 """
 from __future__ import annotations
 
@@ -61,8 +69,14 @@ class FullRunOptunaSearch(OptunaSearch):
 
     def __init__(self, *args: Any, num_tasks: int, class_counts: Sequence[int] | None = None,
                  min_plasticity_margin: float = DEFAULT_MARGIN,
-                 finished: list[Finished] | None = None, **kwargs: Any) -> None:
+                 finished: list[Finished] | None = None,
+                 method_spaces: dict[str, dict[str, Any]] | None = None, **kwargs: Any) -> None:
         self._finished = list(finished or [])
+        # method -> its space (core.space.Dist), for a search across methods.
+        self.method_spaces = method_spaces
+        if method_spaces:
+            from search.spaces import define_by_run
+            kwargs["space"] = define_by_run(method_spaces)
         super().__init__(*args, **kwargs)
         self.num_tasks = num_tasks
         self.class_counts = list(class_counts) if class_counts is not None else None
@@ -87,13 +101,21 @@ class FullRunOptunaSearch(OptunaSearch):
         self._finished = []  # once, even if the study is set up again
 
     def _add_complete(self, params: dict[str, Any], values: list[float]) -> None:
+        distributions = self._space
+        if getattr(self, "method_spaces", None):
+            # A search across methods: params hold "method" and its plain keys.
+            from search.spaces import encode_params
+            params, distributions = encode_params(params, self.method_spaces)
         self._ot_study.add_trial(optuna.trial.create_trial(
             state=optuna.trial.TrialState.COMPLETE, values=list(values), params=params,
-            distributions=self._space))
+            distributions=distributions))
 
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
         if isinstance(config, dict) and trial_id in self._ot_trials:
+            if getattr(self, "method_spaces", None):
+                from search.spaces import decode_params
+                config = decode_params(self._ot_trials[trial_id].params)
             config = {**config, TRIAL_NUMBER_KEY: self._ot_trials[trial_id].number}
         return config
 
@@ -126,9 +148,11 @@ class FullRunOptunaSearch(OptunaSearch):
             self.constraints[trial_id] = verdict.constraint
 
 
-def make_sampler(seed: int, num_trials: int) -> optuna.samplers.BaseSampler:
+def make_sampler(seed: int, num_trials: int, group: bool = False) -> optuna.samplers.BaseSampler:
+    """``group``: a conditional (cross-method) space -- multivariate TPE per group
+    of parameters sampled together."""
     # A quarter of the budget (at most Optuna's default 10) explores at random
     # before TPE models the results.
     startup = max(2, min(10, num_trials // 4))
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                      n_startup_trials=startup)
+                                      n_startup_trials=startup, group=group)
