@@ -283,18 +283,23 @@ def _suggest(trial, name: str, dist: Dist) -> Any:
     return trial.suggest_categorical(name, list(dist.choices))
 
 
-def define_by_run(spaces: dict[str, dict[str, Dist]]):
+class DefineByRun:
     """The Optuna define-by-run function of a cross-method search: the method
-    first, then that method's knobs (named ``optuna_name``)."""
-    methods = list(spaces)
+    first, then that method's knobs (named ``optuna_name``). A class, not a
+    closure: Tune pickles the searcher (and so this) with its experiment state."""
 
-    def define(trial) -> None:
-        method = trial.suggest_categorical(METHOD_PARAM, methods)
-        for key, dist in spaces[method].items():
+    def __init__(self, spaces: dict[str, dict[str, Dist]]) -> None:
+        self.spaces = {m: dict(sp) for m, sp in spaces.items()}
+
+    def __call__(self, trial) -> None:
+        method = trial.suggest_categorical(METHOD_PARAM, list(self.spaces))
+        for key, dist in self.spaces[method].items():
             _suggest(trial, optuna_name(method, key), dist)
         return None
 
-    return define
+
+def define_by_run(spaces: dict[str, dict[str, Dist]]) -> DefineByRun:
+    return DefineByRun(spaces)
 
 
 def decode_params(params: dict[str, Any]) -> dict[str, Any]:

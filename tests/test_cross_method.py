@@ -250,3 +250,16 @@ def test_a_search_across_methods_end_to_end(tmp_path):
         label = f"{row['method']} #{int(row[TRIAL_NUMBER_KEY])} ({row['trial_id']})"
         assert label in set(table["config"]), (label, table["config"].tolist())
         assert set(table.loc[table["config"] == label, "method"]) == {row["method"]}
+
+
+def test_the_cross_method_searcher_pickles():
+    """Tune saves the searcher with its experiment state (pickle): the define-by-run space must survive it."""
+    import pickle
+
+    from search.spaces import resolve_spaces
+
+    spaces, _, _ = resolve_spaces(["finetune", "replay"], [], {})
+    searcher = _searcher(spaces)
+    searcher.suggest("a")
+    again = pickle.loads(pickle.dumps(searcher.__dict__))
+    assert again["method_spaces"].keys() == spaces.keys()
