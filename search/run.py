@@ -957,7 +957,8 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                 mode=modes if len(modes) > 1 else modes[0],
                 # After a lost Tune state the sampler starts again: offset its seed by
                 # the trials kept, or its first draw repeats the first kept trial.
-                sampler=make_sampler(args.seed + len(done), spec["trials"], group=bool(spaces)),
+                sampler=make_sampler(args.seed + len(done), spec["trials"], group=bool(spaces),
+                                     methods=len(spaces or {}) or 1),
                 num_tasks=stream.num_tasks, class_counts=class_counts, min_plasticity_margin=margin,
                 **warm_start(done, space, metrics, spaces),
             )

@@ -38,7 +38,9 @@ such as lr and memory interact).
 A search across methods (``method_spaces``: method -> its space) is one study,
 define-by-run (search/spaces.py: ``define_by_run``): the method is the first
 parameter, then that method's knobs under ``<method>/<knob>``; ``suggest``
-hands Tune the method and its plain keys only (``decode_params``). The sampler
+hands Tune the method and its plain keys only (``decode_params``). The first
+trials take each method once (enqueued; their knobs sampled as usual), so every
+method is tried before TPE weighs them. The sampler
 then adds ``group=True``: multivariate TPE over each group of parameters that
 appear together (one group per method), as Optuna advises for conditional
 spaces.
@@ -98,6 +100,14 @@ class FullRunOptunaSearch(OptunaSearch):
                 self._ot_study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
         for params, values in unnumbered:
             self._add_complete(params, values)
+        if getattr(self, "method_spaces", None):
+            # Every method once first (those no finished trial has tried yet), so
+            # the sampler sees each before it models which deserves the budget;
+            # the rest of each such trial is sampled as usual.
+            tried = {p.get("method") for _, p, _ in self._finished}
+            for method in self.method_spaces:
+                if method not in tried:
+                    self._ot_study.enqueue_trial({"method": method})
         self._finished = []  # once, even if the study is set up again
 
     def _add_complete(self, params: dict[str, Any], values: list[float]) -> None:
@@ -148,11 +158,12 @@ class FullRunOptunaSearch(OptunaSearch):
             self.constraints[trial_id] = verdict.constraint
 
 
-def make_sampler(seed: int, num_trials: int, group: bool = False) -> optuna.samplers.BaseSampler:
+def make_sampler(seed: int, num_trials: int, group: bool = False, methods: int = 1) -> optuna.samplers.BaseSampler:
     """``group``: a conditional (cross-method) space -- multivariate TPE per group
-    of parameters sampled together."""
+    of parameters sampled together; ``methods``: how many methods it spans (the
+    random start-up covers at least one trial of each)."""
     # A quarter of the budget (at most Optuna's default 10) explores at random
     # before TPE models the results.
-    startup = max(2, min(10, num_trials // 4))
+    startup = max(2, min(10, num_trials // 4), methods)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
                                       n_startup_trials=startup, group=group)

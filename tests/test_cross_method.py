@@ -118,9 +118,11 @@ def test_each_sampled_config_holds_only_its_methods_keys():
         for key, dist in spaces[method].items():
             v = config[key]
             assert (v in dist.choices) if dist.type == "categorical" else dist.low <= v <= dist.high
+        if i < 3:
+            assert method == list(spaces)[i]  # each method once first
         searcher.on_trial_complete(f"t{i}", result={"final_acc": 0.1 * (i % 5), "forgetting": 0.05 * (i % 3),
                                                      "tasks_done": 3})
-    assert len(seen) >= 2
+    assert seen == set(spaces)
 
 
 def test_warm_start_tells_finished_trials_of_several_methods():
@@ -131,7 +133,7 @@ def test_warm_start_tells_finished_trials_of_several_methods():
                 (1, {METHOD_KEY: "replay", "lr": 0.1, "memory": 50, "kd_weight": 1.0, "temperature": 2.0}, [0.5, 0.2])]
     searcher = _searcher(spaces, finished=finished)
     trials = searcher._ot_study.trials
-    assert [t.params.get("method") for t in trials] == ["finetune", "replay"]
+    assert [t.params.get("method") for t in trials] == ["finetune", "replay"]  # and no method enqueued again
     assert trials[1].params["replay/memory"] == 50
     config = searcher.suggest("new")
     assert config[TRIAL_NUMBER_KEY] == 2 and set(config) == {METHOD_KEY, TRIAL_NUMBER_KEY, *spaces[config[METHOD_KEY]]}
