@@ -265,3 +265,59 @@ def test_the_cross_method_searcher_pickles():
     searcher.suggest("a")
     again = pickle.loads(pickle.dumps(searcher.__dict__))
     assert again["method_spaces"].keys() == spaces.keys()
+
+
+# ---------------------------------------------------------------- a mixed-method front (hand-made folder)
+
+def _mixed_folder(root: Path) -> Path:
+    """The fixture search (tests/fixtures_results.py) made a search across icarl and
+    finetune: trials 2 and 7 (on the front) are finetune's, with finetune's keys only."""
+    from analysis.results import write_trials_csv
+    from tests.fixtures_results import SPACE, trial_id, write_search_fixture
+
+    folder = write_search_fixture(root)
+    spec = json.loads((folder / "search.json").read_text())
+    spec.update(method="icarl,finetune", methods=["icarl", "finetune"], space={}, fixed={},
+                spaces={"icarl": SPACE, "finetune": {"lr": SPACE["lr"]}},
+                fixed_by_method={"icarl": {"weight_decay": 1e-5}})
+    (folder / "search.json").write_text(json.dumps(spec))
+    for n in (2, 7):
+        f = folder / "trials" / trial_id(n) / "result.json"
+        d = json.loads(f.read_text())
+        d.update(method="finetune", params={"lr": d["params"]["lr"]}, config={"lr": d["params"]["lr"]}, memory_size=0)
+        f.write_text(json.dumps(d))
+    write_trials_csv(folder)
+    return folder
+
+
+def test_a_mixed_method_front_is_picked_with_each_rows_method(tmp_path):
+    from analysis.results import load_search
+    from search.rerun import pick_trials, row_method, trial_params
+    from tests.fixtures_results import expected_front, trial_id
+
+    results = load_search(_mixed_folder(tmp_path / "mixed"))
+    assert results.cross_method and results.methods == ["icarl", "finetune"]
+    front = pick_trials(results, ["front"])
+    assert set(front["trial_id"]) == set(expected_front())
+    methods = {row["trial_id"]: row_method(row, results.methods) for _, row in front.iterrows()}
+    assert methods[trial_id(2)] == methods[trial_id(7)] == "finetune" and set(methods.values()) == {"icarl", "finetune"}
+    for _, row in front.iterrows():  # only the row's own method's keys go to its rerun
+        keys = set(trial_params(row))
+        assert keys == ({"lr"} if methods[row["trial_id"]] == "finetune" else {"lr", "memory", "selection", "weight_decay"})
+    subs = {s.method: s for s in results.by_method()}
+    assert set(subs) == {"icarl", "finetune"} and len(subs["finetune"].trials) == 2
+    assert set(subs["finetune"].spec["space"]) == {"lr"} and subs["icarl"].spec["fixed"] == {"weight_decay": 1e-5}
+
+
+@pytest.mark.slow  # draws the report's figures (matplotlib): seconds
+def test_the_report_of_a_mixed_method_search_shows_each_methods_front(tmp_path):
+    from analysis.report import build_report
+
+    folder = _mixed_folder(tmp_path / "mixed")
+    html = build_report([folder], warn=lambda line: None)
+    assert html == folder / "report.html"
+    md = (folder / "report.md").read_text()
+    assert md.startswith("# Search report: one search across methods (icarl, finetune)")
+    assert "### Combined front, class-incremental" in md and "### Hypervolume, class-incremental" in md
+    assert "icarl#1" in md and "finetune#2" in md  # trials named by method across the combined front
+    assert "Memory is a budget" in md  # finetune stores 0 images, icarl 50-2000
