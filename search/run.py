@@ -27,6 +27,13 @@ cluster with ``--address``); Optuna's TPE sampler proposes the knobs:
   ``rerun.py --pick front`` use the front recomputed on the seed means
   (default 2, 0 = off; a resumed search keeps its own unless given).
 
+``--method a,b,c`` (or ``all``: every class-incremental built-in but joint) is
+one search across methods: one Optuna study that samples the method first and
+then that method's own space (define-by-run, search/searcher.py), each trial's
+params holding only its method's keys; ``--set``/``--range KEY`` must name a
+key of every listed method (``METHOD.KEY`` for one method); task-incremental
+methods are searched alone.
+
 It writes RESULTS_DIR/search.json (the spec), trials/<id>/result.json per trial,
 trials.csv (one row per trial) and the Pareto report; an interrupted search
 resumes with ``--resume`` or by rerunning the same command with the same
