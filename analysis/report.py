@@ -1159,7 +1159,10 @@ def _spec_items(s: _Search) -> list[str]:
         f"folder: {s.res.path}",
         f"method: {s.res.method}" + (" (task-incremental only)" if s.task_il else ""),
         "protocol: " + (", ".join(pieces) if pieces else "not recorded"),
-        f"trials: {len(df)} found of {spec.get('trials', '?')} planned — {_status_counts(s.res)}",
+        (f"trials: {len(df)} of this method, in a search of {spec.get('trials', '?')} planned across "
+         f"{spec['cross_method_of']} (the method is sampled per trial) — {_status_counts(s.res)}"
+         if spec.get("cross_method_of") else
+         f"trials: {len(df)} found of {spec.get('trials', '?')} planned — {_status_counts(s.res)}"),
         f"objectives: {_objectives_text(s.res)}; measured on the validation split",
         _feasibility_text(s.res),
         "searched: " + ("; ".join(space) if space else "nothing"),
@@ -1337,6 +1340,35 @@ def _combined_section(doc: "_Doc", groups: list[_Group]) -> None:
         doc.table(["front of", "completed trials", "on the combined front", "hypervolume"], rows)
 
 
+def _cross_folder(searches: list[_Search]) -> str | None:
+    """The ``--method`` list when ``searches`` are the methods of one search across
+    methods (one folder), else None."""
+    ofs = {s.res.spec.get("cross_method_of") for s in searches}
+    folders = {s.res.path for s in searches}
+    if len(ofs) == 1 and None not in ofs and len(folders) == 1:
+        return str(next(iter(ofs)))
+    return None
+
+
+def _memory_budget_note(searches: list[_Search]) -> str | None:
+    """A note when methods on one front store different memory and memory is no
+    objective: a front across them compares different budgets."""
+    if len(searches) < 2 or any("memory" in dict(s.res.objectives) for s in searches):
+        return None
+    spans = {}
+    for s in searches:
+        mem = pd.to_numeric(s.res.trials.loc[s.res.eligible, "memory"], errors="coerce").dropna()
+        if len(mem):
+            spans[s.label] = (int(mem.min()), int(mem.max()))
+    if len(set(spans.values())) < 2:
+        return None
+    text = "; ".join(f"{k} {a}" if a == b else f"{k} {a}–{b}" for k, (a, b) in spans.items())
+    return (f"Memory is a budget, and these methods store different amounts (exemplar images at the end: {text}); "
+            f"memory is not an objective of this front, so it compares methods at different budgets. Read each "
+            f"method's own front at its budget, or search with --memory-objective (memory as a third objective: "
+            f"the front per memory budget).")
+
+
 def _final_section(doc: "_Doc", searches: list[_Search], out: Path) -> None:
     """The rerun's final table of each search folder that has one (search/rerun.py
     RESULTS_DIR writes final_table.md/.csv there), with its notes and a link to it."""
@@ -1350,7 +1382,7 @@ def _final_section(doc: "_Doc", searches: list[_Search], out: Path) -> None:
           "validation numbers of single runs.")
     for s in have:
         if len(searches) > 1:
-            doc.h(3, s.label)
+            doc.h(3, s.res.spec.get("cross_method_of") or s.label)
         if s.final is None:
             doc.p(f"Not shown: {s.final_error}")
             continue
@@ -1394,7 +1426,9 @@ def _render(searches: list[_Search], folder: Path, color: str | None, out: Path 
     importance_png = _importance_figure(importances, folder / "importance.png")
 
     # ---- the document
+    cross = _cross_folder(searches)
     title = ("Search report: " + searches[0].label if len(searches) == 1
+             else f"Search report: one search across methods ({', '.join(s.label for s in searches)})" if cross
              else "Search comparison: " + ", ".join(s.label for s in searches))
     doc = _Doc()
     doc.h(1, title)
@@ -1404,6 +1438,10 @@ def _render(searches: list[_Search], folder: Path, color: str | None, out: Path 
           "Only completed trials compete for a front; diverged, failed and stopped-early trials never do, "
           "nor do trials that did not learn (the rule under Search) or whose record failed the checks on read.")
     doc.h(2, "Search" if len(searches) == 1 else "Searches")
+    if cross:
+        doc.p(f"One Optuna study over {', '.join(s.label for s in searches)}: each trial sampled its method first, "
+              f"then that method's own knobs (search/run.py --method {cross}). Below, each method's trials as "
+              f"a search of its own; the combined front under Pareto front is the search's front.")
     for s in searches:
         if len(searches) > 1:
             doc.h(3, s.label)
@@ -1426,6 +1464,9 @@ def _render(searches: list[_Search], folder: Path, color: str | None, out: Path 
     groups = [_group(g) for g in (class_il, task_il) if g]
     if len(searches) > 1:
         _combined_section(doc, groups)
+    memory_note = _memory_budget_note(searches)
+    if memory_note:
+        doc.p(memory_note)
     for s in searches:
         header, rows = _front_rows(s)
         if len(searches) > 1:
@@ -1580,8 +1621,16 @@ def build_report(results_dirs: Sequence[str | Path], out_dir: str | Path | None 
     dirs = [Path(d) for d in results_dirs]
     if not dirs:
         raise ResultsError("no results folder given")
-    loaded = [load_search(d) for d in dirs]
+    # A search across methods (search/run.py --method a,b,c) is drawn as one
+    # search per method: each method's own front, colour and hypervolume, and
+    # their combined front (which is the search's own front).
+    loaded = [sub for d in dirs for sub in load_search(d).by_method()]
     searches = [_prepare(r, lab) for r, lab in zip(loaded, _labels(loaded))]
+    seen_folders: set[Path] = set()
+    for s in searches:
+        if s.res.path in seen_folders:  # one final table per folder, shown once
+            s.final, s.final_error = None, None
+        seen_folders.add(s.res.path)
     for s in searches:
         _check_space(s.res)
         if color is not None:

@@ -64,6 +64,7 @@ from core.errors import UserError
 from core.feasibility import check_result as check_feasibility, margin_from_spec
 from core.files import write_text_atomic
 from core.protocol import upgrade_search_spec
+from core.methods import is_cross_method, spec_fixed, spec_methods, spec_space
 from core.result import CONFIRMS_KEY, RESULT_FORMAT, SEARCH_FORMAT, TRIAL_NUMBER_KEY
 
 from core.metrics import SUMMARY_KEYS, as_matrix, summarize
@@ -178,6 +179,16 @@ def read_search_spec(results_dir: str | Path) -> dict[str, Any]:
     if bad:
         raise ResultsError(f"{spec_file}: space entry {bad[0]!r} must be an object with a 'type', "
                            f"got {_show(spec['space'][bad[0]])}")
+    if "methods" in spec:  # a search across methods
+        methods, spaces = spec["methods"], spec.get("spaces")
+        if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
+            raise ResultsError(f"{spec_file}: 'methods' must be a list of method names, got {_show(methods)}")
+        if (not isinstance(spaces, dict)
+                or not all(isinstance(spaces.get(m), dict) and all(isinstance(d, dict) for d in spaces[m].values())
+                           for m in methods)):
+            raise ResultsError(f"{spec_file}: 'spaces' must map each of {', '.join(methods)} to its space")
+        if not isinstance(spec.get("fixed_by_method", {}), dict):
+            raise ResultsError(f"{spec_file}: 'fixed_by_method' must be a JSON object")
     spec.setdefault("task_incremental_only", False)
     try:
         margin_from_spec(spec)
@@ -557,7 +568,10 @@ def _trial_row(path: Path, trial_id: str, spec: dict[str, Any], running: set[str
 def _frame(rows: list[dict[str, Any]], spec: dict[str, Any]) -> pd.DataFrame:
     """The trials table of ``rows``: the columns of ``_columns`` (parameters
     first seen in a record appended after the spec's), numbers typed."""
-    param_names = list(spec["space"]) + [k for k in spec["fixed"] if k not in spec["space"]]
+    searched = list(spec["space"])
+    for space in (spec.get("spaces") or {}).values():  # a search across methods: each method's space
+        searched += [k for k in space if k not in searched] if isinstance(space, dict) else []
+    param_names = searched + [k for k in spec["fixed"] if k not in searched]
     for row in rows:
         for col in row:
             if col.startswith(PARAM_PREFIX) and col[len(PARAM_PREFIX):] not in param_names:
@@ -783,7 +797,38 @@ class SearchResults:
 
     @property
     def method(self) -> str:
+        """search.json's method: one name, or "a,b,c" for a search across methods."""
         return str(self.spec.get("method"))
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods searched: one, or several for a search across methods."""
+        return spec_methods(self.spec)
+
+    @property
+    def cross_method(self) -> bool:
+        """Whether this is one search across several methods (search.json ``methods``)."""
+        return is_cross_method(self.spec)
+
+    def by_method(self) -> list["SearchResults"]:
+        """A search across methods as one ``SearchResults`` per method: its rows
+        (the trials table's ``method`` column; a confirmation trial goes with its
+        own method, which is its candidate's), and a spec whose ``method``,
+        ``space`` and ``fixed`` are that method's -- so the report can show each
+        method's own front next to the combined one, as for several searches.
+        Trial numbers stay those of the one study. A single-method search: [self]."""
+        if not self.cross_method:
+            return [self]
+        out = []
+        for m in self.methods:
+            spec = {k: v for k, v in self.spec.items() if k not in ("methods", "spaces", "fixed_by_method")}
+            spec.update(method=m, space=spec_space(self.spec, m), fixed=spec_fixed(self.spec, m),
+                        cross_method_of=self.method)
+            rows = self.trials[self.trials["method"] == m].reset_index(drop=True)
+            if rows.empty:
+                continue
+            out.append(SearchResults(path=self.path, spec=spec, trials=rows, notes=[], _cache=self._cache))
+        return out
 
     @property
     def task_incremental_only(self) -> bool:

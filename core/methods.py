@@ -54,3 +54,86 @@ def check_method_early(method: str | None, given: Iterable[str] | None, results_
     search folder's record) that could register it."""
     if method is not None and not requested(given, results_dir):
         check_builtin_method(method)
+
+
+# --------------------------------------------------------------------------
+# one search across several methods (search/run.py --method a,b,c / all)
+# --------------------------------------------------------------------------
+
+# ``--method all``: every built-in class-incremental method except ``joint``,
+# which keeps all past data (an upper bound, no continual learner: it would
+# take the front by construction). Task-incremental methods (packnet) are
+# measured on other metrics and never share a front with class-IL ones.
+ALL = "all"
+NOT_IN_ALL = ("joint",)
+
+
+def parse_method_list(text: str) -> list[str]:
+    """``"icarl"`` -> ["icarl"]; ``"icarl,der,replay"`` -> the list, in order;
+    ``"all"`` -> ["all"] (expanded by ``expand_all`` once the registry is
+    imported). Empty items, repeats and ``all`` inside a list are refused in
+    one line; the names themselves are checked against the registry later."""
+    items = [m.strip() for m in str(text).split(",")]
+    if any(not m for m in items):
+        raise UsageError(f"--method {text!r}: an empty name in the list (write --method a,b,c)")
+    seen: set[str] = set()
+    for m in items:
+        if m in seen:
+            raise UsageError(f"--method {text!r}: {m!r} is given twice")
+        seen.add(m)
+    if ALL in items and len(items) > 1:
+        raise UsageError(f"--method {text!r}: 'all' stands alone (it means every class-incremental built-in)")
+    return items
+
+
+def expand_all(methods: list[str], registry) -> list[str]:
+    """``["all"]`` -> the class-incremental built-ins (``NOT_IN_ALL`` left out);
+    any other list unchanged. ``registry``: name -> strategy class."""
+    if methods != [ALL]:
+        return methods
+    return [m for m in BUILTIN_METHODS
+            if m in registry and not registry[m].task_incremental_only and m not in NOT_IN_ALL]
+
+
+def check_method_list(methods: list[str], registry) -> None:
+    """Each name registered; in a list of several, no task-incremental-only
+    method (it is measured on task-IL metrics, so it is searched alone and
+    compared apart, e.g. ``analysis/report.py A B``)."""
+    for m in methods:
+        if m not in registry:
+            raise UsageError(unknown_method_message(m, registry))
+    if len(methods) > 1:
+        task_il = [m for m in methods if registry[m].task_incremental_only]
+        if task_il:
+            raise UsageError(f"--method {','.join(methods)}: {task_il[0]} is task-incremental only (scored on "
+                             f"task-IL metrics, never on a front with class-IL methods): search it alone and "
+                             f"compare the reports apart (analysis/report.py FOLDER1 FOLDER2)")
+
+
+def spec_methods(spec: dict) -> list[str]:
+    """The methods of a search.json: ``methods`` of a cross-method search, else
+    [``method``]."""
+    methods = spec.get("methods")
+    if isinstance(methods, list) and methods:
+        return [str(m) for m in methods]
+    return [str(spec.get("method"))]
+
+
+def is_cross_method(spec: dict) -> bool:
+    """Whether a search.json is of one search across several methods."""
+    return isinstance(spec.get("methods"), list) and len(spec["methods"]) > 1
+
+
+def spec_space(spec: dict, method: str) -> dict:
+    """The searched space (JSON form) of ``method`` in a search.json."""
+    if is_cross_method(spec):
+        return dict((spec.get("spaces") or {}).get(method) or {})
+    return dict(spec.get("space") or {})
+
+
+def spec_fixed(spec: dict, method: str) -> dict:
+    """The fixed knobs of ``method`` in a search.json (a cross-method search's
+    common ``fixed`` plus that method's own, ``fixed_by_method``)."""
+    if is_cross_method(spec):
+        return {**(spec.get("fixed") or {}), **((spec.get("fixed_by_method") or {}).get(method) or {})}
+    return dict(spec.get("fixed") or {})

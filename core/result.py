@@ -35,8 +35,13 @@ TRIAL_NUMBER_KEY = "trial_number"
 # A main trial of the search has no "confirms" key.
 CONFIRMS_KEY = "confirms"
 CONFIRM_SEED_KEY = "confirm_seed"
+# A cross-method search (search/run.py --method a,b,c) samples the method first:
+# its trial's config carries the method under METHOD_KEY (never a knob: the
+# trainable builds that method with the other keys; result.json records it as
+# its top-level "method", not among the params).
+METHOD_KEY = "method"
 # The keys of a trial's config that are no knobs.
-META_KEYS = (TRIAL_NUMBER_KEY, CONFIRMS_KEY, CONFIRM_SEED_KEY)
+META_KEYS = (TRIAL_NUMBER_KEY, CONFIRMS_KEY, CONFIRM_SEED_KEY, METHOD_KEY)
 
 # A search's Optuna study: an Optuna journal file in the search folder (search/
 # searcher.py), named in search.json under ``OPTUNA_STUDY_KEY`` as

@@ -42,7 +42,8 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from core.result import CONFIRM_SEED_KEY, CONFIRMS_KEY, TRIAL_NUMBER_KEY
+from core.methods import is_cross_method, spec_fixed
+from core.result import CONFIRM_SEED_KEY, CONFIRMS_KEY, METHOD_KEY, TRIAL_NUMBER_KEY
 
 CONFIRM_DIR = "tune-confirm"
 # Statuses of a confirmation record that settle its (candidate, seed): never run again.
@@ -85,6 +86,7 @@ class Candidate:
     number: int
     trial_id: str
     params: dict[str, Any]
+    method: str | None = None  # its result.json's method (a search across methods has several)
 
 
 def _records(results_dir: Path) -> dict[str, dict[str, Any]]:
@@ -107,10 +109,12 @@ def candidates(results_dir: Path) -> list[Candidate]:
     out = []
     for _, row in table[table["on_front"]].iterrows():
         number = row[TRIAL_NUMBER_KEY]
-        params = (records.get(row["trial_id"]) or {}).get("params")
+        record = records.get(row["trial_id"]) or {}
+        params = record.get("params")
         if _missing(number) or not isinstance(params, dict):
             continue  # a record from before trial numbers: nothing to point a confirmation at
-        out.append(Candidate(int(number), str(row["trial_id"]), params))
+        method = record.get("method")
+        out.append(Candidate(int(number), str(row["trial_id"]), params, method if isinstance(method, str) else None))
     return out
 
 
@@ -144,13 +148,19 @@ def pairs(cands: list[Candidate], base_seed: int, k: int) -> list[tuple[Candidat
     return [(c, base_seed + i) for c in cands for i in range(1, k + 1)]
 
 
-def confirmation_configs(todo: list[tuple[Candidate, int]], fixed: dict[str, Any], first_number: int) -> list[dict]:
+def confirmation_configs(todo: list[tuple[Candidate, int]], spec: dict[str, Any], first_number: int) -> list[dict]:
     """The Tune configs of the confirmations ``todo``: the candidate's knobs (its
     params without the search's fixed ones, which the trainable adds back), its
-    number under ``CONFIRMS_KEY``, the seed, and a new trial number each."""
+    number under ``CONFIRMS_KEY``, the seed, and a new trial number each. In a
+    search across methods (search.json ``methods``) also the candidate's method
+    (``METHOD_KEY``), so it is rerun as the method it was."""
+    cross = is_cross_method(spec)
     out = []
     for i, (c, seed) in enumerate(todo):
+        fixed = spec_fixed(spec, c.method) if cross and c.method else spec.get("fixed") or {}
         knobs = {k: v for k, v in c.params.items() if k not in fixed or fixed[k] != v}
+        if cross and c.method:
+            knobs[METHOD_KEY] = c.method
         out.append({**knobs, TRIAL_NUMBER_KEY: first_number + i, CONFIRMS_KEY: c.number, CONFIRM_SEED_KEY: seed})
     return out
 

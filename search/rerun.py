@@ -308,6 +308,20 @@ def _is_missing(v: Any) -> bool:
     return v is None or bool(pd.isna(v))
 
 
+def row_method(row, methods: list[str]) -> str:
+    """The method of a trials-table row: its ``method`` cell (each row of a search
+    across methods names its own), else the search's one method."""
+    cell = row.get("method")
+    if not _is_missing(cell) and str(cell):
+        if str(cell) not in methods:
+            raise UsageError(f"trial {row.get('trial_id')}: method {cell!r} is not one of the search's "
+                             f"({', '.join(methods)})")
+        return str(cell)
+    if len(methods) != 1:
+        raise UsageError(f"trial {row.get('trial_id')}: no method in trials.csv, and the search has several")
+    return methods[0]
+
+
 def trial_params(row) -> dict[str, Any]:
     import math
     params = {}
@@ -328,7 +342,7 @@ def rerun_search(args) -> int:
     results = load_search(Path(args.results_dir))
     check_no_protocol_options(args)
     spec = results.spec
-    method = spec["method"]
+    methods = results.methods  # several for a search across methods: each row names its own
     chosen = pick_trials(results, args.pick)
     # label -> (method, strategy params, loop knobs): a trial that sampled (or
     # was fixed to) loop knobs -- batch size, augmentation, epochs -- is retrained
@@ -339,6 +353,7 @@ def rerun_search(args) -> int:
     folders: dict[str, str] = {}
     from core.result import TRIAL_NUMBER_KEY
     for _, row in chosen.iterrows():
+        method = row_method(row, methods)
         params, loop_knobs = split_params(trial_params(row))
         strategy_config(method, params)  # still a valid config for this version
         number = row.get(TRIAL_NUMBER_KEY)
@@ -347,7 +362,7 @@ def rerun_search(args) -> int:
         folders[label] = f"{method}-{row['trial_id']}"
     if not args.no_baselines:
         for baseline in ("finetune", "joint"):
-            if baseline != method:
+            if baseline not in methods:
                 configs[baseline] = (baseline, {}, {})
                 folders[baseline] = baseline
     import dataclasses
@@ -385,7 +400,7 @@ def rerun_search(args) -> int:
             notes.append("loop knobs of the trials, applied to their reruns: "
                          + "; ".join(f"{label}: " + ", ".join(f"{k}={v}" for k, v in knobs.items())
                                      for label, knobs in per_config.items()))
-        csv_path, md_path = write_final_table(table, out_dir, f"Final table: {method}", notes)
+        csv_path, md_path = write_final_table(table, out_dir, f"Final table: {', '.join(methods)}", notes)
     print(md_path.read_text())
     print(f"final table written to {md_path} and {csv_path}")
     if out_dir == results.path:  # the report shows the table and draws finetune/joint once rebuilt

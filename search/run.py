@@ -27,6 +27,13 @@ cluster with ``--address``); Optuna's TPE sampler proposes the knobs:
   ``rerun.py --pick front`` use the front recomputed on the seed means
   (default 2, 0 = off; a resumed search keeps its own unless given).
 
+``--method a,b,c`` (or ``all``: every class-incremental built-in but joint) is
+one search across methods: one Optuna study that samples the method first and
+then that method's own space (define-by-run, search/searcher.py), each trial's
+params holding only its method's keys; ``--set``/``--range KEY`` must name a
+key of every listed method (``METHOD.KEY`` for one method); task-incremental
+methods are searched alone.
+
 It writes RESULTS_DIR/search.json (the spec), trials/<id>/result.json per trial,
 trials.csv (one row per trial) and the Pareto report; an interrupted search
 resumes with ``--resume`` or by rerunning the same command with the same
@@ -54,7 +61,7 @@ from search.cli import (REPO_ROOT, add_protocol_args, loop_config_from_args, loo
 
 from core.feasibility import DEFAULT_MARGIN, REPORT_KEY, SPEC_KEY, check_plasticity, validate_margin  # noqa: E402
 from core.objectives import DIRECTIONS  # noqa: E402
-from core.result import (CONFIRM_SEED_KEY, CONFIRMS_KEY, META_KEYS, OPTUNA_STUDY_FILE,  # noqa: E402
+from core.result import (CONFIRM_SEED_KEY, CONFIRMS_KEY, META_KEYS, METHOD_KEY, OPTUNA_STUDY_FILE,  # noqa: E402
                          OPTUNA_STUDY_KEY, SEARCH_FORMAT, TRIAL_NUMBER_KEY)
 
 # Confirmation seeds per front candidate of a new search (--confirm-seeds).
@@ -64,7 +71,10 @@ DEFAULT_CONFIRM_SEEDS = 2
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="search/run.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", default="icarl", help="strategy to search (search/rerun.py --list shows them)")
+    p.add_argument("--method", default="icarl",
+                   help="strategy to search (search/rerun.py --list shows them); a,b,c or 'all' (every "
+                        "class-incremental built-in but joint): one search across the methods, the method "
+                        "sampled first (then --set/--range KEY apply to every method, METHOD.KEY to one)")
     p.add_argument("--strategy-module", action="append", metavar="PATH_OR_MODULE",
                    help="import a .py file or module that registers a strategy with @register (repeatable; "
                         "also $CLSEARCH_STRATEGY_MODULES)")
@@ -145,18 +155,35 @@ def parse_objectives(args: argparse.Namespace) -> list[tuple[str, str]]:
     return [(n, DIRECTIONS[n]) for n in names]
 
 
-def search_spec(args, method, space, fixed, objectives, stream_protocol, loop) -> dict[str, Any]:
-    """What search.json records: everything needed to resume, report and rerun."""
+def search_spec(args, method, space, fixed, objectives, stream_protocol, loop,
+                spaces=None, fixed_by_method=None) -> dict[str, Any]:
+    """What search.json records: everything needed to resume, report and rerun.
+
+    A search across methods (``spaces``: method -> its space) records
+    ``"method": "a,b,c"``, ``"methods": [a, b, c]``, ``"spaces"`` (method -> its
+    searched space), ``"fixed"`` (the knobs fixed for every method) and
+    ``"fixed_by_method"`` (method -> its own fixed knobs, ``--set METHOD.KEY``);
+    its ``"space"`` is empty. Each trial's method is in its result.json
+    (``"method"``) and in the ``method`` column of trials.csv."""
     import dataclasses
 
     import strategies
     from core.result import environment_info
     from search.spaces import knob_kinds, parse_search_protocol
 
+    cross = {}
+    keys = [*space, *fixed]
+    if spaces:
+        cross = {"methods": list(spaces),
+                 "spaces": {m: {k: d.to_json() for k, d in sp.items()} for m, sp in spaces.items()},
+                 "fixed_by_method": json.loads(json.dumps(fixed_by_method or {}))}
+        keys = list(dict.fromkeys([*fixed, *(k for sp in spaces.values() for k in sp),
+                                   *(k for f in (fixed_by_method or {}).values() for k in f)]))
     return {
         "format": SEARCH_FORMAT,
         "method": method,
-        "task_incremental_only": strategies.STRATEGIES[method].task_incremental_only,
+        **cross,
+        "task_incremental_only": (False if spaces else strategies.STRATEGIES[method].task_incremental_only),
         "objectives": [list(o) for o in objectives],
         "asha": bool(args.asha),
         "mo_asha": bool(args.mo_asha),
@@ -169,7 +196,7 @@ def search_spec(args, method, space, fixed, objectives, stream_protocol, loop) -
         "fixed": json.loads(json.dumps(fixed)),  # as a resumed search reads it back (a tuple knob as a list)
         # Which searched/fixed knobs are protocol, training or strategy knobs
         # (core/knobs.py), and the protocol knobs the user allowed to vary.
-        "knob_kinds": knob_kinds([*space, *fixed]),
+        "knob_kinds": knob_kinds(keys),
         "search_protocol": list(parse_search_protocol(args.search_protocol)),
         "stream_protocol": stream_protocol.to_dict(),
         "loop": dataclasses.asdict(loop),
@@ -388,7 +415,7 @@ def check_resumable(results_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _same_search(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    keys = ("method", "objectives", "asha", "space", "fixed", "trials")
+    keys = ("method", "objectives", "asha", "space", "fixed", "trials", "methods", "spaces", "fixed_by_method")
     # Early-stopping keys came later: a spec without them ran with these values.
     later = {"mo_asha": False, "grace_tasks": 1, "reduction_factor": 2, SPEC_KEY: DEFAULT_MARGIN}
     # Where the data lies and which hardware runs the trials do not change what
@@ -491,6 +518,8 @@ class ProgressPrinter:
     def fmt_params(config: dict[str, Any]) -> str:
         knobs = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                          for k, v in sorted(config.items()) if k not in META_KEYS)
+        if config.get(METHOD_KEY):  # a search across methods: the trial's method first
+            knobs = f"{config[METHOD_KEY]}: {knobs}"
         if config.get(CONFIRMS_KEY) is not None:  # a confirmation trial (search/confirm.py)
             return f"confirms #{config[CONFIRMS_KEY]} with seed {config.get(CONFIRM_SEED_KEY)}: {knobs}"
         return knobs
@@ -604,6 +633,8 @@ def mark_dead_trial_failed(results_dir: Path, trial, max_failures: int) -> dict[
                        "acc_task_il": [], "eval_sizes": [], "metrics": {}, "timings": [], "protocol": {}})
         if config.get(CONFIRMS_KEY) is not None:
             record.update({CONFIRMS_KEY: config[CONFIRMS_KEY], "protocol": {"seed": config.get(CONFIRM_SEED_KEY)}})
+        if config.get(METHOD_KEY):
+            record["method"] = config[METHOD_KEY]
         record["params"] = {k: v for k, v in config.items() if k not in META_KEYS}
     try:
         write_json_atomic(path, record)
@@ -742,14 +773,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = parser.parse_args(argv)
     args.argv = argv  # for the resume hint
-    from core.methods import check_method_early
-    check_method_early(args.method, args.strategy_module,
-                       Path(args.results_root) / args.name if args.name else None)  # before torch is imported
+    from core.methods import ALL, check_method_early, check_method_list, expand_all, parse_method_list
+    asked = parse_method_list(args.method)  # a,b,c: one search across the methods
+    for m in asked:
+        if m != ALL:
+            check_method_early(m, args.strategy_module,
+                               Path(args.results_root) / args.name if args.name else None)  # before torch is imported
     warnings.filterwarnings("ignore", category=Warning, module="optuna")
     import strategies  # noqa: F401
-    from search.spaces import fit_space_to_stream, parse_search_protocol, resolve_space
+    from search.spaces import fit_space_to_stream, parse_search_protocol, resolve_space, resolve_spaces
     from strategies.plugins import load_cli_modules
     modules = load_cli_modules(args.strategy_module, Path(args.results_root) / args.name if args.name else None)
+    methods = expand_all(asked, strategies.STRATEGIES)
+    check_method_list(methods, strategies.STRATEGIES)
+    cross = len(methods) > 1
 
     if args.trials < 1:
         raise UsageError(f"--trials must be at least 1, got {args.trials}")
@@ -772,9 +809,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.confirm_seeds is not None and args.seed + args.confirm_seeds >= 2**31:
         raise UsageError(f"--seed {args.seed} + --confirm-seeds {args.confirm_seeds} passes the largest seed "
                          f"{2**31 - 1}")
-    method = args.method
+    method = ",".join(methods)
     fixed_raw = parse_sets(args.set)
-    space, fixed = resolve_space(method, args.range, fixed_raw, parse_search_protocol(args.search_protocol))
+    spaces: dict[str, Any] | None = None
+    fixed_by_method: dict[str, dict[str, Any]] = {}
+    if cross:
+        spaces, fixed, fixed_by_method = resolve_spaces(methods, args.range, fixed_raw,
+                                                        parse_search_protocol(args.search_protocol))
+        space = {}
+    else:
+        space, fixed = resolve_space(method, args.range, fixed_raw, parse_search_protocol(args.search_protocol))
     objectives = parse_objectives(args)
     stream_protocol = stream_protocol_from_args(args)
     loop = loop_config_from_args(args, seed=args.seed, eval_split="val")
@@ -782,7 +826,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("a search needs a validation split: --val-fraction must be > 0 (objectives are never measured on test)")
     from core.knobs import split_params
     from strategies.loop import strategy_config, with_loop_knobs
-    strategy_config(method, split_params(fixed)[0])  # the fixed part alone must already be valid
+    for m in methods:
+        # the fixed part alone must already be valid
+        strategy_config(m, split_params({**fixed, **fixed_by_method.get(m, {})})[0])
 
     if not args.address:
         # Locally the driver sees the trials' hardware: a CUDA device that is not
@@ -790,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
         from strategies.loop import resolve_device
         resolve_device(loop.device)
 
-    name = args.name or f"{method}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = args.name or f"{args.method.replace(',', '+')}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     results_dir = check_results_dir(args.results_root, name)
     resuming = (results_dir / "tune").exists()
     if args.resume and not resuming:
@@ -808,10 +854,13 @@ def main(argv: list[str] | None = None) -> int:
     from strategies.loop import check_eval_split
     check_eval_split(stream, "val")  # every trial would fail on it: say so before Ray starts
     space_asked, space = space, fit_space_to_stream(space, stream)
+    spaces_asked = spaces
+    if spaces is not None:
+        spaces = {m: fit_space_to_stream(sp, stream) for m, sp in spaces.items()}
     if (args.asha or args.mo_asha) and args.grace_tasks >= stream.num_tasks:
         raise UsageError(f"--grace-tasks {args.grace_tasks}: early stopping needs a comparison before the last of "
                          f"the stream's {stream.num_tasks} tasks (use 1..{stream.num_tasks - 1})")
-    spec = search_spec(args, method, space, fixed, objectives, stream_protocol, loop)
+    spec = search_spec(args, method, space, fixed, objectives, stream_protocol, loop, spaces, fixed_by_method)
     # The Optuna study, persisted in the folder (search/searcher.py); a resumed
     # search keeps what its search.json says (none: a search from before the file).
     spec[OPTUNA_STUDY_KEY] = {"storage": OPTUNA_STUDY_FILE, "study_name": name}
@@ -827,20 +876,31 @@ def main(argv: list[str] | None = None) -> int:
     # Fail fast on configs that cannot work on this stream, at both ends of each range.
     from strategies.loop import make_strategy
     probe_cfg = loop_config_from_dict(spec["loop"], seed=0, device="cpu")
-    for end in ("low", "high"):
-        probe = {k: (getattr(d, end) if d.type != "categorical" else d.choices[0]) for k, d in space.items()}
-        strategy_part, loop_part = split_params({**fixed, **probe})
-        make_strategy(method, strategy_part, stream, with_loop_knobs(probe_cfg, loop_part))
+    # method -> (its space, its fixed knobs): one entry, or one per method of a search across methods.
+    per_method = ({m: (spaces[m], {**fixed, **fixed_by_method.get(m, {})}) for m in methods} if cross
+                  else {method: (space, fixed)})
+    for m, (m_space, m_fixed) in per_method.items():
+        for end in ("low", "high"):
+            probe = {k: (getattr(d, end) if d.type != "categorical" else d.choices[0]) for k, d in m_space.items()}
+            strategy_part, loop_part = split_params({**m_fixed, **probe})
+            make_strategy(m, strategy_part, stream, with_loop_knobs(probe_cfg, loop_part))
 
     from search.trainable import completed_on_disk
     done = sum(completed_on_disk(f) for f in (results_dir / "trials").glob("*/result.json")) if resuming else 0
-    need = estimate_disk_need(method, fixed, space, stream, probe_cfg, spec["trials"], done=done,
-                              concurrent=args.max_concurrent)
+    # Across methods: as if every trial were of the method with the largest checkpoints.
+    need = max((estimate_disk_need(m, m_fixed, m_space, stream, probe_cfg, spec["trials"], done=done,
+                                   concurrent=args.max_concurrent)
+                for m, (m_space, m_fixed) in per_method.items()), key=lambda n: n.total)
     check_free_space(results_dir, need)
     if args.dry_run:
         from search.dry_run import print_dry_run
-        print_dry_run(args, method=method, space_asked=space_asked, space=space, fixed=fixed, spec=spec,
-                      stream=stream, loop=probe_cfg, need=need, results_dir=results_dir)
+        if cross:
+            print(f"search across {len(methods)} methods ({', '.join(methods)}): each trial samples its method "
+                  f"first, then that method's knobs; the figures below are per method, as if every trial were it")
+        for m, (m_space, m_fixed) in per_method.items():
+            print_dry_run(args, method=m, space_asked=spaces_asked[m] if cross else space_asked, space=m_space,
+                          fixed=m_fixed, spec=spec, stream=stream, loop=probe_cfg, need=need,
+                          results_dir=results_dir)
         return 0
 
     # One driver per search folder; the checks above changed nothing, so a
@@ -864,7 +924,7 @@ def main(argv: list[str] | None = None) -> int:
         if confirm_changed:
             from core.files import write_json_atomic
             write_json_atomic(results_dir / "search.json", spec)  # the new number of confirmation seeds
-        status = run_tune(args, spec, space, objectives, stream, results_dir, resuming, guard)
+        status = run_tune(args, spec, space, objectives, stream, results_dir, resuming, guard, spaces=spaces)
         if status == 0:
             finish(results_dir, args, objectives, guard)
         return status
@@ -882,7 +942,10 @@ def worker_log_environment() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
-def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming: bool, guard: DiskGuard) -> int:
+def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming: bool, guard: DiskGuard,
+             spaces: dict[str, dict[str, Any]] | None = None) -> int:
+    """The search's Tune experiment (and then its confirmations). ``spaces``:
+    method -> space of a search across methods (then ``space`` is empty)."""
     worker_log_environment()
     import ray
     from ray import tune
@@ -890,6 +953,7 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
     from search.searcher import FullRunOptunaSearch, make_sampler, set_restore_location
     from search.spaces import to_optuna
     from search.trainable import trial_main
+    from core.methods import spec_methods
 
     init_ray(args.address)
     try:
@@ -902,9 +966,10 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
         margin = float(spec.get(SPEC_KEY, DEFAULT_MARGIN))  # a resumed search keeps its own
         class_counts = [len(t.classes) for t in stream.tasks]
         trainable = tune.with_resources(
-            tune.with_parameters(trial_main, method=spec["method"], fixed=spec["fixed"], loop=spec["loop"],
+            tune.with_parameters(trial_main, method=spec_methods(spec)[0], fixed=spec["fixed"], loop=spec["loop"],
                                  results_dir=str(results_dir), stream=stream,
-                                 strategy_modules=spec["strategy_modules"], min_plasticity_margin=margin),
+                                 strategy_modules=spec["strategy_modules"], min_plasticity_margin=margin,
+                                 fixed_by_method=spec.get("fixed_by_method")),
             resources)
         progress = ProgressPrinter(spec["trials"], objectives, stream.num_tasks, results_dir, class_counts, margin,
                                    max_failures=args.max_failures)
@@ -953,18 +1018,20 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
             metrics = [n for n, _ in objectives]
             modes = [s for _, s in objectives]
             searcher = FullRunOptunaSearch(
-                space={k: to_optuna(d) for k, d in space.items()},
+                space={k: to_optuna(d) for k, d in space.items()} if not spaces else None,
+                method_spaces=spaces or None,
                 metric=metrics if len(metrics) > 1 else metrics[0],
                 mode=modes if len(modes) > 1 else modes[0],
                 # After a lost Tune state the sampler starts again: offset its seed by
                 # the trials kept, or its first draw repeats the first kept trial.
-                sampler=make_sampler(args.seed + len(done), spec["trials"]),
+                sampler=make_sampler(args.seed + len(done), spec["trials"], group=bool(spaces),
+                                     methods=len(spaces or {}) or 1),
                 num_tasks=stream.num_tasks, class_counts=class_counts, min_plasticity_margin=margin,
                 # The study in the search folder: a search whose Tune state was lost
                 # goes on in the same study (searcher.py says why).
                 study_file=study_file, study_name=study["study_name"] if study else None,
                 results_dir=results_dir,
-                **warm_start(done, space, metrics),
+                **warm_start(done, space, metrics, spaces),
             )
             scheduler = None
             if spec["asha"]:
@@ -1102,7 +1169,7 @@ def run_confirmations(args, spec, objectives, results_dir: Path, trainable, guar
         if (c.number, s) in states:
             _set_aside(results_dir, states[(c.number, s)][1])
     if todo:
-        configs = confirm.confirmation_configs(todo, spec["fixed"], confirm.largest_trial_number(results_dir) + 1)
+        configs = confirm.confirmation_configs(todo, spec, confirm.largest_trial_number(results_dir) + 1)
         name = confirm.next_experiment_name(results_dir)
         printer = progress(len(configs))
         tuner = tune.Tuner(
@@ -1191,15 +1258,18 @@ def completed_records(results_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def warm_start(done: dict[str, dict[str, Any]], space: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
+def warm_start(done: dict[str, dict[str, Any]], space: dict[str, Any], metrics: list[str],
+               spaces: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The finished trials for the searcher (search/searcher.py: their number,
     searched knobs, objective values, Tune id and last report), so a new
-    experiment samples as if it had seen them."""
+    experiment samples as if it had seen them. Across methods (``spaces``:
+    method -> space) each trial's knobs are its own method's, with ``method``."""
     if not done:
         return {}
     from search.searcher import finished_from_record
 
-    finished = [f for f in (finished_from_record(r, list(space), metrics) for r in done.values()) if f is not None]
+    keys = {m: list(sp) for m, sp in spaces.items()} if spaces else list(space)
+    finished = [f for f in (finished_from_record(r, keys, metrics) for r in done.values()) if f is not None]
     return {"finished": finished}
 
 

@@ -73,12 +73,22 @@ is in memory, as before (a resumed search from before the file keeps that).
 - Optuna never changes a finished trial: a trial told FAIL (a full disk) and
   trained again by ``--resume`` (``restart_errored``) stays FAIL in the study;
   its result.json and trials.csv say how it ended.
+
+A search across methods (``method_spaces``: method -> its space) is one study,
+define-by-run (search/spaces.py: ``define_by_run``): the method is the first
+parameter, then that method's knobs under ``<method>/<knob>``; ``suggest``
+hands Tune the method and its plain keys only (``decode_params``). The first
+trials take each method once (enqueued; their knobs sampled as usual), so every
+method is tried before TPE weighs them. The sampler
+then adds ``group=True``: multivariate TPE over each group of parameters that
+appear together (one group per method), as Optuna advises for conditional
+spaces.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -104,9 +114,12 @@ class Finished(NamedTuple):
     result: dict[str, Any] | None = None  # its last report (the did-not-learn constraint's input)
 
 
-def finished_from_record(record: dict[str, Any], space: Sequence[str], metrics: Sequence[str]) -> Finished | None:
+def finished_from_record(record: dict[str, Any], space: Sequence[str] | Mapping[str, Sequence[str]],
+                         metrics: Sequence[str]) -> Finished | None:
     """A completed trial's result.json as a ``Finished`` (None when it lacks a
-    searched knob or an objective value)."""
+    searched knob or an objective value). ``space``: the searched keys, or for
+    a search across methods method -> its keys (the knobs are then the record's
+    method's, with ``method``; None for a method the search does not sample)."""
     import math
 
     from search.trainable import record_metrics
@@ -114,14 +127,21 @@ def finished_from_record(record: dict[str, Any], space: Sequence[str], metrics: 
     result = record_metrics(record)
     values = [result[m] for m in metrics]
     params = record.get("params")
-    if not isinstance(params, dict) or not all(k in params for k in space) or not all(map(math.isfinite, values)):
+    keys: Sequence[str] | None = space
+    if isinstance(space, Mapping):
+        keys = space.get(record.get("method"))
+    if keys is None or not isinstance(params, dict) or not all(k in params for k in keys) \
+            or not all(map(math.isfinite, values)):
         return None
+    knobs = {k: params[k] for k in keys}
+    if isinstance(space, Mapping):
+        knobs = {"method": record["method"], **knobs}
     number = record.get(TRIAL_NUMBER_KEY)
-    return Finished(number if isinstance(number, int) and number >= 0 else None, {k: params[k] for k in space},
-                    values, record.get("trial_id"), result)
+    return Finished(number if isinstance(number, int) and number >= 0 else None, knobs, values,
+                    record.get("trial_id"), result)
 
 
-def finished_from_records(results_dir: str | Path | None, space: Sequence[str],
+def finished_from_records(results_dir: str | Path | None, space: Sequence[str] | Mapping[str, Sequence[str]],
                           metrics: Sequence[str]) -> list[Finished]:
     """Every trial of ``results_dir/trials`` whose own result.json says completed
     (confirmation trials aside: other seeds of front candidates, search/confirm.py,
@@ -210,9 +230,14 @@ class FullRunOptunaSearch(OptunaSearch):
     def __init__(self, *args: Any, num_tasks: int, class_counts: Sequence[int] | None = None,
                  min_plasticity_margin: float = DEFAULT_MARGIN, finished: list[Finished] | None = None,
                  study_file: str | Path | None = None, results_dir: str | Path | None = None,
-                 **kwargs: Any) -> None:
+                 method_spaces: dict[str, dict[str, Any]] | None = None, **kwargs: Any) -> None:
         # Set before Ray's __init__, which sets the study up (``_setup_study``).
         self._finished = [Finished(*f) for f in finished or []]
+        # method -> its space (core.space.Dist), for a search across methods.
+        self.method_spaces = method_spaces
+        if method_spaces:
+            from search.spaces import define_by_run
+            kwargs["space"] = define_by_run(method_spaces)
         self.num_tasks = num_tasks
         self.class_counts = list(class_counts) if class_counts is not None else None
         self.min_plasticity_margin = float(min_plasticity_margin)
@@ -230,6 +255,15 @@ class FullRunOptunaSearch(OptunaSearch):
     def _setup_study(self, mode: Any) -> None:
         super()._setup_study(mode)  # creates the study, or loads it from the file
         self._reconcile(self._finished, pending={})
+        if getattr(self, "method_spaces", None):
+            # Every method once first (those no finished trial or earlier trial of
+            # the study has tried yet), so the sampler sees each before it models
+            # which deserves the budget; the rest of each such trial is sampled as usual.
+            tried = {f.params.get("method") for f in self._finished}
+            tried |= {t.params.get("method") for t in self._ot_study.get_trials(deepcopy=False)}
+            for method in self.method_spaces:
+                if method not in tried:
+                    self._ot_study.enqueue_trial({"method": method})
         self._finished = []  # once, even if the study is set up again
 
     def restore(self, checkpoint_path: str) -> None:
@@ -250,7 +284,22 @@ class FullRunOptunaSearch(OptunaSearch):
         # Trials Tune restores unfinished: it goes on with them and tells them.
         pending = {t.number: (tid, t.params) for tid, t in self._ot_trials.items()
                    if tid not in self._completed_trials}
-        self._reconcile(finished_from_records(folder, list(self._space), self._metrics()), pending)
+        self._reconcile(finished_from_records(folder, self._space_keys(), self._metrics()), pending)
+
+    def _space_keys(self) -> list[str] | dict[str, list[str]]:
+        """The searched keys a finished record must hold: the space's, or across
+        methods each method's own (``finished_from_record``)."""
+        if getattr(self, "method_spaces", None):
+            return {m: list(space) for m, space in self.method_spaces.items()}
+        return list(self._space)
+
+    def _fixed(self, params: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """A finished trial's knobs as Optuna params and their distributions (across
+        methods: "method" and "<method>/<knob>", search/spaces.py ``encode_params``)."""
+        if getattr(self, "method_spaces", None):
+            from search.spaces import encode_params
+            return encode_params(params, self.method_spaces)
+        return params, self._space
 
     def _metrics(self) -> list[str]:
         return list(self._metric) if isinstance(self._metric, (list, tuple)) else [self._metric]
@@ -292,8 +341,10 @@ class FullRunOptunaSearch(OptunaSearch):
                 self._add_complete(numbered[number])
             elif number in pending:
                 tid, params = pending[number]
+                params, distributions = self._fixed(params) if not getattr(self, "method_spaces", None) \
+                    else (params, None)
                 study.enqueue_trial(params)
-                trial = study.ask(fixed_distributions=self._space)
+                trial = study.ask(fixed_distributions=distributions) if distributions else study.ask()
                 trial.set_user_attr(TRIAL_ID_ATTR, tid)
                 self._ot_trials[tid] = trial
             else:
@@ -307,8 +358,9 @@ class FullRunOptunaSearch(OptunaSearch):
     def _add_complete(self, finished: Finished) -> None:
         """A finished trial the study lacks, added under the next number (enqueue
         + ask: the params are fixed, nothing is sampled)."""
-        self._ot_study.enqueue_trial(finished.params)
-        self._tell_complete(self._ot_study.ask(fixed_distributions=self._space), finished)
+        params, distributions = self._fixed(finished.params)
+        self._ot_study.enqueue_trial(params)
+        self._tell_complete(self._ot_study.ask(fixed_distributions=distributions), finished)
 
     def _tell_complete(self, trial: optuna.trial.Trial, finished: Finished) -> None:
         if finished.trial_id:
@@ -327,6 +379,9 @@ class FullRunOptunaSearch(OptunaSearch):
             ot_trial = self._ot_trials[trial_id]
             if new:
                 ot_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
+            if getattr(self, "method_spaces", None):
+                from search.spaces import decode_params
+                config = decode_params(ot_trial.params)
             config = {**config, TRIAL_NUMBER_KEY: ot_trial.number}
         return config
 
@@ -369,9 +424,12 @@ class FullRunOptunaSearch(OptunaSearch):
             self.constraints[trial_id] = constraint
 
 
-def make_sampler(seed: int, num_trials: int) -> optuna.samplers.BaseSampler:
+def make_sampler(seed: int, num_trials: int, group: bool = False, methods: int = 1) -> optuna.samplers.BaseSampler:
+    """``group``: a conditional (cross-method) space -- multivariate TPE per group
+    of parameters sampled together; ``methods``: how many methods it spans (the
+    random start-up covers at least one trial of each)."""
     # A quarter of the budget (at most Optuna's default 10) explores at random
     # before TPE models the results.
-    startup = max(2, min(10, num_trials // 4))
+    startup = max(2, min(10, num_trials // 4), methods)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                      n_startup_trials=startup)
+                                      n_startup_trials=startup, group=group)

@@ -140,7 +140,7 @@ def knob_kinds(keys) -> dict[str, str]:
 
 
 def resolve_space(method: str, ranges: list[str] | None, fixed: dict[str, Any],
-                  search_protocol: tuple[str, ...] = ()) -> tuple[dict[str, Dist], dict[str, Any]]:
+                  search_protocol: tuple[str, ...] = (), allow_empty: bool = False) -> tuple[dict[str, Dist], dict[str, Any]]:
     """Apply ``--range`` and ``--set`` to the method's space.
 
     Returns (searched space, typed fixed values); both may hold loop knobs,
@@ -159,7 +159,7 @@ def resolve_space(method: str, ranges: list[str] | None, fixed: dict[str, Any],
         space[key] = dist
     for key in typed_fixed:
         space.pop(key, None)
-    if not space:
+    if not space and not allow_empty:
         raise ConfigError(f"nothing left to search for {method}: every knob is fixed (use search/rerun.py for a single config)")
     for key, dist in space.items():
         if dist.type != "categorical" and (not math.isfinite(dist.low) or not math.isfinite(dist.high)):
@@ -178,3 +178,145 @@ def fit_space_to_stream(space: dict[str, Dist], stream) -> dict[str, Dist]:
             raise ConfigError(f"--range memory: low {dist.low} is not below the stream's {total_train} training images")
         out["memory"] = dataclasses.replace(dist, high=total_train)
     return out
+
+
+# --------------------------------------------------------------------------
+# one search across several methods (search/run.py --method a,b,c)
+# --------------------------------------------------------------------------
+#
+# One Optuna study whose first parameter is the method (a categorical), and
+# below it that method's own space, define-by-run: TPE models which method
+# deserves the budget next to each method's knobs. Optuna needs one
+# distribution per parameter name across the study, and two methods' ``lr``
+# may have different ranges, so inside Optuna each knob is named
+# ``<method>/<knob>`` (``optuna_name``); a trial's config is decoded back to the
+# method's plain keys plus ``method`` (``decode_params``), so a trial's params
+# hold only its own method's keys.
+
+METHOD_PARAM = "method"
+SEP = "/"
+
+
+def _is_prefixed(key: str, methods: list[str]) -> tuple[str, str] | None:
+    head, dot, tail = key.partition(".")
+    if not dot:
+        return None
+    if head not in methods:
+        raise ConfigError(f"{key}: {head!r} is not one of the methods searched ({', '.join(methods)})")
+    return head, tail
+
+
+def _check_common_key(flag: str, key: str, methods: list[str]) -> None:
+    """A ``--set``/``--range`` key without a method prefix applies to every
+    method: each must have it (loop knobs they all have)."""
+    from strategies import STRATEGIES
+
+    if key in LOOP_KNOBS:
+        return
+    have = [m for m in methods if key in field_specs(STRATEGIES[m].config_class)]
+    if not have:
+        knob_owner(methods[0], key)  # the unknown-key error, with its "did you mean"
+    lacking = [m for m in methods if m not in have]
+    if lacking:
+        raise ConfigError(f"{flag} {key}: only {', '.join(have)} of the methods searched "
+                          f"{'has' if len(have) == 1 else 'have'} {key!r} ({', '.join(lacking)} "
+                          f"{'does' if len(lacking) == 1 else 'do'} not); give it per method: "
+                          f"{flag} {have[0]}.{key}=...")
+
+
+def resolve_spaces(methods: list[str], ranges: list[str] | None, fixed: dict[str, Any],
+                   search_protocol: tuple[str, ...] = ()
+                   ) -> tuple[dict[str, dict[str, Dist]], dict[str, Any], dict[str, dict[str, Any]]]:
+    """``resolve_space`` for each of several methods searched together.
+
+    ``--set KEY=V`` / ``--range KEY=...`` apply to every method and must name a
+    key each method has; ``--set METHOD.KEY=V`` / ``--range METHOD.KEY=...``
+    apply to that method alone. Returns (method -> searched space, the common
+    typed fixed values, method -> its own typed fixed values). A method whose
+    every knob is fixed keeps an empty space (the method itself is still searched).
+    """
+    common_fixed: dict[str, Any] = {}
+    own_fixed: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    for key, value in fixed.items():
+        pre = _is_prefixed(key, methods)
+        if pre is None:
+            _check_common_key("--set", key, methods)
+            common_fixed[key] = value
+        else:
+            own_fixed[pre[0]][pre[1]] = value
+    common_ranges: list[str] = []
+    own_ranges: dict[str, list[str]] = {m: [] for m in methods}
+    for item in ranges or []:
+        key, sep, rest = item.partition("=")
+        pre = _is_prefixed(key.strip(), methods)
+        if pre is None:
+            if sep and key.strip():
+                _check_common_key("--range", key.strip(), methods)
+            common_ranges.append(item)
+        else:
+            own_ranges[pre[0]].append(f"{pre[1]}={rest}")
+    spaces: dict[str, dict[str, Dist]] = {}
+    typed_common: dict[str, Any] = {}
+    typed_own: dict[str, dict[str, Any]] = {}
+    for m in methods:
+        for key in own_fixed[m]:
+            if key in common_fixed:
+                raise ConfigError(f"--set {m}.{key} and --set {key}: give {key} once")
+        space, typed = resolve_space(m, common_ranges + own_ranges[m], {**common_fixed, **own_fixed[m]},
+                                     search_protocol, allow_empty=True)
+        spaces[m] = space
+        typed_common = {k: typed[k] for k in common_fixed}
+        typed_own[m] = {k: typed[k] for k in own_fixed[m]}
+    return spaces, typed_common, typed_own
+
+
+def optuna_name(method: str, key: str) -> str:
+    """A knob's name inside the cross-method Optuna study."""
+    return f"{method}{SEP}{key}"
+
+
+def _suggest(trial, name: str, dist: Dist) -> Any:
+    if dist.type == "float":
+        return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+    if dist.type == "int":
+        return trial.suggest_int(name, int(dist.low), int(dist.high), log=dist.log)
+    return trial.suggest_categorical(name, list(dist.choices))
+
+
+class DefineByRun:
+    """The Optuna define-by-run function of a cross-method search: the method
+    first, then that method's knobs (named ``optuna_name``). A class, not a
+    closure: Tune pickles the searcher (and so this) with its experiment state."""
+
+    def __init__(self, spaces: dict[str, dict[str, Dist]]) -> None:
+        self.spaces = {m: dict(sp) for m, sp in spaces.items()}
+
+    def __call__(self, trial) -> None:
+        method = trial.suggest_categorical(METHOD_PARAM, list(self.spaces))
+        for key, dist in self.spaces[method].items():
+            _suggest(trial, optuna_name(method, key), dist)
+        return None
+
+
+def define_by_run(spaces: dict[str, dict[str, Dist]]) -> DefineByRun:
+    return DefineByRun(spaces)
+
+
+def decode_params(params: dict[str, Any]) -> dict[str, Any]:
+    """An Optuna trial's params -> the trial's config: ``method`` and that
+    method's plain keys only."""
+    method = params[METHOD_PARAM]
+    prefix = method + SEP
+    return {METHOD_PARAM: method, **{k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}}
+
+
+def encode_params(config: dict[str, Any], spaces: dict[str, dict[str, Dist]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A finished trial's method and knobs -> (Optuna params, their distributions),
+    for ``optuna.trial.create_trial`` (a warm start)."""
+    method = config[METHOD_PARAM]
+    params = {METHOD_PARAM: method}
+    dists = {METHOD_PARAM: to_optuna(C(*spaces))}
+    for key, dist in spaces[method].items():
+        params[optuna_name(method, key)] = config[key]
+        dists[optuna_name(method, key)] = to_optuna(dist)
+    return params, dists

@@ -43,7 +43,7 @@ from typing import Any
 from core.feasibility import DEFAULT_MARGIN, REPORT_KEY
 from core.feasibility import check_result as check_feasibility
 from core.objectives import SUMMARY_KEYS
-from core.result import CONFIRM_SEED_KEY, CONFIRMS_KEY, META_KEYS, TRIAL_NUMBER_KEY, metrics_key
+from core.result import CONFIRM_SEED_KEY, CONFIRMS_KEY, META_KEYS, METHOD_KEY, TRIAL_NUMBER_KEY, metrics_key
 
 # Metrics reported to Tune after each task: the summary metrics (fractions),
 # plus tasks done, memory (images), parameters and train time.
@@ -159,7 +159,12 @@ def trial_device(requested: str, gpus: float) -> str:
 
 def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], loop: dict[str, Any],
                results_dir: str, stream=None, strategy_modules: list[str] = (),
-               min_plasticity_margin: float = DEFAULT_MARGIN) -> None:
+               min_plasticity_margin: float = DEFAULT_MARGIN,
+               fixed_by_method: dict[str, dict[str, Any]] | None = None) -> None:
+    """One trial. ``method``/``fixed``: the search's method and fixed knobs; in a
+    search across methods the trial's config names its method (``METHOD_KEY``,
+    sampled first) and its fixed knobs are ``fixed`` plus ``fixed_by_method``'s
+    entry for that method."""
     from ray import tune
 
     import strategies  # noqa: F401  (registers the strategies in this worker)
@@ -178,6 +183,9 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
     # As JSON would give it back (a fixed list knob is a tuple in a fresh search,
     # a list in a resumed one): the finished-record check below compares the two.
     knobs = {k: v for k, v in config.items() if k not in META_KEYS}
+    if config.get(METHOD_KEY):
+        method = str(config[METHOD_KEY])
+        fixed = {**fixed, **((fixed_by_method or {}).get(method) or {})}
     number = config.get(TRIAL_NUMBER_KEY)  # the searcher's (None when Tune runs the function without it)
     confirms = config.get(CONFIRMS_KEY)  # a confirmation trial: the front candidate it reruns
     if config.get(CONFIRM_SEED_KEY) is not None:

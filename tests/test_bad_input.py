@@ -57,6 +57,16 @@ CASES = [
     # unknown methods
     ("run", ["--method", "icarll"], "unknown method 'icarll'"),
     ("rerun", ["--method", "icarll"], "unknown method 'icarll'"),
+    # one search across methods (--method a,b,c): an unknown or repeated method, a task-IL one,
+    # a key only some of the methods have (named)
+    ("run", ["--method", "icarl,icarll"], "unknown method 'icarll'"),
+    ("run", ["--method", "icarl,der,icarl"], "--method 'icarl,der,icarl': 'icarl' is given twice"),
+    ("run", ["--method", "icarl,packnet"], "packnet is task-incremental only"),
+    ("run", ["--method", "finetune,replay", "--set", "memory=100"],
+     "--set memory: only replay of the methods searched has 'memory' (finetune does not); give it per method: "
+     "--set replay.memory=..."),
+    ("run", ["--method", "icarl,lwf", "--range", "memory=10:100"], "--range memory: only icarl of the methods"),
+    ("run", ["--method", "finetune,replay", "--set", "der.memory_per_class=5"], "'der' is not one of the methods searched"),
     # unknown or misspelt config keys in --set and --range
     ("run", ["--method", "icarl", "--set", "lrr=0.1"], "unknown key 'lrr' (did you mean 'lr'?)"),
     ("run", ["--method", "icarl", "--range", "memroy=10:100"], "unknown key 'memroy' (did you mean 'memory'?)"),
