@@ -149,7 +149,7 @@ def test_warm_start_reads_each_records_own_method():
                   TRIAL_NUMBER_KEY: 0},
             "b": {"method": "icarl", "params": {"lr": 0.1}, "metrics": metrics, TRIAL_NUMBER_KEY: 1}}
     out = warm_start(done, {}, ["final_acc", "forgetting"], spaces)
-    assert out["finished"] == [(0, {METHOD_KEY: "finetune", "lr": 0.1}, [0.5, 0.1])]
+    assert [tuple(f[:3]) for f in out["finished"]] == [(0, {METHOD_KEY: "finetune", "lr": 0.1}, [0.5, 0.1])]
 
 
 # ---------------------------------------------------------------- files: spec, confirmations, per-method view
