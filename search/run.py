@@ -709,7 +709,13 @@ def logger_callbacks(args, name: str, results_dir: Path, method: str) -> list:
         callbacks.append(WandbLoggerCallback(project=args.wandb, group=name, dir=str(results_dir)))
     if args.mlflow is not None:
         from ray.air.integrations.mlflow import MLflowLoggerCallback
-        callbacks.append(MLflowLoggerCallback(tracking_uri=args.mlflow or None, experiment_name=name,
+        # Without a URI: a file store in the search folder (offline, next to the
+        # rest). MLflow 3 refuses file stores unless told they are wanted; a user
+        # who names one (or takes this default) wants it.
+        uri = args.mlflow or (results_dir / "mlruns").as_uri()
+        if uri.startswith("file:") or "://" not in uri:
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=name,
                                               tags={"clsearch.search": name, "clsearch.method": method}))
     return callbacks
 
@@ -1146,8 +1152,10 @@ def run_confirmations(args, spec, objectives, results_dir: Path, trainable, guar
                                max_failures=args.max_failures)
 
     def run_config(name: str, printer: ProgressPrinter):
+        # The same loggers as the search's trials (CSV/JSON/TensorBoard, --wandb, --mlflow).
         return tune.RunConfig(name=name, storage_path=str(results_dir), verbose=0,
-                              callbacks=[printer.callback, guard.callback()],
+                              callbacks=[printer.callback, guard.callback(),
+                                         *logger_callbacks(args, results_dir.name, results_dir, spec["method"])],
                               failure_config=tune.FailureConfig(max_failures=args.max_failures),
                               checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
 
