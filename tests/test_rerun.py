@@ -29,7 +29,8 @@ def test_rerun_picked_trials_on_test_with_seeds_next_to_baselines(tmp_path):
     proc = rerun(str(results), "--pick", trial_id(0), "2", "--seeds", "2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_csv(results / "final_table.csv")
-    assert list(table["config"]) == [f"icarl {trial_id(0)}", f"icarl {trial_id(2)}", "finetune", "joint"]
+    # Labelled by trial number and id (trials.csv numbers the fixture's trials from their ids).
+    assert list(table["config"]) == [f"icarl #0 ({trial_id(0)})", f"icarl #2 ({trial_id(2)})", "finetune", "joint"]
     assert (table["seeds"] == 2).all() and (table["eval_split"] == "test").all()
     for m in ("final_acc", "avg_inc_acc", "forgetting", "plasticity"):
         assert table[f"{m}_mean"].between(-1, 1).all() and table[f"{m}_std"].notna().all()
