@@ -1,4 +1,4 @@
-"""Rerun configs without Ray: the final table of a search, or a direct run of one config.
+"""Rerun configs: the final table of a search, or a direct run of one config.
 
 Final table of a search (the last step after a search and its report):
 
@@ -21,6 +21,16 @@ split (the final numbers come from test, the search's from validation);
 ``--eval val`` keeps the validation split instead. It prints the class-IL and
 task-IL accuracy matrices and their metrics (core/metrics.py) and writes
 ``result.json`` per seed (docs/RESULT_FORMAT.md) under ``--out``.
+
+Scheduling (search/rerun_ray.py): the (config, seed) runs, baselines included,
+are Ray tasks spread over every local CPU/GPU, or over the cluster at
+``--address``: ``--cpus-per-run`` CPUs each (default 1, or ``--threads``),
+which are also its torch threads, and ``--gpus-per-run`` GPUs (default 0.25
+when a GPU is visible and ``--device`` is not cpu). A command with a single run
+(one config, one seed) trains it in this process with every CPU (or
+``--threads``), without Ray's start-up; so does ``--sequential``, one run after
+another (debugging). A run that fails or diverges does not stop the others;
+the command then exits 2 naming it, and the same command reruns only it.
 """
 from __future__ import annotations
 
@@ -70,45 +80,87 @@ def finished_run(path: Path, result_like: dict[str, Any]) -> dict[str, Any] | No
     return None
 
 
-def run_seeds(method: str, overrides: dict[str, Any], loop, stream, seeds: list[int],
-              out_dir: Path, quiet: bool = False) -> list[dict[str, Any]]:
-    """Train ``method`` once per seed on ``stream`` with the LoopConfig ``loop``
-    (its seed replaced by each of ``seeds``); write and return each result dict.
+def uses_ray(args, runs: int) -> bool:
+    """Whether this command trains through Ray: unless --sequential, when it has
+    more than one (config, seed) run, or names a cluster or a per-run resource.
+    A single run stays in this process (no Ray start-up)."""
+    if args.sequential:
+        return False
+    return runs > 1 or args.address is not None or args.cpus_per_run is not None or args.gpus_per_run is not None
 
-    A seed whose ``result.json`` already holds a completed run of the same method,
-    config, protocol and stream is kept, not retrained: an interrupted rerun of many
-    configs and seeds continues where it stopped.
-    """
-    import dataclasses
 
-    import strategies  # noqa: F401  (registers the strategies)
-    from strategies.loop import make_strategy, resolve_threads, run
+def cpus_per_run(args) -> float:
+    """Each Ray task's CPUs: --cpus-per-run, else --threads, else 1."""
+    if args.cpus_per_run is not None:
+        return args.cpus_per_run
+    return float(args.threads) if args.threads > 0 else 1.0
+
+
+def threads_of(cpus: float) -> int:
+    """A Ray task's torch threads: its CPUs (at least one; a fraction rounds down)."""
+    return max(1, int(cpus))
+
+
+def check_run_args(args) -> None:
+    """The scheduling flags, checked before anything is loaded (README, Rerun)."""
+    if args.cpus_per_run is not None and not args.cpus_per_run > 0:
+        raise UsageError(f"--cpus-per-run must be positive, got {args.cpus_per_run:g}")
+    if args.gpus_per_run is not None and not args.gpus_per_run >= 0:
+        raise UsageError(f"--gpus-per-run must be >= 0, got {args.gpus_per_run:g}")
+    if args.sequential:
+        for flag, value in (("--address", args.address), ("--cpus-per-run", args.cpus_per_run),
+                            ("--gpus-per-run", args.gpus_per_run)):
+            if value is not None:
+                raise UsageError(f"--sequential trains in this process and {flag} is for runs through Ray; "
+                                 f"drop one of them")
+    elif args.cpus_per_run is not None and args.threads > 0 and args.threads != threads_of(args.cpus_per_run):
+        raise UsageError(f"--threads {args.threads} and --cpus-per-run {args.cpus_per_run:g} disagree: through Ray "
+                         f"a run's torch threads are the CPUs it gets; give one of them (or --sequential "
+                         f"--threads {args.threads} to train in this process)")
+
+
+def train_configs(args, configs: list[tuple[str, str, dict[str, Any], Any, Path]], seeds: list[int], stream):
+    """Train every (config, seed) that is not finished yet, through Ray or in
+    this process (search/rerun_ray.py); return ({result.json path: record} of
+    the finished runs, [(run, reason)] of the failed ones).
+
+    ``configs``: (label, method, strategy overrides, LoopConfig, run folder).
+    A seed whose ``result.json`` already holds a completed run of the same
+    method, config, protocol (threads included) and stream is kept, not
+    retrained: an interrupted rerun of many configs and seeds continues where
+    it stopped."""
     from core.files import write_json_atomic
+    from search.rerun_ray import RunProgress, plan_runs, train_in_process, train_through_ray
+    from strategies.loop import resolve_threads
 
-    results = []
-    for seed in seeds:
-        # Seeds run one after another here, so each may use every CPU given to
-        # the process (the one thread rule, strategies/loop.py:resolve_threads);
-        # resolved before the reuse check, which compares thread counts.
-        cfg = dataclasses.replace(loop, seed=seed, threads=resolve_threads(loop.threads))
-        strategy = make_strategy(method, overrides, stream, cfg)
-        path = out_dir / f"seed{seed}" / "result.json"
-        # Compared in their JSON form: a list knob (lr_milestones) is a tuple here, a list on disk.
-        earlier = finished_run(path, {"method": strategy.name,
-                                      "config": json.loads(json.dumps(dataclasses.asdict(strategy.config))),
-                                      "protocol": json.loads(json.dumps(dataclasses.asdict(cfg))),
-                                      "stream": json.loads(json.dumps(stream.describe()))})
-        if earlier is not None:
-            print(f"{method} seed {seed}: kept the finished run in {path.parent}", file=sys.stderr, flush=True)
-            results.append(earlier)
-            continue
-        result = run(strategy, stream, cfg, log=None if quiet else _log)
-        d = result.to_dict()
-        write_json_atomic(path, d)
-        results.append(d)
-        if result.status != "completed":
-            raise UsageError(f"{method} seed {seed} {result.status}: {result.error} (partial result in {out_dir / f'seed{seed}'})")
-    return results
+    through_ray = uses_ray(args, len(configs) * len(seeds))
+    # The one thread rule (strategies/loop.py:resolve_threads): through Ray a run
+    # uses the CPUs Ray gives it; in this process, one run at a time, every CPU
+    # given to the process (or --threads). Decided before the reuse check,
+    # which compares thread counts.
+    threads = threads_of(cpus_per_run(args)) if through_ray else resolve_threads(configs[0][3].threads)
+    runs, kept = plan_runs(configs, seeds, stream, threads)
+    records = dict(kept)
+    todo = [r for r in runs if r.path not in kept]
+    progress = RunProgress(len(runs), len(kept))
+
+    def write(run, record: dict[str, Any]) -> None:
+        write_json_atomic(run.path, record)
+        if record.get("status") == "completed":
+            records[run.path] = record
+
+    if not todo:
+        progress.line(f"all {len(runs)} run(s) finished earlier and are kept: nothing to train")
+        return records, []
+    if through_ray:
+        failures = train_through_ray(todo, stream, progress, write, address=args.address, cpus=cpus_per_run(args),
+                                     gpus=args.gpus_per_run, device=configs[0][3].device,
+                                     strategy_modules=args.strategy_modules)
+    else:
+        progress.line(f"{len(todo)} run(s) to train in this process, one at a time, {threads} "
+                      f"thread{'s' if threads > 1 else ''} each")
+        failures = train_in_process(todo, stream, progress, write, log=None if args.quiet else _log)
+    return records, failures
 
 
 def _log(msg: str) -> None:
@@ -147,7 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test: train on train+val and evaluate on test (default); val: keep the validation split")
     p.add_argument("--out", default=None, help="output folder (default ./results/direct-METHOD-TIME, under the working directory)")
     p.add_argument("--list", action="store_true", help="list the methods and their config keys, then exit")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines (runs in this process)")
+    g = p.add_argument_group("scheduling (README, Rerun)")
+    g.add_argument("--cpus-per-run", type=float, default=None,
+                   help="CPUs of each run through Ray; its torch threads follow (default: --threads if given, else 1)")
+    g.add_argument("--gpus-per-run", type=float, default=None,
+                   help="GPUs of each run through Ray, fractional to share a GPU (default 0.25 when a GPU is visible "
+                        "and --device is not cpu, else 0)")
+    g.add_argument("--address", default=None, help="address of an existing Ray cluster (e.g. 10.0.0.1:6379 or auto)")
+    g.add_argument("--sequential", action="store_true",
+                   help="train the runs one after another in this process, without Ray (debugging; a single run "
+                        "always does)")
     add_protocol_args(p)
     return p
 
@@ -181,12 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     from core.methods import check_method_early
     check_method_early(args.method, args.strategy_module, args.results_dir)  # before torch is imported
     from strategies.plugins import load_cli_modules
-    load_cli_modules(args.strategy_module, args.results_dir)
+    # Recorded as Ray workers import them (absolute paths for files).
+    args.strategy_modules = load_cli_modules(args.strategy_module, args.results_dir)
     if args.list:
         list_methods()
         return 0
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    check_run_args(args)
     if args.results_dir:
         if args.method or args.set:
             raise UsageError("give either RESULTS_DIR (rerun a search's configs) or --method/--set (a direct run), not both")
@@ -207,20 +271,32 @@ def main(argv: list[str] | None = None) -> int:
     loop = with_loop_knobs(loop_config_from_args(args, seed=args.seed, eval_split=args.eval), loop_knobs)
     stream = load_stream(stream_protocol, val_fraction=0.0 if args.eval == "test" else None)
     loop = resolve_data_defaults(args, loop, stream)  # imagefolder/npz: defaults that follow the images
-    from strategies.loop import check_eval_split, resolve_device
+    from strategies.loop import check_eval_split
     check_eval_split(stream, args.eval)
-    resolve_device(loop.device)
+    check_device(args, loop.device)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(args.out) if args.out else Path("results") / f"direct-{args.method}-{stamp}"
     seeds = list(range(args.seed, args.seed + args.seeds))
     with output_folder(out_dir):
-        results = run_seeds(args.method, overrides, loop, stream, seeds, out_dir, quiet=args.quiet)
+        records, failures = train_configs(args, [(args.method, args.method, overrides, loop, out_dir)], seeds, stream)
+    results = [records[p] for p in (out_dir / f"seed{s}" / "result.json" for s in seeds) if p in records]
     for d in results:
         print_result(d)
     if len(results) > 1:
         print_seed_summary(results)
     print(f"\nresults written to {out_dir}")
+    from search.rerun_ray import raise_if_failed
+    raise_if_failed(failures, len(seeds))
     return 0
+
+
+def check_device(args, device: str) -> None:
+    """A CUDA device this machine does not have is refused before anything
+    trains, except on a cluster (--address): there the workers' hardware is
+    checked once Ray is connected (search/run.py: ray_resources)."""
+    if args.address is None or args.sequential:
+        from strategies.loop import resolve_device
+        resolve_device(device)
 
 
 # Options that a rerun of a search takes from its search.json: given next to
@@ -378,18 +454,23 @@ def rerun_search(args) -> int:
     loop = loop_config_from_dict(spec["loop"], eval_split="test", **hardware)
     # Train on train + validation, evaluate on test: the only place test is used.
     stream = load_stream(stream_protocol, val_fraction=0.0)
-    from strategies.loop import check_eval_split, resolve_device
+    from strategies.loop import check_eval_split
     check_eval_split(stream, "test")
-    resolve_device(loop.device)
+    check_device(args, loop.device)
     out_dir = Path(args.out) if args.out else results.path
     seeds = list(range(args.seed, args.seed + args.seeds))
     runs: dict[str, list[Path]] = {}
+    plan = []
+    for label, (m, params, loop_knobs) in configs.items():
+        run_dir = out_dir / "rerun" / folders[label]
+        plan.append((label, m, params, with_loop_knobs(loop, loop_knobs), run_dir))
+        runs[label] = [run_dir / f"seed{s}" / "result.json" for s in seeds]
     with output_folder(out_dir):
-        for label, (m, params, loop_knobs) in configs.items():
-            run_dir = out_dir / "rerun" / folders[label]
+        for label, (_, params, loop_knobs) in configs.items():
             print(f"rerun {label} {({**params, **loop_knobs})} on test, seeds {seeds}", flush=True)
-            run_seeds(m, params, with_loop_knobs(loop, loop_knobs), stream, seeds, run_dir, quiet=args.quiet)
-            runs[label] = [run_dir / f"seed{s}" / "result.json" for s in seeds]
+        _, failures = train_configs(args, plan, seeds, stream)
+        from search.rerun_ray import raise_if_failed
+        raise_if_failed(failures, len(plan) * len(seeds))
         table = build_final_table(runs)
         notes = [f"search: {results.path}", f"protocol: {stream.name}, {stream.num_tasks} tasks, "
                  f"{stream.num_classes} classes, {loop.epochs} epochs/task, {loop.backbone}; trained on "

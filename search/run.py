@@ -430,6 +430,24 @@ def _same_search(old: dict[str, Any], new: dict[str, Any]) -> bool:
             and same_protocol)
 
 
+def progress_line(text: str) -> None:
+    """One line of a live view, time-stamped: a search's trials, a rerun's runs."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def format_value(name: str, v) -> str:
+    """A metric as the live views print it: memory as a count, fractions as %."""
+    if v is None:
+        return "-"
+    return f"{v:.0f}" if name == "memory" else f"{100 * v:.1f}%"
+
+
+def format_pace(durations: list[float], t0: float, unit: str) -> str:
+    """The end of a live-view line: mean seconds per ended trial (run) and minutes since ``t0``."""
+    mean_t = sum(durations) / len(durations) if durations else 0.0
+    return f"{mean_t:.0f} s/{unit}, elapsed {(time.time() - t0) / 60:.1f} min"
+
+
 class ProgressPrinter:
     """A compact live view: a line when a trial starts, one after each of its
     tasks (its objectives so far, images/s, the task's time) and one when it
@@ -525,7 +543,7 @@ class ProgressPrinter:
         return knobs
 
     def print_line(self, text: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+        progress_line(text)
 
     def finished(self, trial, failed: bool, record: dict[str, Any] | None = None) -> None:
         result = self.last.get(trial.trial_id, {})
@@ -557,11 +575,10 @@ class ProgressPrinter:
         self.tasks_done[trial.trial_id] = self.num_tasks  # ended: none of its tasks is left to do
         best = ", ".join(f"{'best' if s == 'max' else 'lowest'} {n} {self._fmt(n, self.best[n])}"
                          for n, s in self.objectives if n in self.best)
-        mean_t = sum(self.durations) / len(self.durations)
         running = len(self.started) - ended
         self.print_line(f"{trial_label(trial)} {what} | {ended}/{self.total} ended ({self.done} completed, "
                         f"{self.infeasible} did not learn, {self.truncated} stopped, {self.failed} failed, {max(running, 0)} running) | {best} | "
-                        f"{mean_t:.0f} s/trial, elapsed {(time.time() - self.t0) / 60:.1f} min, {self.progress()}")
+                        + format_pace(self.durations, self.t0, "trial") + f", {self.progress()}")
 
     def feasibility(self, result: dict):
         """The did-not-learn verdict on a finished trial's last report; None when the rule is off."""
@@ -577,11 +594,7 @@ class ProgressPrinter:
         except (OSError, json.JSONDecodeError):
             return "no result written; see the trial's error.txt under tune/"
 
-    @staticmethod
-    def _fmt(name: str, v) -> str:
-        if v is None:
-            return "-"
-        return f"{v:.0f}" if name == "memory" else f"{100 * v:.1f}%"
+    _fmt = staticmethod(format_value)
 
 
 def trial_label(trial) -> str:
@@ -731,36 +744,46 @@ def check_resource_args(args) -> None:
 
 
 def trial_resources(args, device: str = "auto") -> dict[str, float]:
-    """Each trial's Ray resources, checked against the connected cluster.
+    """Each trial's Ray resources, checked against the connected cluster
+    (``ray_resources`` with the search's flags)."""
+    return ray_resources(args.cpus_per_trial, args.gpus_per_trial, device, args.address)
+
+
+def ray_resources(cpus: float | None, gpus: float | None, device: str = "auto", address: str | None = None, *,
+                  flags: tuple[str, str] = ("--cpus-per-trial", "--gpus-per-trial"),
+                  what: str = "trials") -> dict[str, float]:
+    """The Ray resources of each of ``what`` (trials of a search, runs of a
+    rerun), checked against the connected cluster; ``flags`` name the CPU and
+    GPU options in the messages, ``None`` is their default.
 
     ``device`` is the loop's (search.json ``loop.device``). A CUDA device is
     refused here, before any trial starts, when the cluster has no GPU or the
     trials would get none (--gpus-per-trial 0): on a cluster (``--address``)
     this is the first point where the workers' hardware is known, and a trial
     without a GPU would fail (search/trainable.py: trial_device). ``cpu`` asks
-    for no GPU."""
+    for no GPU; otherwise the default is 0.25 GPU when the cluster has one."""
     import ray
 
+    cpu_flag, gpu_flag = flags
     total_gpus = ray.cluster_resources().get("GPU", 0)
-    cpus = 1.0 if args.cpus_per_trial is None else args.cpus_per_trial
-    gpus = args.gpus_per_trial
+    cpus = 1.0 if cpus is None else cpus
     wants_cuda = device.startswith("cuda")
     if wants_cuda and total_gpus == 0:
-        where = "the Ray cluster at --address" if args.address else "the local Ray instance"
+        where = "the Ray cluster at --address" if address else "the local Ray instance"
         raise UsageError(f"--device {device}: {where} has no GPU (ray.cluster_resources() reports 0); "
                          f"use --device cpu or auto, or a cluster with GPUs")
     if wants_cuda and gpus == 0:
-        raise UsageError(f"--device {device} with --gpus-per-trial 0: the trials would get no GPU; "
-                         f"give --gpus-per-trial (e.g. 1, or 0.25 to share a GPU between 4 trials)")
+        raise UsageError(f"--device {device} with {gpu_flag} 0: the {what} would get no GPU; "
+                         f"give {gpu_flag} (e.g. 1, or 0.25 to share a GPU between 4 {what})")
     if gpus is None:
         gpus = 0.25 if total_gpus > 0 and device != "cpu" else 0.0
     if gpus > 0 and total_gpus == 0:
-        raise UsageError(f"--gpus-per-trial {gpus}: the Ray cluster has {total_gpus:g} GPUs")
+        raise UsageError(f"{gpu_flag} {gpus}: the Ray cluster has {total_gpus:g} GPUs")
     if cpus > ray.cluster_resources().get("CPU", 0):
-        raise UsageError(f"--cpus-per-trial {cpus:g} is more than the cluster's {ray.cluster_resources().get('CPU', 0):g} CPUs")
+        raise UsageError(f"{cpu_flag} {cpus:g} is more than the cluster's {ray.cluster_resources().get('CPU', 0):g} CPUs")
     # A trial runs on ONE node: on a cluster a request that only the sum of the
     # nodes could meet would leave every trial pending forever.
-    for flag, need, key in (("--cpus-per-trial", cpus, "CPU"), ("--gpus-per-trial", gpus, "GPU")):
+    for flag, need, key in ((cpu_flag, cpus, "CPU"), (gpu_flag, gpus, "GPU")):
         largest = max((n["Resources"].get(key, 0) for n in ray.nodes() if n.get("Alive")), default=0)
         if need > largest:
             raise UsageError(f"{flag} {need:g} is more than any node of the cluster has "

@@ -171,6 +171,12 @@ CASES = [
     ("run", ["--method", "icarl", "--max-failures", "-2"], "--max-failures must be -1 (unlimited) or at least 0, got -2"),
     ("run", ["--method", "icarl", "--max-concurrent", "0"], "--max-concurrent must be at least 1, got 0"),
     ("run", ["--method", "icarl", "--gpus-per-trial", "-1"], "--gpus-per-trial must be >= 0, got -1"),
+    ("rerun", ["--method", "icarl", "--cpus-per-run", "0"], "--cpus-per-run must be positive, got 0"),
+    ("rerun", ["--method", "icarl", "--gpus-per-run", "-1"], "--gpus-per-run must be >= 0, got -1"),
+    # through Ray a run's threads are its CPUs (BASE gives --threads 1)
+    ("rerun", ["--method", "icarl", "--seeds", "2", "--cpus-per-run", "2"], "--threads 1 and --cpus-per-run 2 disagree"),
+    ("rerun", ["--method", "icarl", "--sequential", "--address", "auto"],
+     "--sequential trains in this process and --address is for runs through Ray"),
     ("run", ["--method", "icarl", "--objectives", "final_acc,final_acc"], "give each objective once"),
     ("run", ["--method", "icarl", "--objectives", "accuracy"], "unknown objective 'accuracy'"),
     ("run", ["--method", "icarl", "--asha", "memory"], "--asha 'memory': choose one of"),

@@ -1,4 +1,4 @@
-"""search/run.py --address on a real multi-node Ray cluster (issue "Reliability", 4).
+"""search/run.py and search/rerun.py --address on a real multi-node Ray cluster (issue "Reliability", 4).
 
 The fixture starts a head and a worker node on this machine with Ray's own
 multi-node tooling (``ray.cluster_utils.Cluster``: separate raylets, object
@@ -43,6 +43,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = [sys.executable, str(ROOT / "search" / "run.py")]
+RERUN = [sys.executable, str(ROOT / "search" / "rerun.py")]
 CLUSTER_PROCESS = [sys.executable, str(ROOT / "tests" / "cluster_process.py")]
 # Each trial must outlast a trial worker's start-up on the other node (1-3 s
 # here): with reuse_actors Tune hands a pending trial to an actor that just
@@ -135,6 +136,31 @@ def test_trial_larger_than_every_node_is_refused_before_it_hangs(cluster, tmp_pa
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: --cpus-per-trial 2 is more than any node"), proc.stderr[-3000:]
+
+
+def test_rerun_on_two_nodes_runs_its_seeds_on_both_and_writes_them_in_the_driver(cluster, tmp_path):
+    """rerun.py --address: two runs of one CPU on two one-CPU nodes run at once,
+    one per node; the workers only return their records, the driver writes them
+    (here the disk is shared, but the design does not need it)."""
+    address, node_ids, env = cluster
+    out = tmp_path / "direct"
+    proc = subprocess.run([*RERUN, "--address", address, "--method", "replay", "--dataset", "synthetic",
+                           "--epochs", EPOCHS, "--seeds", "2", "--quiet", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"2 run(s) to train through the Ray cluster at {address}: up to 2 at a time" in proc.stdout
+    records = [json.loads((out / f"seed{s}" / "result.json").read_text()) for s in (0, 1)]
+    assert all(r["status"] == "completed" and r["through"] == "ray" and r["protocol"]["threads"] == 1
+               for r in records)
+    assert {r["node"]["ray_node_id"] for r in records} == node_ids, [r["node"] for r in records]
+
+
+def test_a_cuda_rerun_on_a_cluster_without_gpus_is_refused_before_any_run(cluster, tmp_path):
+    address, _, env = cluster
+    proc = subprocess.run([*RERUN, "--address", address, "--method", "replay", "--dataset", "synthetic",
+                           "--epochs", "1", "--seeds", "2", "--device", "cuda", "--out", str(tmp_path / "d")],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert_refused_before_start(proc, tmp_path / "d", "--device cuda: the Ray cluster at --address has no GPU")
 
 
 # -- --device cuda on a cluster: the driver cannot see the workers' hardware -------------------
