@@ -474,8 +474,12 @@ def rerun_search(args) -> int:
         table = build_final_table(runs)
         notes = [f"search: {results.path}", f"protocol: {stream.name}, {stream.num_tasks} tasks, "
                  f"{stream.num_classes} classes, {loop.epochs} epochs/task, {loop.backbone}; trained on "
-                 "train+validation, evaluated on test", f"seeds: {seeds}",
-                 "finetune and joint use their default configs under the same protocol"]
+                 "train+validation, evaluated on test", f"seeds: {seeds}"]
+        baselines = [b for b in ("finetune", "joint") if b in configs]
+        if baselines:  # none with --no-baselines (or when they are the methods searched)
+            notes.append(f"{' and '.join(baselines)} use{'s' if len(baselines) == 1 else ''} "
+                         f"{'its' if len(baselines) == 1 else 'their'} default config"
+                         f"{'' if len(baselines) == 1 else 's'} under the same protocol")
         per_config = {label: knobs for label, (_, _, knobs) in configs.items() if knobs}
         if per_config:
             notes.append("loop knobs of the trials, applied to their reruns: "
