@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import os
 import random
 import shutil
@@ -395,11 +396,13 @@ def test_finished_trial_whose_checkpoint_is_gone_stays_completed_after_a_driver_
     final = _results(trials_dir)
     assert final[tid] == record  # kept as it was: completed, same numbers, not retrained
     assert df.set_index("trial_id").loc[tid, "status"] == "completed"
-    lines = [line for line in again.stdout.splitlines() if f"trial {tid}" in line]
+    # The live log names a trial "trial <number> (<id>)".
+    lines = [line for line in again.stdout.splitlines() if f"({tid})" in line]
     # The case really happened: Tune tried to restore the trial from a checkpoint that is gone.
-    assert f"trial {tid}: Tune could not restore its checkpoint" in again.stdout, (state, "\n".join(lines))
+    assert re.search(rf"trial \d+ \({tid}\): Tune could not restore its checkpoint", again.stdout), \
+        (state, "\n".join(lines))
     assert not any("FAILED" in line or "failed (worker" in line for line in lines), "\n".join(lines)
-    assert f"trial {tid} final_acc" in again.stdout  # counted as a completed trial, with its values
+    assert re.search(rf"trial \d+ \({tid}\) final_acc", again.stdout)  # counted as a completed trial, with its values
     print(f"trial {tid} finished, driver killed, {len(checkpoints)} checkpoint folder(s) deleted; Tune's saved "
           f"state: {state}; resumed in {resumed_s:.0f} s; its lines:\n" + "\n".join(lines))
 
