@@ -196,10 +196,11 @@ def _cli(tmp_path: Path, script: str, *args: str, timeout: int = 300) -> subproc
 @pytest.mark.slow
 def test_a_strategy_from_a_user_module_is_searched_rerun_and_run_directly(tmp_path):
     toy = write_toy(tmp_path / "user_code")
-    tiny = ["--dataset", "synthetic", "--epochs", "1", "--confirm-seeds", "0"]
+    tiny = ["--dataset", "synthetic", "--epochs", "1"]
 
     # (a) a 2-trial search: the trials run in Ray workers, which import the module themselves.
     proc = _cli(tmp_path, "run.py", "--strategy-module", str(toy), "--method", "toy", "--trials", "2", *tiny,
+                "--confirm-seeds", "0",
                 "--cpus-per-trial", "1", "--results-root", str(tmp_path / "results"), "--name", "toy", "--no-report",
                 "--min-plasticity-margin", "0")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -220,7 +221,7 @@ def test_a_strategy_from_a_user_module_is_searched_rerun_and_run_directly(tmp_pa
     assert "toy" in (out / "final_table.md").read_text()
     # ...and to resume it: the driver knows "toy" again before it compares the options
     # (here deliberately different ones, so that it stops before starting Ray).
-    proc = _cli(tmp_path, "run.py", "--method", "toy", "--trials", "3", *tiny, "--results-root",
+    proc = _cli(tmp_path, "run.py", "--method", "toy", "--trials", "3", *tiny, "--confirm-seeds", "0", "--results-root",
                 str(tmp_path / "results"), "--name", "toy", "--resume", timeout=120)
     assert proc.returncode == 2 and "holds a different search" in proc.stderr, proc.stderr
 
