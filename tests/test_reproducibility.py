@@ -5,7 +5,9 @@ rerun a result.
 Per method (iCaRL; replay with KD weight 1), two direct runs of search/rerun.py on
 the synthetic stream with one torch thread:
 
-- run A: seeds 0 and 1, from an ordinary command line;
+- run A: seeds 0 and 1, from an ordinary command line with ``--sequential``
+  (one process, no Ray: several seeds otherwise run as Ray tasks, whose
+  matrices tests/test_rerun_ray.py shows equal to this path's);
 - run B: seed 0 again, from a command line rebuilt from nothing but A's seed-0
   result.json (every config field by --set, the loop settings and the stream by
   their flags) -- so equality shows both that training is deterministic and that
@@ -35,8 +37,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 RERUN = [sys.executable, str(ROOT / "search" / "rerun.py")]
 METHODS = {"icarl": [], "replay": ["--set", "kd_weight=1"]}
-# Fields that differ between two runs of the same record: wall-clock times.
-TIMING_KEYS = ("timings", "train_time_s")
+# Fields that differ between two runs of the same record: wall-clock times and
+# the process that ran it (a rerun's record says when and where it ran).
+TIMING_KEYS = ("timings", "train_time_s", "started", "ended", "pid")
 
 pytestmark = pytest.mark.slow  # every test reads runs of search/rerun.py in subprocesses
 
@@ -82,7 +85,7 @@ def runs(tmp_path_factory) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for method, extra in METHODS.items():
         a0, a1 = _direct_run(["--method", method, *extra, "--dataset", "synthetic", "--device", "cpu",
-                              "--threads", "1", "--seed", "0", "--seeds", "2"], tmp / f"{method}-a", tmp)
+                              "--threads", "1", "--seed", "0", "--seeds", "2", "--sequential"], tmp / f"{method}-a", tmp)
         (b0,) = _direct_run(rerun_args(a0), tmp / f"{method}-b", tmp)
         out[method] = {"a0": a0, "a1": a1, "b0": b0}
     return out
