@@ -236,7 +236,7 @@ def test_tiny_search_samples_loop_knobs_and_rerun_trains_what_the_trial_trained(
            "--cpus-per-trial", "1", "--results-root", str(tmp_path), "--name", "knobs", "--method", "icarl",
            "--trials", "2", "--set", "memory=20", "--range", "batch_size=16,32", "--range", "optimizer=sgd,adam",
            # Off: whether a 1-epoch synthetic trial learns is not what this checks, and --pick needs a completed one.
-           "--min-plasticity-margin", "0"]
+           "--min-plasticity-margin", "0", "--confirm-seeds", "0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = tmp_path / "knobs"
