@@ -1,6 +1,6 @@
 """Real GTSRB: finetuning forgets, rehearsal does not (a cut-down notebook protocol).
 
-Classes 0..15 in 2 tasks of 8, 4 epochs per task, SimpleCNN, memory 200,
+Classes 0..15 in 2 tasks of 8, 4 epochs per task at lr 0.05, SimpleCNN, memory 200,
 validation split by physical track. Under a minute on two cores; the full
 notebook protocol numbers are in the README (search/rerun.py, recorded there).
 """
@@ -22,9 +22,13 @@ def gtsrb_two_tasks(gtsrb_arrays):
 
 
 def _run(method, stream, overrides):
-    # lr 0.1: the first task is mostly speed-limit signs, which lr 0.05 does not
-    # separate in 4 epochs (measured: 62 % vs 86 % validation accuracy).
-    overrides = {"lr": 0.1, **overrides}
+    # How well 4 epochs learn the first task (mostly speed-limit signs) depends on
+    # the CPU's float arithmetic, not only on the seed. Measured validation
+    # accuracy after task 1, 2 threads: AMD EPYC lr 0.05 62 %, lr 0.1 86 %; Intel
+    # Xeon with AMX lr 0.05 90.5 %, lr 0.1 39.6 % (1 thread: 75.9 %). lr 0.05 has
+    # the better worst case, and the assertions below are relations between
+    # finetune and replay with levels well below both CPUs' figures.
+    overrides = {"lr": 0.05, **overrides}
     cfg = LoopConfig(epochs=4, batch_size=128, eval_split="val", seed=0, threads=2)
     strategy = make_strategy(method, overrides, stream, cfg)
     return run(strategy, stream, cfg, log=None)
@@ -36,13 +40,14 @@ def test_finetune_forgets_and_replay_remembers_on_gtsrb(gtsrb_two_tasks):
     finetune = _run("finetune", stream, {})
     replay = _run("replay", stream, {"memory": 200})
     for r in (finetune, replay):
-        assert r.status == "completed" and r.acc_class_il[0][0] > 0.75  # task 1 is learnt
+        # Task 1 is learnt: well above chance (12.5 % for 8 classes).
+        assert r.status == "completed" and r.acc_class_il[0][0] > 0.5
     # Finetune: the first task's classes are overwritten (catastrophic forgetting).
     assert finetune.acc_class_il[1][0] < 0.1
-    assert finetune.metrics["class_il"]["forgetting"] > 0.7
+    assert finetune.metrics["class_il"]["forgetting"] > 0.45
     # Replay keeps most of the first task with only 200 stored images.
-    assert replay.acc_class_il[1][0] > 0.6
-    assert replay.metrics["class_il"]["forgetting"] < finetune.metrics["class_il"]["forgetting"] - 0.4
+    assert replay.acc_class_il[1][0] > finetune.acc_class_il[1][0] + 0.3
+    assert replay.metrics["class_il"]["forgetting"] < finetune.metrics["class_il"]["forgetting"] - 0.3
     assert replay.memory_size == 200
     # Both learn the new task; task-IL accuracy is never below class-IL accuracy.
     for r in (finetune, replay):
