@@ -161,6 +161,18 @@ def finished_from_records(results_dir: str | Path | None, space: Sequence[str] |
     return out
 
 
+def tune_trial_ids(tune_dir: Path) -> set[str]:
+    """The trial ids in Tune's newest saved experiment state ({} when unreadable)."""
+    import json
+
+    states = sorted(tune_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    try:
+        data = json.loads(states[-1].read_text()) if states else {}
+        return {str(json.loads(entry[0])["trial_id"]) for entry in data.get("trial_data", [])}
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return set()
+
+
 def journal_storage(path: str | Path) -> JournalStorage:
     """An Optuna journal storage on ``path`` (created if absent).
 
@@ -281,10 +293,26 @@ class FullRunOptunaSearch(OptunaSearch):
         vars(storage).clear()
         vars(storage).update(vars(fresh))
         self.study_file, self.results_dir = study_file, folder
+        self._adopt_trials_tune_resumes(folder)
         # Trials Tune restores unfinished: it goes on with them and tells them.
         pending = {t.number: (tid, t.params) for tid, t in self._ot_trials.items()
                    if tid not in self._completed_trials}
         self._reconcile(finished_from_records(folder, self._space_keys(), self._metrics()), pending)
+
+    def _adopt_trials_tune_resumes(self, folder: str | Path | None) -> None:
+        """Tune snapshots its experiment and this searcher at different moments:
+        a trial asked (RUNNING in the study, with its Tune id) after the
+        searcher's snapshot but before the experiment's is one Tune resumes and
+        the pickled searcher does not know. Adopt it, so that it is told when it
+        ends instead of being settled as lost (measured under load: a Ctrl-C
+        left the study's trial 3 FAIL while Tune finished it)."""
+        if not folder:
+            return
+        known = tune_trial_ids(Path(folder) / "tune")
+        for frozen in self._ot_study.get_trials(deepcopy=False):
+            tid = frozen.user_attrs.get(TRIAL_ID_ATTR)
+            if frozen.state == TrialState.RUNNING and tid in known and tid not in self._ot_trials:
+                self._ot_trials[tid] = optuna.trial.Trial(self._ot_study, frozen._trial_id)
 
     def _space_keys(self) -> list[str] | dict[str, list[str]]:
         """The searched keys a finished record must hold: the space's, or across

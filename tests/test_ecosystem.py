@@ -135,6 +135,35 @@ def test_a_restored_searcher_sees_each_trial_once_and_settles_the_ones_left_runn
     assert study.trials[1].values == [0.6, 0.2] and study.trials[2].values == [0.5, 0.4]
 
 
+def test_a_trial_tune_saved_after_the_searchers_snapshot_is_told_when_it_ends(tmp_path):
+    """Tune saves its experiment and the searcher at different moments: a trial
+    asked after the searcher's snapshot that Tune's saved state lists is resumed
+    by Tune, so the restored searcher adopts it (not "lost") and tells it."""
+    import json
+
+    from optuna.trial import TrialState
+
+    searcher = _searcher(tmp_path)
+    at_start = pickle.dumps(searcher)
+    searcher.suggest("aa")
+    searcher.save(str(tmp_path / "searcher-state.pkl"))  # the searcher's snapshot: aa running
+    searcher.suggest("bb")  # asked after it; Tune's own snapshot lists bb
+    (tmp_path / "tune").mkdir()
+    entries = [[json.dumps({"trial_id": tid}), "{}"] for tid in ("aa", "bb")]
+    (tmp_path / "tune" / "experiment_state-x.json").write_text(json.dumps({"trial_data": entries}))
+    del searcher  # Ctrl-C
+
+    restored = pickle.loads(at_start)
+    restored.restore(str(tmp_path / "searcher-state.pkl"))
+    assert {t.number: t.state for t in restored._ot_study.trials} == {0: TrialState.RUNNING,
+                                                                      1: TrialState.RUNNING}
+    restored.on_trial_complete("aa", _result(0.8, 0.1))
+    restored.on_trial_complete("bb", _result(0.6, 0.2))  # Tune finished it: told, not FAIL
+    study = _load_study(tmp_path / OPTUNA_STUDY_FILE, "s")
+    assert [(t.state, t.values) for t in study.trials] == [(TrialState.COMPLETE, [0.8, 0.1]),
+                                                           (TrialState.COMPLETE, [0.6, 0.2])]
+
+
 def test_a_restored_searcher_reattaches_to_the_folder_where_the_search_is_now(tmp_path):
     from search.searcher import set_restore_location
 
