@@ -31,7 +31,10 @@ from core.result import OPTUNA_STUDY_FILE, TRIAL_NUMBER_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = [sys.executable, str(ROOT / "search" / "run.py")]
-TINY = ["--dataset", "synthetic", "--epochs", "1", "--cpus-per-trial", "1", "--min-plasticity-margin", "0"]
+# No front confirmation: these searches check the study and Tune's logs, and a
+# Ctrl-C meant for the search's trials must not land in the confirmation phase.
+TINY = ["--dataset", "synthetic", "--epochs", "1", "--cpus-per-trial", "1", "--min-plasticity-margin", "0",
+        "--confirm-seeds", "0"]
 
 
 def _env(**extra: str) -> dict[str, str]:
