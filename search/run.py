@@ -1081,17 +1081,7 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                                             max_concurrent_trials=args.max_concurrent, reuse_actors=True),
                 run_config=run_config,
             )
-        try:
-            grid = tuner.fit()
-        except Exception as exc:
-            # Tune's own writes (experiment state, trial logs) on a full disk end
-            # in unrelated errors (EOFError from a 0-byte pickle): name the disk.
-            if is_disk_full(exc) or guard.low():
-                raise guard.error() from None
-            raise
-        if guard.full or any(is_disk_full(e) for e in grid.errors):
-            save_trials_csv_quietly(results_dir)
-            raise guard.error()
+        grid = fit_guarded(tuner, guard, results_dir)
         set_aside_orphans(results_dir, known_trial_ids(grid))
         if unfinished_trials(grid) or (not resuming and len(grid) < spec["trials"] - len(done)):
             # Ctrl-C (Tune catches SIGINT, saves its state and returns): what
@@ -1154,15 +1144,7 @@ def run_confirmations(args, spec, objectives, results_dir: Path, trainable, guar
           f"{len(open_pairs)} trial(s) to run")
 
     def fit(tuner) -> int:
-        try:
-            grid = tuner.fit()
-        except Exception as exc:
-            if is_disk_full(exc) or guard.low():
-                raise guard.error() from None
-            raise
-        if guard.full or any(is_disk_full(e) for e in grid.errors):
-            save_trials_csv_quietly(results_dir)
-            raise guard.error()
+        grid = fit_guarded(tuner, guard, results_dir)
         if unfinished_trials(grid):
             save_trials_csv_quietly(results_dir)
             print(f"front confirmation interrupted: the search's trials are kept in {results_dir}; to continue: "
@@ -1227,6 +1209,23 @@ def _set_aside(results_dir: Path, trial_id: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(results_dir / "trials" / trial_id, target)
     print(f"set aside the unfinished confirmation trial {trial_id} that no Tune experiment lists -> trials_orphaned/")
+
+
+def fit_guarded(tuner, guard: DiskGuard, results_dir: Path):
+    """``tuner.fit()`` of the search or its confirmation phase, a full disk turned
+    into the guard's one-line error (trials.csv saved first when it still fits)."""
+    try:
+        grid = tuner.fit()
+    except Exception as exc:
+        # Tune's own writes (experiment state, trial logs) on a full disk end
+        # in unrelated errors (EOFError from a 0-byte pickle): name the disk.
+        if is_disk_full(exc) or guard.low():
+            raise guard.error() from None
+        raise
+    if guard.full or any(is_disk_full(e) for e in grid.errors):
+        save_trials_csv_quietly(results_dir)
+        raise guard.error()
+    return grid
 
 
 def unfinished_trials(grid) -> int:
