@@ -58,6 +58,7 @@ from core.cli import ArgumentParser, cli_main  # noqa: E402
 from core.errors import UsageError, UserError  # noqa: E402
 from search.cli import (REPO_ROOT, add_protocol_args, loop_config_from_args, loop_config_from_dict,  # noqa: E402
                         parse_sets, resolve_data_defaults, stream_protocol_from_args)
+from search import tune_state  # noqa: E402
 
 from core.feasibility import DEFAULT_MARGIN, REPORT_KEY, SPEC_KEY, check_plasticity, validate_margin  # noqa: E402
 from core.objectives import DIRECTIONS  # noqa: E402
@@ -1013,7 +1014,7 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
         )
         tune_dir = results_dir / "tune"
         done: dict[str, dict[str, Any]] = {}
-        if resuming and not tune_state_readable(tune_dir):
+        if resuming and not tune_state.state_readable(tune_dir):
             # Tune writes its experiment state in place: a disk that filled up
             # during that write leaves it cut short, and Tune's restore then
             # starts from nothing. What finished is known from the trials' own
@@ -1042,6 +1043,7 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
             # before our own fallback runs. A trial whose result.json already
             # says completed is reported as is (search/trainable.py), a diverged
             # one fails again at once; the others train again, same seed.
+            mend_lost_checkpoints(tune_dir, results_dir)
             tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, restart_errored=True)
         else:
             metrics = [n for n, _ in objectives]
@@ -1166,10 +1168,11 @@ def run_confirmations(args, spec, objectives, results_dir: Path, trainable, guar
 
     dirs = confirm.experiment_dirs(results_dir)
     started = [p for p in open_pairs if (p[0].number, p[1]) in states]
-    if dirs and started and tune_state_readable(dirs[-1]):
+    if dirs and started and tune_state.state_readable(dirs[-1]):
         # An interrupted confirmation phase: its experiment resumes its unfinished
         # trials and restarts its errored ones; nothing of it starts twice.
         print(f"resuming the front confirmation from {dirs[-1]}")
+        mend_lost_checkpoints(dirs[-1], results_dir)
         tuner = tune.Tuner.restore(str(dirs[-1]), trainable, resume_unfinished=True, restart_errored=True)
         status = fit(tuner)
         if status:
@@ -1230,10 +1233,19 @@ def fit_guarded(tuner, guard: DiskGuard, results_dir: Path):
 
 def unfinished_trials(grid) -> int:
     """Trials of the experiment Tune left neither terminated nor errored: after
-    Ctrl-C, the ones that were pending or running (they resume with --resume)."""
+    Ctrl-C, the ones that were pending or running (they resume with --resume).
+
+    Read from the state Tune saved as ``fit`` ended, not only from the trial
+    objects it returns: it stops the trials' actors after that snapshot, and a
+    trial cut short by Ctrl-C can come back TERMINATED (seen on a fast machine:
+    the search then said "finished" and removed the checkpoint its resume
+    needed)."""
     analysis = getattr(grid, "_experiment_analysis", None)
     trials = getattr(analysis, "trials", None) or []
-    return sum(str(t.status) not in ("TERMINATED", "ERROR") for t in trials)
+    live = {str(t.trial_id) for t in trials if str(t.status) not in tune_state.ENDED}
+    path = getattr(analysis, "experiment_path", None)
+    saved = set(tune_state.unended_in_saved_state(Path(path))) if path and Path(path).is_dir() else set()
+    return len(live | saved)
 
 
 def resume_command(args, results_dir: Path) -> str:
@@ -1251,17 +1263,21 @@ def resume_command(args, results_dir: Path) -> str:
     return shlex.join([*command, *argv])
 
 
-def tune_state_readable(tune_dir: Path) -> bool:
-    """Whether Tune's newest experiment state (a JSON file Tune writes in place)
-    is whole. A cut-short one makes ``Tuner.restore`` start from no trials."""
-    states = sorted(tune_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
-    if not states:
-        return False
-    try:
-        json.loads(states[-1].read_text())
-    except (OSError, ValueError):
-        return False
-    return True
+def mend_lost_checkpoints(tune_dir: Path, results_dir: Path) -> None:
+    """Before ``Tuner.restore``: a trial Tune would resume from a checkpoint
+    folder that is gone gets an empty one instead of failing in Ray's restore
+    (search/tune_state.py). One that had finished is then reported as its
+    result.json says; the others train again from their first task."""
+    from search.trainable import completed_on_disk
+
+    mended = tune_state.recreate_lost_checkpoints(tune_dir)
+    if not mended:
+        return
+    finished = [t.folder for t in mended if completed_on_disk(results_dir / "trials" / t.trial_id / "result.json")]
+    again = [t.folder for t in mended if t.folder not in finished]
+    parts = ([f"{', '.join(finished)} had finished: kept as recorded"] if finished else []) + \
+            ([f"{', '.join(again)} train again from the first task (same seed, same numbers)"] if again else [])
+    print(f"{len(mended)} trial(s) Tune would resume lost their checkpoint folder; " + "; ".join(parts))
 
 
 def set_aside_tune_state(tune_dir: Path) -> Path:

@@ -96,6 +96,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from core.feasibility import CONSTRAINT_KEY, DEFAULT_MARGIN, REPORT_KEY, check_plasticity
 from core.result import TRIAL_NUMBER_KEY
+from search.tune_state import saved_trial_ids
 
 TrialState = optuna.trial.TrialState
 # User attributes on the study's trials: Tune's trial id, and why a trial that
@@ -159,18 +160,6 @@ def finished_from_records(results_dir: str | Path | None, space: Sequence[str] |
             if finished is not None:
                 out.append(finished)
     return out
-
-
-def tune_trial_ids(tune_dir: Path) -> set[str]:
-    """The trial ids in Tune's newest saved experiment state ({} when unreadable)."""
-    import json
-
-    states = sorted(tune_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
-    try:
-        data = json.loads(states[-1].read_text()) if states else {}
-        return {str(json.loads(entry[0])["trial_id"]) for entry in data.get("trial_data", [])}
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return set()
 
 
 def journal_storage(path: str | Path) -> JournalStorage:
@@ -308,7 +297,7 @@ class FullRunOptunaSearch(OptunaSearch):
         left the study's trial 3 FAIL while Tune finished it)."""
         if not folder:
             return
-        known = tune_trial_ids(Path(folder) / "tune")
+        known = saved_trial_ids(Path(folder) / "tune")
         for frozen in self._ot_study.get_trials(deepcopy=False):
             tid = frozen.user_attrs.get(TRIAL_ID_ATTR)
             if frozen.state == TrialState.RUNNING and tid in known and tid not in self._ot_trials:

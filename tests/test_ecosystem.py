@@ -445,7 +445,7 @@ def test_after_lost_tune_state_the_search_goes_on_in_the_same_study(tmp_path):
     out = tmp_path / "lost"
     _interrupt_after(args, out / "trials", tmp_path, 2)
     kept = _completed(out / "trials")
-    state = sorted((out / "tune").glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)[-1]
+    state = sorted((out / "tune").glob("experiment_state-*.json"), key=lambda p: p.name)[-1]
     state.write_text(state.read_text()[:100])  # cut short
     again = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300, env=_env(),
                            cwd=tmp_path)

@@ -324,8 +324,10 @@ def test_killed_driver_resumes_with_every_trial_kept_and_none_duplicated(tmp_pat
     orphaned = (tmp_path / name / "trials_orphaned" / newcomer / "result.json").is_file()
     if newcomer in final:  # Tune knew the trial: it continued it from its checkpoint
         assert final[newcomer]["status"] == "completed" and not orphaned
-    else:  # Tune never heard of it: it ran a replacement; its files are set aside
+    elif newcomer in on_disk:  # Tune never heard of it: it ran a replacement; its files are set aside
         assert orphaned and "set aside 1 unfinished trial folder(s)" in again.stdout
+    else:  # its worker never got to write (the frozen driver had not handed it the trial): nothing to set aside
+        assert not orphaned and "set aside" not in again.stdout
     # The Optuna study file: each trials.csv row once, under its number; a trial Tune
     # never heard of is FAIL there ("lost"), its number not reused.
     from tests.test_ecosystem import _check_study_matches_trials_csv
@@ -343,10 +345,11 @@ def test_finished_trial_whose_checkpoint_is_gone_stays_completed_after_a_driver_
     are gone before ``--resume`` (Tune keeps one per trial and deletes the older
     one; its saved experiment state can point at the deleted one). Tune's state
     still lists the trial as running from a checkpoint, so the resume asks Ray to
-    restore it, and Ray's restore fails ("does not exist on storage anymore")
-    before the trainable runs. The trial's own result.json says completed: the
-    resumed search must keep it as it is -- completed, same numbers, one row --
-    and its live log must not call it FAILED."""
+    restore it, and Ray's restore of a missing folder fails ("does not exist on
+    storage anymore") before the trainable runs -- so the resume first gives it an
+    empty one. The trial's own result.json says completed: the resumed search
+    must keep it as it is -- completed, same numbers, one row -- and its live
+    log must not call it FAILED."""
     name = "ckptgone"
     trials = 3
     args = [*RUN, "--dataset", "synthetic", "--cpus-per-trial", "1", "--results-root", str(tmp_path),
@@ -398,9 +401,11 @@ def test_finished_trial_whose_checkpoint_is_gone_stays_completed_after_a_driver_
     assert df.set_index("trial_id").loc[tid, "status"] == "completed"
     # The live log names a trial "trial <number> (<id>)".
     lines = [line for line in again.stdout.splitlines() if f"({tid})" in line]
-    # The case really happened: Tune tried to restore the trial from a checkpoint that is gone.
-    assert re.search(rf"trial \d+ \({tid}\): Tune could not restore its checkpoint", again.stdout), \
-        (state, "\n".join(lines))
+    # The case really happened: Tune's state had the trial resume from a checkpoint
+    # that is gone; the resume gave it an empty folder (Ray's restore of a missing
+    # one fails) and the trial reported its record.
+    assert re.search(rf"lost their checkpoint folder; trial_\d+_{tid} had finished: kept as recorded",
+                     again.stdout), (state, again.stdout[-3000:])
     assert not any("FAILED" in line or "failed (worker" in line for line in lines), "\n".join(lines)
     assert re.search(rf"trial \d+ \({tid}\) final_acc", again.stdout)  # counted as a completed trial, with its values
     print(f"trial {tid} finished, driver killed, {len(checkpoints)} checkpoint folder(s) deleted; Tune's saved "
@@ -409,7 +414,7 @@ def test_finished_trial_whose_checkpoint_is_gone_stays_completed_after_a_driver_
 
 def _tune_trial_state(tune_dir: Path, tid: str) -> str:
     """The status Tune's newest saved experiment state gives trial ``tid``."""
-    states = sorted(tune_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    states = sorted(tune_dir.glob("experiment_state-*.json"), key=lambda p: p.name)
     if not states:
         return "no saved state"
     for json_state, _ in json.loads(states[-1].read_text()).get("trial_data", []):
