@@ -239,6 +239,9 @@ def _group(searches: list[_Search]) -> _Group:
         f = pd.DataFrame({"_k": k, "_row": range(len(t)), "_number": s.numbers.to_numpy(),
                           "trial_id": t["trial_id"].to_numpy(),
                           "_eligible": s.res.eligible.to_numpy()}, index=range(len(t)))
+        # Exemplar images stored at the end (the front per memory budget reads it).
+        f["_memory"] = (pd.to_numeric(t["memory"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+                        if "memory" in t.columns else np.nan)
         for name, _ in common:
             col = "memory" if name == "memory" else s.col(name)
             f[name] = pd.to_numeric(t[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
@@ -1364,9 +1367,66 @@ def _memory_budget_note(searches: list[_Search]) -> str | None:
         return None
     text = "; ".join(f"{k} {a}" if a == b else f"{k} {a}–{b}" for k, (a, b) in spans.items())
     return (f"Memory is a budget, and these methods store different amounts (exemplar images at the end: {text}); "
-            f"memory is not an objective of this front, so it compares methods at different budgets. Read each "
-            f"method's own front at its budget, or search with --memory-objective (memory as a third objective: "
-            f"the front per memory budget).")
+            f"memory is not an objective of this front, so it compares methods at different budgets. The front "
+            f"per memory budget below answers \"which method and config at my budget\"; --memory-objective "
+            f"searches with memory as a third objective.")
+
+
+def memory_budget_fronts(g: _Group) -> list[tuple[float, pd.DataFrame]]:
+    """The front among the eligible trials that store at most B exemplar images,
+    for each budget B at which it changes (B runs over the trials' own memory
+    values, smallest first). [] when memory is an objective already (the front
+    is then per budget by construction) or every trial stores the same amount.
+
+    A trial that enters at its own budget is exactly a point of the
+    three-objective front (the objectives plus memory, minimised): nothing
+    storing at most as much is at least as good on every objective."""
+    names = [n for n, _ in g.objectives]
+    if "memory" in names:
+        return []
+    t = g.table[g.table["_eligible"]]
+    values = t[names + ["_memory"]].to_numpy(dtype=float, na_value=np.nan)
+    t = t[np.isfinite(values).all(axis=1)]
+    budgets = sorted(set(t["_memory"].tolist()))
+    if len(budgets) < 2:
+        return []
+    out: list[tuple[float, pd.DataFrame]] = []
+    previous: tuple[int, ...] | None = None
+    for budget in budgets:
+        within = t[t["_memory"] <= budget]
+        front = within[non_dominated(within[names].to_numpy(dtype=float), g.senses)]
+        key = tuple(sorted(front.index))
+        if key != previous:
+            out.append((budget, front))
+            previous = key
+    return out
+
+
+def _memory_budget_section(doc: "_Doc", g: _Group) -> None:
+    fronts = memory_budget_fronts(g)
+    if not fronts:
+        return
+    names = [n for n, _ in g.objectives]
+    kind = "task-incremental" if g.searches[0].task_il else "class-incremental"
+    doc.h(3, f"Front per memory budget, {kind}")
+    doc.p("Each row: the non-dominated trials among those that store at most that many exemplar images at the "
+          "end, for every budget at which this front changes, and the best value of each objective within the "
+          "budget. A trial entering at its own budget is on the three-objective front (the objectives plus "
+          "memory).")
+    rows = []
+    for budget, front in fronts:
+        members = []
+        for _, r in front.sort_values(names[0], ascending=g.senses[0] == "min").iterrows():
+            s = g.searches[int(r["_k"])]
+            name = _trial_name(s, int(r["_number"])) if len(g.searches) > 1 else f"#{int(r['_number'])}"
+            members.append(f"{name} ({', '.join(_objective_value(n, r[n]) for n in names)}; "
+                           f"memory {_fmt_value(r['_memory'])})")
+        best = [_objective_value(n, front[n].max() if sense == "max" else front[n].min())
+                for n, sense in g.objectives]
+        rows.append([f"≤ {_fmt_value(budget)}", *best, "; ".join(members)])
+    doc.table(["memory budget (images)"] + [f"{'highest' if sense == 'max' else 'lowest'} {METRIC_HEADERS.get(n, n)}"
+                                            for n, sense in g.objectives]
+              + ["front at this budget"], rows)
 
 
 def _final_section(doc: "_Doc", searches: list[_Search], out: Path) -> None:
@@ -1467,6 +1527,8 @@ def _render(searches: list[_Search], folder: Path, color: str | None, out: Path 
     memory_note = _memory_budget_note(searches)
     if memory_note:
         doc.p(memory_note)
+    for g in groups:
+        _memory_budget_section(doc, g)
     for s in searches:
         header, rows = _front_rows(s)
         if len(searches) > 1:

@@ -321,3 +321,32 @@ def test_the_report_of_a_mixed_method_search_shows_each_methods_front(tmp_path):
     assert "### Combined front, class-incremental" in md and "### Hypervolume, class-incremental" in md
     assert "icarl#1" in md and "finetune#2" in md  # trials named by method across the combined front
     assert "Memory is a budget" in md  # finetune stores 0 images, icarl 50-2000
+    section = md.split("### Front per memory budget, class-incremental", 1)[1].split("\n#", 1)[0]
+    assert "| ≤ 0 |" in section and "finetune#" in section and "icarl#" in section, section
+
+
+def test_the_front_per_memory_budget_on_hand_made_trials():
+    """(final acc, forgetting, memory) by hand: A (.30, .60, 0) finetune-like;
+    B (.50, .10, 200); C (.45, .20, 200) and F (.20, .70, 500) dominated by B;
+    D (.70, .15, 1000); E (.60, .05, 2000) dominates B; G (.99, 0, 0) did not
+    count (not eligible). The front changes at 0, 200, 1000 and 2000 images, and
+    the trials entering at their own budget (A, B, D, E) are the
+    three-objective front."""
+    from analysis.report import _Group, memory_budget_fronts
+
+    rows = {"A": (.30, .60, 0), "B": (.50, .10, 200), "C": (.45, .20, 200), "F": (.20, .70, 500),
+            "D": (.70, .15, 1000), "E": (.60, .05, 2000), "G": (.99, 0.0, 0)}
+    table = pd.DataFrame([{"final_acc": a, "forgetting": f, "_memory": m, "_eligible": k != "G"}
+                          for k, (a, f, m) in rows.items()], index=list(rows))
+    g = _Group(searches=[], objectives=[("final_acc", "max"), ("forgetting", "min")], reference=[0.0, 1.0],
+               table=table, note="")
+    fronts = memory_budget_fronts(g)
+    assert [(b, sorted(front.index)) for b, front in fronts] == [
+        (0, ["A"]), (200, ["B"]), (1000, ["B", "D"]), (2000, ["D", "E"])]
+    # memory as an objective already: the front is per budget by construction
+    g3 = _Group(searches=[], objectives=[("final_acc", "max"), ("memory", "min")], reference=[0.0, 2200.0],
+                table=table.assign(memory=table["_memory"]), note="")
+    assert memory_budget_fronts(g3) == []
+    # one budget only: nothing to show
+    same = table.assign(_memory=200.0)
+    assert memory_budget_fronts(_Group([], g.objectives, [0.0, 1.0], same, "")) == []
