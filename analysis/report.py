@@ -1524,11 +1524,6 @@ def _render(searches: list[_Search], folder: Path, color: str | None, out: Path 
     groups = [_group(g) for g in (class_il, task_il) if g]
     if len(searches) > 1:
         _combined_section(doc, groups)
-    memory_note = _memory_budget_note(searches)
-    if memory_note:
-        doc.p(memory_note)
-    for g in groups:
-        _memory_budget_section(doc, g)
     for s in searches:
         header, rows = _front_rows(s)
         if len(searches) > 1:
@@ -1545,6 +1540,13 @@ def _render(searches: list[_Search], folder: Path, color: str | None, out: Path 
             doc.table(header, rows, sortable=True)
         else:
             doc.p("No completed trial with finite objectives: no front.")
+    # the memory-budget fronts come after each search's own front table: that table is the report's
+    # primary front, the one readers (and scripts) look for first under "Pareto front"
+    memory_note = _memory_budget_note(searches)
+    if memory_note:
+        doc.p(memory_note)
+    for g in groups:
+        _memory_budget_section(doc, g)
     _seed_noise_section(doc, searches)
     _final_section(doc, searches, out)
     doc.h(2, "Figures")

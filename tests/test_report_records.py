@@ -191,9 +191,21 @@ def _section(md: str, heading: str) -> str:
     return m.group(1) if m else ""
 
 
+def _front_table(md: str) -> list[str]:
+    """Rows of the first table under "Pareto front": the search's own front (the
+    section goes on with the fronts per memory budget and the seed noise)."""
+    rows: list[str] = []
+    for line in _section(md, "Pareto front").splitlines():
+        if line.startswith("| "):
+            rows.append(line)
+        elif rows and not line.startswith("|"):  # "|---|" is the table's own rule
+            break
+    return rows
+
+
 def _front_ids(md: str) -> list[str]:
     """trial_id column of the Pareto front table of report.md."""
-    rows = [line for line in _section(md, "Pareto front").splitlines() if line.startswith("| ")]
+    rows = _front_table(md)
     if not rows:
         return []
     header = [c.strip() for c in rows[0].strip("|").split("|")]
@@ -202,7 +214,7 @@ def _front_ids(md: str) -> list[str]:
 
 
 def _front_column(md: str, column: str) -> dict[str, str]:
-    rows = [line for line in _section(md, "Pareto front").splitlines() if line.startswith("| ")]
+    rows = _front_table(md)
     header = [c.strip() for c in rows[0].strip("|").split("|")]
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows[1:]]
     return {r[header.index("trial_id")]: r[header.index(column)] for r in cells}
