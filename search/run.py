@@ -1239,13 +1239,20 @@ def unfinished_trials(grid) -> int:
     objects it returns: it stops the trials' actors after that snapshot, and a
     trial cut short by Ctrl-C can come back TERMINATED (seen on a fast machine:
     the search then said "finished" and removed the checkpoint its resume
-    needed)."""
+    needed).
+
+    A trial the live objects call ERROR has ended, whatever the saved state
+    says: when a trial's worker dies, Tune marks it ERROR without refreshing its
+    entry in the saved state (the refresh happens only for a trial whose actor
+    is still live), so that entry stays RUNNING. Counting it would turn a search
+    whose every trial failed into an "interrupted" one (exit 130, not 2)."""
     analysis = getattr(grid, "_experiment_analysis", None)
     trials = getattr(analysis, "trials", None) or []
     live = {str(t.trial_id) for t in trials if str(t.status) not in tune_state.ENDED}
+    errored = {str(t.trial_id) for t in trials if str(t.status) == "ERROR"}
     path = getattr(analysis, "experiment_path", None)
     saved = set(tune_state.unended_in_saved_state(Path(path))) if path and Path(path).is_dir() else set()
-    return len(live | saved)
+    return len(live | (saved - errored))
 
 
 def resume_command(args, results_dir: Path) -> str:
