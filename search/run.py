@@ -1043,6 +1043,13 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
             # before our own fallback runs. A trial whose result.json already
             # says completed is reported as is (search/trainable.py), a diverged
             # one fails again at once; the others train again, same seed.
+            if search_phase_over(tune_dir, results_dir, spec["trials"]):
+                # Restoring would only restart the diverged trials under new Tune ids
+                # (restart_errored): same config, same NaN, the first record orphaned.
+                print("the search's trials have all ended (the diverged ones would diverge again); "
+                      "going on with the front confirmation")
+                return run_confirmations(args, spec, objectives, results_dir, trainable, guard,
+                                         stream.num_tasks, class_counts, margin)
             mend_lost_checkpoints(tune_dir, results_dir)
             tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, restart_errored=True)
         else:
@@ -1268,6 +1275,25 @@ def resume_command(args, results_dir: Path) -> str:
     script = sys.argv[0] if sys.argv and sys.argv[0].endswith("run.py") else "search/run.py"
     command = ["python", script] if script.endswith(".py") else [script]
     return shlex.join([*command, *argv])
+
+
+def search_phase_over(tune_dir: Path, results_dir: Path, planned: int) -> bool:
+    """Whether a resume has nothing left to do in the search's own experiment:
+    Tune's saved state holds every planned trial, each ended, at least one
+    finished, and every errored one diverged (its result.json says so). A
+    diverged trial is deterministic -- the same seed and config reach the same
+    NaN -- so ``restart_errored`` would only train it again under a new Tune id.
+    A trial that errored for another reason (a dead worker, a full disk) is
+    worth the retry: then this is False and the experiment is restored."""
+    from search.trainable import record_on_disk
+
+    saved = tune_state.saved_trials(tune_dir)
+    if len(saved) < planned or any(t.status not in tune_state.ENDED for t in saved):
+        return False
+    if not any(t.status == "TERMINATED" for t in saved):
+        return False
+    return all(record_on_disk(results_dir / "trials" / t.trial_id / "result.json").get("status") == "diverged"
+               for t in saved if t.status == "ERROR")
 
 
 def mend_lost_checkpoints(tune_dir: Path, results_dir: Path) -> None:

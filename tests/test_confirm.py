@@ -132,3 +132,60 @@ def test_search_confirms_its_front_and_resume_adds_nothing(tmp_path):
     assert "every confirmation has run" in again.stdout
     assert (out / "trials.csv").read_text() == before  # same rows: nothing rerun, nothing added
     assert not (out / "tune-confirm-2").exists()
+
+
+@pytest.mark.slow  # Ray search in a subprocess, Ctrl-C in its confirmation phase, then --resume
+def test_a_confirmation_phase_interrupted_by_ctrl_c_resumes_without_repeats(tmp_path):
+    """Ctrl-C while a confirmation trial is past its first task: exit 130 with the
+    resume command; ``--resume`` continues the confirmation experiment (the
+    stopped trial from its checkpoint, the rest as its list searcher left
+    them) and ends with every (candidate, seed) pair confirmed exactly once,
+    in the same Tune experiment."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from tests.test_search import RUN, TINY, _env
+
+    args = [*RUN, *TINY, "--results-root", str(tmp_path), "--method", "replay", "--trials", "3", "--name", "confi",
+            "--set", "memory=30", "--max-concurrent", "1", "--epochs", "30", "--no-report", "--confirm-seeds", "2"]
+    out = tmp_path / "confi"
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+                            cwd=tmp_path, start_new_session=True)
+    seen = None
+    deadline = time.time() + 300
+    while seen is None and time.time() < deadline and proc.poll() is None:
+        for f in (out / "trials").glob("*/result.json"):
+            try:
+                d = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if d.get("confirms") is not None and d.get("status") == "running" and len(d.get("acc_task_il", [])) >= 1:
+                seen = d["trial_id"]
+        time.sleep(0.05)
+    assert seen is not None, "no confirmation trial was seen running"
+    os.killpg(proc.pid, signal.SIGINT)
+    first, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, first[-3000:]
+    assert "front confirmation interrupted" in first and "--resume" in first
+
+    again = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300, env=_env(),
+                           cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resuming the front confirmation from" in again.stdout, again.stdout[-3000:]
+    df = pd.read_csv(out / "trials.csv")
+    main, conf = df[df["confirms"].isna()], df[df["confirms"].notna()]
+    # every search trial ended (a sampled lr may diverge: an ended trial too)
+    assert len(main) == 3 and set(main["status"]) <= {"completed", "infeasible", "diverged"}, main
+    from search.confirm import candidates
+    front = candidates(out)  # the search's front: what the phase confirms
+    pairs = sorted(zip(conf["confirms"].astype(int), conf["seed"].astype(int)))
+    # Every candidate with seeds 1 and 2, once each; all finished; one experiment.
+    assert pairs == sorted((c.number, s) for c in front for s in (1, 2)), pairs
+    assert set(conf["status"]) <= {"completed", "infeasible"}, conf[["trial_id", "status", "error"]]
+    assert df["trial_id"].is_unique and df["trial_number"].is_unique
+    assert seen in set(conf["trial_id"]) and not (out / "tune-confirm-2").exists()
+    assert not (out / "trials_orphaned").exists()
+    print(f"interrupted at confirmation {seen}; resumed: {len(conf)} confirmations of "
+          f"{len(front)} candidate(s), trial numbers {sorted(df['trial_number'])}")

@@ -110,6 +110,44 @@ def test_a_trial_fit_returns_terminated_but_saved_running_is_unfinished(tmp_path
     assert unfinished_trials(_grid(tmp_path / "gone", ("aa", "ERROR"), ("bb", "PENDING"))) == 1
 
 
+def test_a_trial_whose_worker_died_is_ended_although_its_saved_entry_says_running(tmp_path):
+    """Tune refreshes a trial's saved entry only while its actor lives: a trial
+    whose worker died past --max-failures comes back ERROR from ``fit`` while
+    the saved state still says RUNNING. It has ended: an all-failed search must
+    exit 2, not report itself interrupted (130)."""
+    _write_state(tmp_path, [("aa", "RUNNING", ("checkpoint_000000",))])
+    assert unfinished_trials(_grid(tmp_path, ("aa", "ERROR"))) == 0
+    assert unfinished_trials(_grid(tmp_path, ("aa", "TERMINATED"))) == 1  # Ctrl-C, as above
+
+
+def _record(results_dir: Path, trial_id: str, status: str) -> None:
+    folder = results_dir / "trials" / trial_id
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps({"trial_id": trial_id, "status": status}))
+
+
+def test_the_search_phase_is_over_when_only_diverged_trials_errored(tmp_path):
+    """A resume skips restoring the search's experiment when every planned trial
+    ended and the errored ones diverged (restart_errored would train them again
+    to the same NaN under new ids); any other error, an unended trial or a
+    trial short of the plan means the experiment is restored."""
+    from search.run import search_phase_over
+
+    tune_dir = tmp_path / "tune"
+    _record(tmp_path, "aa", "completed")
+    _record(tmp_path, "bb", "diverged")
+    _record(tmp_path, "cc", "error")
+    _write_state(tune_dir, [("aa", "TERMINATED", ()), ("bb", "ERROR", ())])
+    assert search_phase_over(tune_dir, tmp_path, planned=2)
+    assert not search_phase_over(tune_dir, tmp_path, planned=3)        # a trial still to start
+    _write_state(tune_dir, [("aa", "TERMINATED", ()), ("cc", "ERROR", ())])
+    assert not search_phase_over(tune_dir, tmp_path, planned=2)        # a dead worker: worth the retry
+    _write_state(tune_dir, [("aa", "RUNNING", ("checkpoint_000000",)), ("bb", "ERROR", ())])
+    assert not search_phase_over(tune_dir, tmp_path, planned=2)        # Ctrl-C left it running
+    _write_state(tune_dir, [("bb", "ERROR", ())])
+    assert not search_phase_over(tune_dir, tmp_path, planned=1)        # nothing finished: fails again, exit 2
+
+
 # -- end to end ---------------------------------------------------------------------------------------
 
 def _env() -> dict[str, str]:
