@@ -1606,12 +1606,24 @@ def _seed_noise_section(doc: _Doc, searches: list[_Search]) -> None:
     confirmation trials (search/run.py --confirm-seeds): per front candidate
     its seeds, each objective's mean ± std over them, whether it is on the
     front before (its own seed) and after (the seed means), and which
-    candidates' means dominate it."""
-    from analysis.confirm import MEAN, STD, confirmed_front, survival_text
-    from core.objectives import OBJECTIVES
+    candidates' means dominate it.
 
-    tables = [(s, confirmed_front(s.res)) for s in searches]
-    tables = [(s, t) for s, t in tables if t is not None and len(t)]
+    A search across methods confirmed its combined front (search/confirm.py:
+    the front of all its trials), so its methods are read back together, one
+    table named like the combined front ("icarl#3"); per method, a method's
+    own front would hold points that were never confirmation candidates."""
+    from analysis.confirm import confirmed_front, has_confirmations, seed_front
+
+    if _cross_folder(searches):
+        trials = pd.concat([s.res.trials for s in searches], ignore_index=True)
+        eligible = pd.concat([s.res.eligible for s in searches], ignore_index=True)
+        first = searches[0].res
+        table = seed_front(trials, first.objective_columns, eligible) if has_confirmations(trials) else None
+        method_of = dict(zip(trials["trial_id"].astype(str), trials["method"].astype(str)))
+        tables = [(searches[0], table, method_of)] if table is not None and len(table) else []
+    else:
+        tables = [(s, confirmed_front(s.res), None) for s in searches]
+        tables = [(s, t, m) for s, t, m in tables if t is not None and len(t)]
     if not tables:
         return
     doc.h(2, "Front under seed noise")
@@ -1621,36 +1633,56 @@ def _seed_noise_section(doc: _Doc, searches: list[_Search]) -> None:
           "seed means, among the candidates. A candidate off the front after is one whose dominance did not "
           "survive the noise: the candidates named under 'dominated by' beat its mean. Std is the sample "
           "standard deviation over the seeds (– with one seed).")
-    for s, t in tables:
-        if len(searches) > 1:
+    for s, t, method_of in tables:
+        if len(searches) > 1 and method_of is None:
             doc.h(3, s.label)
-        cols = list(s.res.objective_columns)
+        if method_of is not None:
+            doc.p("The search's combined front (all methods together), as its confirmation phase ran it.")
+        _seed_noise_table(doc, s, t, method_of)
 
-        def fmt(name: str, mean: float, std: float) -> str:
-            scale = 100.0 if OBJECTIVES.get(name) is None or OBJECTIVES[name].percent else 1.0
-            if not math.isfinite(mean):
-                return "–"
-            m = f"{scale * mean:.1f}" if scale == 100.0 else f"{mean:.0f}"
-            sd = "–" if not math.isfinite(std) else (f"{scale * std:.1f}" if scale == 100.0 else f"{std:.0f}")
-            return f"{m} ± {sd}"
 
-        header = (["#", "trial_id", "seeds"]
-                  + [f"{METRIC_LABELS.get(n, n)}{' %' if OBJECTIVES.get(n) is None or OBJECTIVES[n].percent else ''}"
-                     f" mean ± std" for n, _ in s.res.objectives]
-                  + ["front before", "front after", "dominated by"])
-        rows = []
-        for _, r in t.iterrows():
-            seeds = f"{int(r['seeds'])} ({r['seed_list']})" + (f"; did not learn on {int(r['no_learn'])}"
-                                                                  if r["no_learn"] else "")
-            rows.append([_fmt_value(r[TRIAL_NUMBER_KEY]), str(r["trial_id"]), seeds]
-                        + [fmt(n, float(r[c + MEAN]), float(r[c + STD])) for (n, _), c in zip(s.res.objectives, cols)]
-                        + ["yes", "yes" if r["front_after"] else "no",
-                           ", ".join(f"#{x}" for x in r["dominated_by"]) or "–"])
-        short = int((t["seeds"] < 1 + int(s.res.spec.get("confirm_seeds") or 0)).sum())
-        doc.p(f"{survival_text(t)} (the front recomputed on the seed means)."
-              + (f" {short} candidate(s) have fewer confirmations than asked (failed or not run yet)."
-                 if short else ""))
-        doc.table(header, rows)
+def _seed_noise_table(doc: _Doc, s: _Search, t: pd.DataFrame, method_of: dict[str, str] | None) -> None:
+    """One "Front under seed noise" table; ``method_of`` (trial id -> method)
+    names candidates across methods ("icarl#3") and adds a method column."""
+    from analysis.confirm import MEAN, STD, survival_text
+    from core.objectives import OBJECTIVES
+
+    cols = list(s.res.objective_columns)
+
+    def fmt(name: str, mean: float, std: float) -> str:
+        scale = 100.0 if OBJECTIVES.get(name) is None or OBJECTIVES[name].percent else 1.0
+        if not math.isfinite(mean):
+            return "–"
+        m = f"{scale * mean:.1f}" if scale == 100.0 else f"{mean:.0f}"
+        sd = "–" if not math.isfinite(std) else (f"{scale * std:.1f}" if scale == 100.0 else f"{std:.0f}")
+        return f"{m} ± {sd}"
+
+    def name(number, trial_id: str) -> str:
+        if method_of is None:
+            return _fmt_value(number)
+        return f"{method_of.get(str(trial_id), '?')}#{_fmt_value(number)}"
+
+    ids = dict(zip(t[TRIAL_NUMBER_KEY], t["trial_id"]))
+    header = (["#"] + (["method"] if method_of is not None else []) + ["trial_id", "seeds"]
+              + [f"{METRIC_LABELS.get(n, n)}{' %' if OBJECTIVES.get(n) is None or OBJECTIVES[n].percent else ''}"
+                 f" mean ± std" for n, _ in s.res.objectives]
+              + ["front before", "front after", "dominated by"])
+    rows = []
+    for _, r in t.iterrows():
+        seeds = f"{int(r['seeds'])} ({r['seed_list']})" + (f"; did not learn on {int(r['no_learn'])}"
+                                                              if r["no_learn"] else "")
+        rows.append([name(r[TRIAL_NUMBER_KEY], r["trial_id"])]
+                    + ([method_of.get(str(r["trial_id"]), "?")] if method_of is not None else [])
+                    + [str(r["trial_id"]), seeds]
+                    + [fmt(n, float(r[c + MEAN]), float(r[c + STD])) for (n, _), c in zip(s.res.objectives, cols)]
+                    + ["yes", "yes" if r["front_after"] else "no",
+                       ", ".join(name(x, ids.get(x, "")) if method_of is not None else f"#{x}"
+                                 for x in r["dominated_by"]) or "–"])
+    short = int((t["seeds"] < 1 + int(s.res.spec.get("confirm_seeds") or 0)).sum())
+    doc.p(f"{survival_text(t)} (the front recomputed on the seed means)."
+          + (f" {short} candidate(s) have fewer confirmations than asked (failed or not run yet)."
+             if short else ""))
+    doc.table(header, rows)
 
 
 def _swap_in(build: Path, out: Path, names: list[str]) -> None:

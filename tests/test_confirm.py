@@ -81,6 +81,39 @@ def test_report_shows_mean_and_std_and_the_front_before_and_after(confirm_dir):
     assert "Front under seed noise" in (confirm_dir / "report.html").read_text()
 
 
+def test_a_cross_method_search_is_confirmed_on_its_combined_front(tmp_path):
+    """The fixture made a search across icarl and finetune, trial 1 and its
+    confirmation 5 being finetune's. The confirmation phase ran the combined
+    front (0, 1, 2); the report reads it back as one table named across
+    methods: icarl#0's lucky seed is dominated by finetune#1's mean -- which a
+    per-method view (icarl's own front: 0 and 2) could not say."""
+    from analysis.report import build_report
+    from tests.fixtures_results import SPACE
+
+    folder = write_confirm_fixture(tmp_path / "mixed")
+    spec = json.loads((folder / "search.json").read_text())
+    spec.update(method="icarl,finetune", methods=["icarl", "finetune"], space={}, fixed={},
+                spaces={"icarl": SPACE, "finetune": {"lr": SPACE["lr"]}})
+    (folder / "search.json").write_text(json.dumps(spec))
+    for n in (1, 5):
+        f = folder / "trials" / trial_id(n) / "result.json"
+        d = json.loads(f.read_text())
+        d.update(method="finetune", params={"lr": d["params"]["lr"]}, config={"lr": d["params"]["lr"]}, memory_size=0)
+        f.write_text(json.dumps(d))
+    write_trials_csv(folder)
+
+    build_report([folder], warn=lambda line: None)
+    md = (folder / "report.md").read_text()
+    text = re.search(r"^## Front under seed noise\n(.*?)(?=^## |\Z)", md, flags=re.S | re.M).group(1)
+    assert "### " not in text  # one table, not one per method
+    assert "2 of 3 front points survive confirmation" in text and "fewer confirmations" not in text
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ") and "---" not in line}
+    assert set(lines) == {"#", "icarl#0", "finetune#1", "icarl#2"}
+    assert "| finetune |" in lines["finetune#1"] and "74.5 ± 0.7" in lines["finetune#1"]
+    assert re.search(r"\| yes \| no \| finetune#1 \|$", lines["icarl#0"]), lines["icarl#0"]
+    assert re.search(r"\| yes \| yes \| – \|$", lines["icarl#2"]), lines["icarl#2"]
+
+
 def test_report_without_confirmations_has_no_seed_noise_section(tmp_path):
     from analysis.report import build_report
     from tests.fixtures_results import write_search_fixture
