@@ -232,6 +232,28 @@ def write_search_fixture(root: str | Path, *, method: str = "icarl", task_increm
     return root
 
 
+
+def make_cross_method(root: str | Path, finetune_trials: Sequence[int],
+                      fixed_by_method: dict[str, dict[str, Any]] | None = None) -> Path:
+    """Turn a fixture search under ``root`` into a search across icarl and finetune:
+    the trials numbered ``finetune_trials`` become finetune's, with finetune's keys
+    only (lr, no memory), as a cross-method search writes them. trials.csv is NOT
+    rewritten: call ``analysis.results.write_trials_csv(root)`` afterwards."""
+    root = Path(root)
+    spec = json.loads((root / "search.json").read_text())
+    spec.update(method="icarl,finetune", methods=["icarl", "finetune"], space={}, fixed={},
+                spaces={"icarl": SPACE, "finetune": {"lr": SPACE["lr"]}})
+    if fixed_by_method is not None:
+        spec["fixed_by_method"] = fixed_by_method
+    (root / "search.json").write_text(json.dumps(spec))
+    for n in finetune_trials:
+        f = root / "trials" / trial_id(n) / "result.json"
+        d = json.loads(f.read_text())
+        lr = d["params"]["lr"]
+        d.update(method="finetune", params={"lr": lr}, config={"lr": lr}, memory_size=0)
+        f.write_text(json.dumps(d))
+    return root
+
 # The rerun's baselines in ``write_rerun_fixture``: (final accuracy, forgetting) of seed 0;
 # seed s adds 0.01 * s to both, so the means over seeds 0 and 1 add 0.005.
 RERUN_BASELINES = {"finetune": (.30, .60), "joint": (.85, .02)}

@@ -88,18 +88,9 @@ def test_a_cross_method_search_is_confirmed_on_its_combined_front(tmp_path):
     methods: icarl#0's lucky seed is dominated by finetune#1's mean -- which a
     per-method view (icarl's own front: 0 and 2) could not say."""
     from analysis.report import build_report
-    from tests.fixtures_results import SPACE
+    from tests.fixtures_results import make_cross_method
 
-    folder = write_confirm_fixture(tmp_path / "mixed")
-    spec = json.loads((folder / "search.json").read_text())
-    spec.update(method="icarl,finetune", methods=["icarl", "finetune"], space={}, fixed={},
-                spaces={"icarl": SPACE, "finetune": {"lr": SPACE["lr"]}})
-    (folder / "search.json").write_text(json.dumps(spec))
-    for n in (1, 5):
-        f = folder / "trials" / trial_id(n) / "result.json"
-        d = json.loads(f.read_text())
-        d.update(method="finetune", params={"lr": d["params"]["lr"]}, config={"lr": d["params"]["lr"]}, memory_size=0)
-        f.write_text(json.dumps(d))
+    folder = make_cross_method(write_confirm_fixture(tmp_path / "mixed"), finetune_trials=(1, 5))
     write_trials_csv(folder)
 
     build_report([folder], warn=lambda line: None)

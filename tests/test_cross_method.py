@@ -273,19 +273,10 @@ def _mixed_folder(root: Path) -> Path:
     """The fixture search (tests/fixtures_results.py) made a search across icarl and
     finetune: trials 2 and 7 (on the front) are finetune's, with finetune's keys only."""
     from analysis.results import write_trials_csv
-    from tests.fixtures_results import SPACE, trial_id, write_search_fixture
+    from tests.fixtures_results import make_cross_method, write_search_fixture
 
-    folder = write_search_fixture(root)
-    spec = json.loads((folder / "search.json").read_text())
-    spec.update(method="icarl,finetune", methods=["icarl", "finetune"], space={}, fixed={},
-                spaces={"icarl": SPACE, "finetune": {"lr": SPACE["lr"]}},
-                fixed_by_method={"icarl": {"weight_decay": 1e-5}})
-    (folder / "search.json").write_text(json.dumps(spec))
-    for n in (2, 7):
-        f = folder / "trials" / trial_id(n) / "result.json"
-        d = json.loads(f.read_text())
-        d.update(method="finetune", params={"lr": d["params"]["lr"]}, config={"lr": d["params"]["lr"]}, memory_size=0)
-        f.write_text(json.dumps(d))
+    folder = make_cross_method(write_search_fixture(root), finetune_trials=(2, 7),
+                               fixed_by_method={"icarl": {"weight_decay": 1e-5}})
     write_trials_csv(folder)
     return folder
 
