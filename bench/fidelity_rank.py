@@ -1,0 +1,232 @@
+"""Does a cheap fidelity that runs the WHOLE task sequence rank configs as full fidelity does?
+
+MO-ASHA (search/mo_asha.py) judges a trial after its first task(s), where
+forgetting barely exists yet, and so loses the stable end of the front. A
+fidelity that keeps every task but trains each one for fewer epochs still sees
+forgetting. Before building a scheduler on it, this script measures it on a
+finished full-fidelity search (the "measure first" of successive halving's
+design: Li et al., "Hyperband", JMLR 2018, §3 -- a cheap budget is only useful
+if it ranks configurations as the full budget does):
+
+1. every completed search trial (confirmation reruns aside) is trained again
+   with ``epochs`` per task for each cheap ``--epochs`` value, same config, same
+   seed, same stream, on the VALIDATION split (``--epochs`` equal to the
+   search's own is a reproduction check: the same numbers, tau +1) (one Ray task per run, the one
+   thread rule; finished runs are kept, so an interrupted call resumes) under
+   ``<search>/fidelity/epochs<E>/<method>-<trial id>/seed<S>/result.json``;
+2. per cheap fidelity and objective, Kendall's tau-b between the cheap values
+   and the search's full-fidelity values (Kendall 1945: ties counted as in
+   scipy's ``kendalltau``; tau-b = (C - D) / sqrt((n0 - n1)(n0 - n2)));
+3. an offline replay of synchronous successive halving with promotion by
+   rerunning: all n configs at the cheap fidelity, the top ceil(n / eta) by
+   the MO-ASHA ranking (``search.mo_asha.survivors``: non-dominated fronts,
+   crowding distance, did-not-learn trials last) promoted and trained at full
+   fidelity (their values are the search's). Printed per (fidelity, eta): the
+   full search's front points kept (exactly, or by a promoted point within
+   ``--within`` on both objectives), the hypervolume of the promoted points
+   against all (reference: accuracy 0, forgetting 1), and the compute as a
+   share of the full search's: (cheap seconds of all + full seconds of the
+   promoted) / full seconds of all, seconds being each run's recorded
+   begin + train + end-of-task + evaluation time.
+
+    python bench/fidelity_rank.py results/icarl-gtsrb-64 --epochs 1 2 --eta 2 3 4
+
+The configs are those the full search's sampler chose; a real multi-fidelity
+search would let the sampler adapt to the cheap results too.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from analysis.pareto import hypervolume, non_dominated  # noqa: E402
+from analysis.results import ResultsError, load_search, objective_column, read_result  # noqa: E402
+from core.metrics import WORST_VALUE  # noqa: E402
+from core.result import CONFIRMS_KEY, metrics_key  # noqa: E402
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b of two equally long sequences; NaN pairs are dropped.
+    NaN when fewer than two pairs remain or one side is constant."""
+    pairs = [(float(a), float(b)) for a, b in zip(x, y) if not (math.isnan(float(a)) or math.isnan(float(b)))]
+    concordant = discordant = ties_x = ties_y = 0
+    for i in range(len(pairs)):
+        for j in range(i + 1, len(pairs)):
+            dx = pairs[i][0] - pairs[j][0]
+            dy = pairs[i][1] - pairs[j][1]
+            if dx == 0 and dy == 0:
+                ties_x += 1
+                ties_y += 1
+            elif dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif (dx > 0) == (dy > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    n0 = len(pairs) * (len(pairs) - 1) // 2
+    denominator = math.sqrt((n0 - ties_x) * (n0 - ties_y))
+    return (concordant - discordant) / denominator if denominator > 0 else math.nan
+
+
+def run_seconds(record: dict[str, Any]) -> float:
+    """A run's measured compute: every task's begin + train + end + evaluation seconds."""
+    return sum(float(t.get(k) or 0.0) for t in record.get("timings") or []
+               for k in ("begin_task_s", "train_s", "end_task_s", "eval_s"))
+
+
+def objective_values(record: dict[str, Any], objectives: list[tuple[str, str]]) -> tuple[float, ...]:
+    m = (record.get("metrics") or {}).get(metrics_key(bool(record.get("task_incremental_only")))) or {}
+    return tuple(float(m[n]) if m.get(n) is not None else math.nan for n, _ in objectives)
+
+
+def promote(cheap: dict[str, tuple[float, ...]], senses: list[str], eta: int,
+            infeasible: dict[str, float]) -> set[str]:
+    """The ids successive halving promotes from the cheap rung (MO-ASHA's ranking)."""
+    from search.mo_asha import survivors
+
+    return survivors(cheap, senses, eta, infeasible)
+
+
+def replay(full: dict[str, tuple[float, ...]], cheap: dict[str, tuple[float, ...]], senses: list[str],
+           reference: list[float], eta: int, infeasible: dict[str, float], within: float,
+           full_s: dict[str, float], cheap_s: dict[str, float]) -> dict[str, Any]:
+    """One (fidelity, eta) of the offline replay (module docstring, 3)."""
+    ids = list(full)
+    promoted = promote({i: cheap[i] for i in ids}, senses, eta, infeasible)
+    points = np.array([full[i] for i in ids], dtype=float)
+    front_ids = [i for i, on in zip(ids, non_dominated(points, senses)) if on]
+    kept_points = np.array([full[i] for i in ids if i in promoted], dtype=float).reshape(-1, len(senses))
+    kept, near = [], []
+    for f in front_ids:
+        if f in promoted:
+            kept.append(f)
+        elif len(kept_points) and np.any(np.all(np.abs(kept_points - np.array(full[f])) <= within, axis=1)):
+            near.append(f)
+    hv_all = hypervolume(points, senses, reference)
+    hv_kept = hypervolume(kept_points, senses, reference) if len(kept_points) else 0.0
+    compute = (sum(cheap_s[i] for i in ids) + sum(full_s[i] for i in promoted)) / sum(full_s[i] for i in ids)
+    return {"promoted": promoted, "front": front_ids, "kept": kept, "near": near,
+            "hypervolume_share": hv_kept / hv_all if hv_all > 0 else math.nan, "compute_share": compute}
+
+
+def cheap_runs(root: Path, res, rows, epochs: int, cpus: float) -> dict[str, dict[str, Any]]:
+    """Train (or keep) every row's config at ``epochs`` per task on validation;
+    {trial id: finished record}."""
+    import strategies  # noqa: F401  (registers the strategies)
+    from core.knobs import split_params
+    from core.protocol import StreamProtocol
+    from datasets.protocol import load_stream
+    from search.cli import loop_config_from_dict
+    from search.rerun import build_parser, output_folder, row_method, train_configs, trial_params
+    from strategies.loop import with_loop_knobs
+
+    spec = res.spec
+    stream = load_stream(StreamProtocol.from_dict(spec["stream_protocol"], owner=f"{root}/search.json"))
+    loop = loop_config_from_dict(spec["loop"], eval_split="val")
+    out = root / "fidelity" / f"epochs{epochs}"
+    plan, paths = [], {}
+    for _, row in rows.iterrows():
+        method = row_method(row, res.methods)
+        params, knobs = split_params(trial_params(row))
+        run_dir = out / f"{method}-{row['trial_id']}"
+        plan.append((f"{method} {row['trial_id']} at {epochs} epoch(s)/task", method, params,
+                     with_loop_knobs(loop, {**knobs, "epochs": epochs}), run_dir))
+        paths[str(row["trial_id"])] = run_dir / f"seed{loop.seed}" / "result.json"
+    from strategies.plugins import load_cli_modules
+
+    args = build_parser().parse_args(["--cpus-per-run", f"{cpus:g}", "--quiet"])
+    args.strategy_modules = load_cli_modules(None, root)  # the search's own (--strategy-module), if any
+    with output_folder(out):
+        records, failures = train_configs(args, plan, [loop.seed], stream)
+    for run, reason in failures:
+        print(f"warning: {run.name} failed ({reason}); left out", file=sys.stderr)
+    return {tid: records[p] for tid, p in paths.items() if p in records}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.feasibility import check_result
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("results_dir", help="a finished search run at full fidelity, without early stopping")
+    p.add_argument("--epochs", type=int, nargs="+", default=[1, 2], help="cheap epochs per task to measure")
+    p.add_argument("--eta", type=int, nargs="+", default=[2, 3, 4], help="reduction factors to replay")
+    p.add_argument("--within", type=float, default=0.01, help="a front point counts as kept when a promoted "
+                   "point is within this on every objective (fractions; default 1 point)")
+    p.add_argument("--cpus-per-run", type=float, default=1.0)
+    args = p.parse_args(argv)
+    root = Path(args.results_dir)
+    try:
+        res = load_search(root)
+    except (ResultsError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if res.spec.get("asha") or res.spec.get("mo_asha"):
+        print(f"error: {root} stopped trials early; measure on a search run at full fidelity", file=sys.stderr)
+        return 2
+    objectives = res.objectives
+    if not all(n in WORST_VALUE for n, _ in objectives):
+        print(f"error: the hypervolume needs fraction objectives; this search has {[n for n, _ in objectives]}",
+              file=sys.stderr)
+        return 2
+    senses = [s for _, s in objectives]
+    reference = [WORST_VALUE[n] for n, _ in objectives]
+    trials = res.trials
+    rows = trials[trials["status"] == "completed"]
+    if CONFIRMS_KEY in rows:  # a confirmation reruns a search trial's config with another seed
+        rows = rows[rows[CONFIRMS_KEY].isna()]
+    full_epochs = int(res.spec["loop"]["epochs"])
+    margin = float(res.spec.get("min_plasticity_margin") or 0.0)
+    columns = [objective_column(n, res.task_incremental_only) for n, _ in objectives]
+    full = {str(r["trial_id"]): tuple(float(r[c]) for c in columns) for _, r in rows.iterrows()}
+    full_s = {t: run_seconds(read_result(root / "trials" / t / "result.json")) for t in full}
+    print(f"# {root.name}: {len(full)} completed search trials, {res.num_tasks} tasks, {full_epochs} "
+          f"epochs/task at full fidelity; objectives {', '.join(n for n, _ in objectives)} (validation)")
+    rank_rows, replay_rows = [], []
+    for epochs in args.epochs:
+        if not 1 <= epochs <= full_epochs:
+            print(f"error: --epochs {epochs} is not a fidelity between 1 and the search's {full_epochs} "
+                  "epochs per task", file=sys.stderr)
+            return 2
+        records = cheap_runs(root, res, rows, epochs, args.cpus_per_run)
+        ids = [t for t in full if t in records]
+        cheap = {t: objective_values(records[t], objectives) for t in ids}
+        cheap_s = {t: run_seconds(records[t]) for t in ids}
+        infeasible = {}
+        for t in ids:
+            verdict = check_result(records[t], margin) if margin > 0 else None
+            if verdict is not None and not verdict.feasible:
+                infeasible[t] = verdict.constraint
+        taus = [kendall_tau_b([cheap[t][k] for t in ids], [full[t][k] for t in ids]) for k in range(len(senses))]
+        share = sum(cheap_s.values()) / sum(full_s[t] for t in ids)
+        rank_rows.append(f"| {epochs} | {len(ids)} | " + " | ".join(f"{tau:+.2f}" for tau in taus)
+                         + f" | {100 * share:.0f} % | {len(infeasible)} |")
+        for eta in args.eta:
+            r = replay({t: full[t] for t in ids}, cheap, senses, reference, eta, infeasible, args.within,
+                       full_s, cheap_s)
+            replay_rows.append(f"| {epochs} | {eta} | {len(r['promoted'])} of {len(ids)} | "
+                               f"{len(r['kept'])} (+{len(r['near'])} within {100 * args.within:g} pt) of "
+                               f"{len(r['front'])} | {100 * r['hypervolume_share']:.1f} % | "
+                               f"{100 * r['compute_share']:.0f} % |")
+    print("\n## Rank agreement with full fidelity (Kendall tau-b)\n")
+    print("| epochs/task | configs | " + " | ".join(f"tau {n}" for n, _ in objectives)
+          + " | compute of one cheap pass | did not learn (cheap) |")
+    print("|---|---|" + "---|" * len(objectives) + "---|---|")
+    print("\n".join(rank_rows))
+    print("\n## Successive halving replayed: cheap pass over all, top 1/eta rerun at full fidelity\n")
+    print("| epochs/task | eta | promoted | full front points kept | hypervolume kept | compute |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(replay_rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
