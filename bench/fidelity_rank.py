@@ -187,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     margin = float(res.spec.get("min_plasticity_margin") or 0.0)
     columns = [objective_column(n, res.task_incremental_only) for n, _ in objectives]
     full = {str(r["trial_id"]): tuple(float(r[c]) for c in columns) for _, r in rows.iterrows()}
+    from search.rerun import row_method
+
+    method_of = {str(r["trial_id"]): row_method(r, res.methods) for _, r in rows.iterrows()}
     full_s = {t: run_seconds(read_result(root / "trials" / t / "result.json")) for t in full}
     print(f"# {root.name}: {len(full)} completed search trials, {res.num_tasks} tasks, {full_epochs} "
           f"epochs/task at full fidelity; objectives {', '.join(n for n, _ in objectives)} (validation)")
@@ -205,10 +208,18 @@ def main(argv: list[str] | None = None) -> int:
             verdict = check_result(records[t], margin) if margin > 0 else None
             if verdict is not None and not verdict.feasible:
                 infeasible[t] = verdict.constraint
-        taus = [kendall_tau_b([cheap[t][k] for t in ids], [full[t][k] for t in ids]) for k in range(len(senses))]
-        share = sum(cheap_s.values()) / sum(full_s[t] for t in ids)
-        rank_rows.append(f"| {epochs} | {len(ids)} | " + " | ".join(f"{tau:+.2f}" for tau in taus)
-                         + f" | {100 * share:.0f} % | {len(infeasible)} |")
+        # All configs, then (a search across methods) each method's own: a single-method
+        # search ranks configs of one method, which the pooled tau can flatter.
+        groups = [(str(len(ids)), ids)]
+        if res.cross_method:
+            groups += [(f"{m}: {len(g)}", g) for m in res.methods
+                       if len(g := [t for t in ids if method_of[t] == m]) >= 3]
+        for name, group in groups:
+            taus = [kendall_tau_b([cheap[t][k] for t in group], [full[t][k] for t in group])
+                    for k in range(len(senses))]
+            share = sum(cheap_s[t] for t in group) / sum(full_s[t] for t in group)
+            rank_rows.append(f"| {epochs} | {name} | " + " | ".join(f"{tau:+.2f}" for tau in taus)
+                             + f" | {100 * share:.0f} % | {sum(t in infeasible for t in group)} |")
         for eta in args.eta:
             r = replay({t: full[t] for t in ids}, cheap, senses, reference, eta, infeasible, args.within,
                        full_s, cheap_s)
