@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 from core.metrics import WORST_VALUE  # noqa: E402
 from analysis.pareto import hypervolume, non_dominated  # noqa: E402
 from analysis.results import ResultsError, load_search, objective_column  # noqa: E402
+from core.result import task_seconds  # noqa: E402
 from search.mo_asha import MultiObjectiveASHA  # noqa: E402
 
 
@@ -43,8 +44,7 @@ def load_trials(root: Path) -> tuple[object, list[dict]]:
     for tid in res.trials.loc[res.trials["status"] == "completed", "trial_id"]:
         path = root / "trials" / str(tid) / "result.json"
         d = res.result(tid)
-        durations = [sum(float(t.get(k, 0.0)) for k in ("begin_task_s", "train_s", "end_task_s", "eval_s"))
-                     for t in d["timings"]]
+        durations = [task_seconds(t) for t in d["timings"]]
         trials.append({"id": str(tid), "result": d, "durations": durations,
                        "images": [int(t.get("images_trained", 0)) for t in d["timings"]],
                        "start": path.stat().st_mtime - float(d.get("train_time_s") or 0.0)})

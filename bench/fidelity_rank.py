@@ -49,7 +49,8 @@ import numpy as np  # noqa: E402
 from analysis.pareto import hypervolume, non_dominated  # noqa: E402
 from analysis.results import ResultsError, load_search, objective_column, read_result  # noqa: E402
 from core.metrics import WORST_VALUE  # noqa: E402
-from core.result import CONFIRMS_KEY, metrics_key  # noqa: E402
+from core.result import CONFIRMS_KEY, metrics_key, task_seconds  # noqa: E402
+from search.mo_asha import survivors  # noqa: E402
 
 
 def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
@@ -79,8 +80,7 @@ def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
 
 def run_seconds(record: dict[str, Any]) -> float:
     """A run's measured compute: every task's begin + train + end + evaluation seconds."""
-    return sum(float(t.get(k) or 0.0) for t in record.get("timings") or []
-               for k in ("begin_task_s", "train_s", "end_task_s", "eval_s"))
+    return sum(task_seconds(t) for t in record.get("timings") or [])
 
 
 def objective_values(record: dict[str, Any], objectives: list[tuple[str, str]]) -> tuple[float, ...]:
@@ -88,20 +88,13 @@ def objective_values(record: dict[str, Any], objectives: list[tuple[str, str]]) 
     return tuple(float(m[n]) if m.get(n) is not None else math.nan for n, _ in objectives)
 
 
-def promote(cheap: dict[str, tuple[float, ...]], senses: list[str], eta: int,
-            infeasible: dict[str, float]) -> set[str]:
-    """The ids successive halving promotes from the cheap rung (MO-ASHA's ranking)."""
-    from search.mo_asha import survivors
-
-    return survivors(cheap, senses, eta, infeasible)
-
-
 def replay(full: dict[str, tuple[float, ...]], cheap: dict[str, tuple[float, ...]], senses: list[str],
            reference: list[float], eta: int, infeasible: dict[str, float], within: float,
            full_s: dict[str, float], cheap_s: dict[str, float]) -> dict[str, Any]:
     """One (fidelity, eta) of the offline replay (module docstring, 3)."""
     ids = list(full)
-    promoted = promote({i: cheap[i] for i in ids}, senses, eta, infeasible)
+    # Successive halving promotes the top 1/eta of the cheap rung, ranked as MO-ASHA ranks a rung.
+    promoted = survivors({i: cheap[i] for i in ids}, senses, eta, infeasible)
     points = np.array([full[i] for i in ids], dtype=float)
     front_ids = [i for i, on in zip(ids, non_dominated(points, senses)) if on]
     kept_points = np.array([full[i] for i in ids if i in promoted], dtype=float).reshape(-1, len(senses))
@@ -128,6 +121,7 @@ def cheap_runs(root: Path, res, rows, epochs: int, cpus: float) -> dict[str, dic
     from search.cli import loop_config_from_dict
     from search.rerun import build_parser, output_folder, row_method, train_configs, trial_params
     from strategies.loop import with_loop_knobs
+    from strategies.plugins import load_cli_modules
 
     spec = res.spec
     stream = load_stream(StreamProtocol.from_dict(spec["stream_protocol"], owner=f"{root}/search.json"))
@@ -141,8 +135,6 @@ def cheap_runs(root: Path, res, rows, epochs: int, cpus: float) -> dict[str, dic
         plan.append((f"{method} {row['trial_id']} at {epochs} epoch(s)/task", method, params,
                      with_loop_knobs(loop, {**knobs, "epochs": epochs}), run_dir))
         paths[str(row["trial_id"])] = run_dir / f"seed{loop.seed}" / "result.json"
-    from strategies.plugins import load_cli_modules
-
     args = build_parser().parse_args(["--cpus-per-run", f"{cpus:g}", "--quiet"])
     args.strategy_modules = load_cli_modules(None, root)  # the search's own (--strategy-module), if any
     with output_folder(out):

@@ -81,6 +81,16 @@ class RunResult:
         return _jsonable(d)
 
 
+# The parts of a task's timing record (strategies/loop.py) that make up its wall time.
+TASK_SECOND_KEYS = ("begin_task_s", "train_s", "end_task_s", "eval_s")
+
+
+def task_seconds(timing: dict[str, Any]) -> float:
+    """One task's seconds from its timing record: begin, training phases, end
+    of task and evaluation (a part not recorded counts 0)."""
+    return sum(float(timing.get(k) or 0.0) for k in TASK_SECOND_KEYS)
+
+
 def metrics_key(task_incremental_only: bool) -> str:
     """Which metrics block describes a method: a task-incremental-only method
     (PackNet) has no class-IL predictions, so its task-IL block stands in."""

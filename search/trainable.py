@@ -43,7 +43,8 @@ from typing import Any
 from core.feasibility import DEFAULT_MARGIN, REPORT_KEY
 from core.feasibility import check_result as check_feasibility
 from core.objectives import SUMMARY_KEYS
-from core.result import CONFIRM_SEED_KEY, CONFIRMS_KEY, META_KEYS, METHOD_KEY, TRIAL_NUMBER_KEY, metrics_key
+from core.result import (CONFIRM_SEED_KEY, CONFIRMS_KEY, META_KEYS, METHOD_KEY, TRIAL_NUMBER_KEY, metrics_key,
+                         task_seconds)
 
 # Metrics reported to Tune after each task: the summary metrics (fractions),
 # plus tasks done, memory (images), parameters and train time.
@@ -70,8 +71,7 @@ def last_task_cost(timings: list[dict[str, Any]]) -> dict[str, float]:
     if not timings:
         return {"task_images": 0.0, "task_seconds": 0.0}
     last = timings[-1]
-    seconds = sum(float(last.get(k) or 0.0) for k in ("begin_task_s", "train_s", "end_task_s", "eval_s"))
-    return {"task_images": float(last.get("images_trained") or 0.0), "task_seconds": seconds}
+    return {"task_images": float(last.get("images_trained") or 0.0), "task_seconds": task_seconds(last)}
 
 
 def record_metrics(record: dict[str, Any]) -> dict[str, Any]:
