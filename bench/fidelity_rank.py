@@ -9,11 +9,15 @@ design: Li et al., "Hyperband", JMLR 2018, §3 -- a cheap budget is only useful
 if it ranks configurations as the full budget does):
 
 1. every completed search trial (confirmation reruns aside) is trained again
-   with ``epochs`` per task for each cheap ``--epochs`` value, same config, same
-   seed, same stream, on the VALIDATION split (``--epochs`` equal to the
-   search's own is a reproduction check: the same numbers, tau +1) (one Ray task per run, the one
-   thread rule; finished runs are kept, so an interrupted call resumes) under
-   ``<search>/fidelity/epochs<E>/<method>-<trial id>/seed<S>/result.json``;
+   at each cheap fidelity -- ``--epochs`` per task, or ``--train-fraction`` of
+   each class's training images at the search's epochs (datasets/stream.py
+   ``fidelity_subset``), either optionally scored on ``--eval-fraction`` of the
+   validation images -- same config, same seed, same stream, on the
+   VALIDATION split (``--epochs`` equal to the search's own is a reproduction
+   check: the same numbers, tau +1); one Ray task per run, the one thread
+   rule; finished runs are kept, so an interrupted call resumes; under
+   ``<search>/fidelity/<fidelity>/<method>-<trial id>/seed<S>/result.json``
+   (``epochs1``, ``train0.25``, ``epochs2-eval0.5``, ...);
 2. per cheap fidelity and objective, Kendall's tau-b between the cheap values
    and the search's full-fidelity values (Kendall 1945: ties counted as in
    scipy's ``kendalltau``; tau-b = (C - D) / sqrt((n0 - n1)(n0 - n2)));
@@ -30,6 +34,7 @@ if it ranks configurations as the full budget does):
    begin + train + end-of-task + evaluation time.
 
     python bench/fidelity_rank.py results/icarl-gtsrb-64 --epochs 1 2 --eta 2 3 4
+    python bench/fidelity_rank.py results/icarl-gtsrb-64 --train-fraction 0.2 --eval-fraction 0.25
 
 The configs are those the full search's sampler chose; a real multi-fidelity
 search would let the sampler adapt to the cheap results too.
@@ -111,8 +116,9 @@ def replay(full: dict[str, tuple[float, ...]], cheap: dict[str, tuple[float, ...
             "hypervolume_share": hv_kept / hv_all if hv_all > 0 else math.nan, "compute_share": compute}
 
 
-def cheap_runs(root: Path, res, rows, epochs: int, cpus: float) -> dict[str, dict[str, Any]]:
-    """Train (or keep) every row's config at ``epochs`` per task on validation;
+def cheap_runs(root: Path, res, rows, name: str, fidelity: dict[str, Any], cpus: float) -> dict[str, dict[str, Any]]:
+    """Train (or keep) every row's config at the ``fidelity`` (loop knobs: epochs,
+    train_fraction, eval_fraction) on validation, under fidelity/<name>/;
     {trial id: finished record}."""
     import strategies  # noqa: F401  (registers the strategies)
     from core.knobs import split_params
@@ -126,14 +132,14 @@ def cheap_runs(root: Path, res, rows, epochs: int, cpus: float) -> dict[str, dic
     spec = res.spec
     stream = load_stream(StreamProtocol.from_dict(spec["stream_protocol"], owner=f"{root}/search.json"))
     loop = loop_config_from_dict(spec["loop"], eval_split="val")
-    out = root / "fidelity" / f"epochs{epochs}"
+    out = root / "fidelity" / name
     plan, paths = [], {}
     for _, row in rows.iterrows():
         method = row_method(row, res.methods)
         params, knobs = split_params(trial_params(row))
         run_dir = out / f"{method}-{row['trial_id']}"
-        plan.append((f"{method} {row['trial_id']} at {epochs} epoch(s)/task", method, params,
-                     with_loop_knobs(loop, {**knobs, "epochs": epochs}), run_dir))
+        plan.append((f"{method} {row['trial_id']} at {name}", method, params,
+                     with_loop_knobs(loop, {**knobs, **fidelity}), run_dir))
         paths[str(row["trial_id"])] = run_dir / f"seed{loop.seed}" / "result.json"
     args = build_parser().parse_args(["--cpus-per-run", f"{cpus:g}", "--quiet"])
     args.strategy_modules = load_cli_modules(None, root)  # the search's own (--strategy-module), if any
@@ -144,12 +150,38 @@ def cheap_runs(root: Path, res, rows, epochs: int, cpus: float) -> dict[str, dic
     return {tid: records[p] for tid, p in paths.items() if p in records}
 
 
+def cheap_fidelities(args, full_epochs: int) -> list[tuple[str, dict[str, Any]]] | str:
+    """(name, loop knobs) of every cheap fidelity asked for, or the one-line
+    reason the request is wrong. Names are the folders under fidelity/:
+    ``epochs1``, ``train0.25``, with ``-eval0.5`` when scored on a share."""
+    epochs = args.epochs if args.epochs is not None else ([] if args.train_fraction else [1, 2])
+    evaluation = {} if args.eval_fraction >= 1.0 else {"eval_fraction": args.eval_fraction}
+    suffix = f"-eval{args.eval_fraction:g}" if evaluation else ""
+    if not 0.0 < args.eval_fraction <= 1.0:
+        return f"--eval-fraction {args.eval_fraction:g} is not a share in (0, 1]"
+    out = []
+    for e in epochs:
+        if not 1 <= e <= full_epochs:
+            return f"--epochs {e} is not a fidelity between 1 and the search's {full_epochs} epochs per task"
+        out.append((f"epochs{e}{suffix}", {"epochs": e, **evaluation}))
+    for f in args.train_fraction:
+        if not 0.0 < f <= 1.0:
+            return f"--train-fraction {f:g} is not a share in (0, 1]"
+        out.append((f"train{f:g}{suffix}", {"train_fraction": f, **evaluation}))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from core.feasibility import check_result
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("results_dir", help="a finished search run at full fidelity, without early stopping")
-    p.add_argument("--epochs", type=int, nargs="+", default=[1, 2], help="cheap epochs per task to measure")
+    p.add_argument("--epochs", type=int, nargs="+", default=None,
+                   help="cheap epochs per task to measure (default 1 2 unless --train-fraction is given)")
+    p.add_argument("--train-fraction", type=float, nargs="+", default=[],
+                   help="cheap shares of each class's training images to measure, at the search's epochs")
+    p.add_argument("--eval-fraction", type=float, default=1.0,
+                   help="share of each class's validation images every cheap run is scored on (default 1)")
     p.add_argument("--eta", type=int, nargs="+", default=[2, 3, 4], help="reduction factors to replay")
     p.add_argument("--within", type=float, default=0.01, help="a front point counts as kept when a promoted "
                    "point is within this on every objective (fractions; default 1 point)")
@@ -185,13 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     full_s = {t: run_seconds(read_result(root / "trials" / t / "result.json")) for t in full}
     print(f"# {root.name}: {len(full)} completed search trials, {res.num_tasks} tasks, {full_epochs} "
           f"epochs/task at full fidelity; objectives {', '.join(n for n, _ in objectives)} (validation)")
+    fidelities = cheap_fidelities(args, full_epochs)
+    if isinstance(fidelities, str):
+        print(f"error: {fidelities}", file=sys.stderr)
+        return 2
     rank_rows, replay_rows = [], []
-    for epochs in args.epochs:
-        if not 1 <= epochs <= full_epochs:
-            print(f"error: --epochs {epochs} is not a fidelity between 1 and the search's {full_epochs} "
-                  "epochs per task", file=sys.stderr)
-            return 2
-        records = cheap_runs(root, res, rows, epochs, args.cpus_per_run)
+    for name, fidelity in fidelities:
+        records = cheap_runs(root, res, rows, name, fidelity, args.cpus_per_run)
         ids = [t for t in full if t in records]
         cheap = {t: objective_values(records[t], objectives) for t in ids}
         cheap_s = {t: run_seconds(records[t]) for t in ids}
@@ -206,26 +238,26 @@ def main(argv: list[str] | None = None) -> int:
         if res.cross_method:
             groups += [(f"{m}: {len(g)}", g) for m in res.methods
                        if len(g := [t for t in ids if method_of[t] == m]) >= 3]
-        for name, group in groups:
+        for group_name, group in groups:
             taus = [kendall_tau_b([cheap[t][k] for t in group], [full[t][k] for t in group])
                     for k in range(len(senses))]
             share = sum(cheap_s[t] for t in group) / sum(full_s[t] for t in group)
-            rank_rows.append(f"| {epochs} | {name} | " + " | ".join(f"{tau:+.2f}" for tau in taus)
+            rank_rows.append(f"| {name} | {group_name} | " + " | ".join(f"{tau:+.2f}" for tau in taus)
                              + f" | {100 * share:.0f} % | {sum(t in infeasible for t in group)} |")
         for eta in args.eta:
             r = replay({t: full[t] for t in ids}, cheap, senses, reference, eta, infeasible, args.within,
                        full_s, cheap_s)
-            replay_rows.append(f"| {epochs} | {eta} | {len(r['promoted'])} of {len(ids)} | "
+            replay_rows.append(f"| {name} | {eta} | {len(r['promoted'])} of {len(ids)} | "
                                f"{len(r['kept'])} (+{len(r['near'])} within {100 * args.within:g} pt) of "
                                f"{len(r['front'])} | {100 * r['hypervolume_share']:.1f} % | "
                                f"{100 * r['compute_share']:.0f} % |")
     print("\n## Rank agreement with full fidelity (Kendall tau-b)\n")
-    print("| epochs/task | configs | " + " | ".join(f"tau {n}" for n, _ in objectives)
+    print("| fidelity | configs | " + " | ".join(f"tau {n}" for n, _ in objectives)
           + " | compute of one cheap pass | did not learn (cheap) |")
     print("|---|---|" + "---|" * len(objectives) + "---|---|")
     print("\n".join(rank_rows))
     print("\n## Successive halving replayed: cheap pass over all, top 1/eta rerun at full fidelity\n")
-    print("| epochs/task | eta | promoted | full front points kept | hypervolume kept | compute |")
+    print("| fidelity | eta | promoted | full front points kept | hypervolume kept | compute |")
     print("|---|---|---|---|---|---|")
     print("\n".join(replay_rows))
     return 0

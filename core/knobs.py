@@ -12,9 +12,11 @@ refuses one), or the split would be ambiguous.
 Every knob a search touches is one of three kinds, recorded per key in
 search.json (``knob_kinds``) and shown by the report:
 
-- ``protocol``: what defines the benchmark -- so far only the loop's ``epochs``
-  per task (classes, tasks and the evaluation split are stream-protocol fields
-  no trial can change). Two searches with different epochs measure different
+- ``protocol``: what defines the benchmark -- the loop's ``epochs`` per task
+  and the shares of each class's training and evaluation images a run sees
+  (``train_fraction``, ``eval_fraction``: 1 in the benchmark, less for a cheaper
+  fidelity); classes, tasks and the evaluation split are stream-protocol fields
+  no trial can change. Two searches with different epochs measure different
   benchmarks, so a protocol knob is fixed by the protocol flags (``--epochs``)
   and a search may set or range it only when asked (``--search-protocol
   epochs``);
@@ -35,7 +37,7 @@ from typing import Any
 # augmentation mode and the random-crop padding (the crop's strength).
 TRAINING_LOOP_KNOBS = ("batch_size", "augment", "crop_padding")
 # Protocol knobs: part of the benchmark; searched only on request (--search-protocol).
-PROTOCOL_KNOBS = ("epochs",)
+PROTOCOL_KNOBS = ("epochs", "train_fraction", "eval_fraction")
 LOOP_KNOBS = TRAINING_LOOP_KNOBS + PROTOCOL_KNOBS
 
 KINDS = ("protocol", "training", "strategy")

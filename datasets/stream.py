@@ -127,6 +127,59 @@ class Stream:
         }
 
 
+# Purposes of the subset generators (with the seed, the task and the label):
+# distinct streams of random numbers for the two subsets.
+_TRAIN_SUBSET, _EVAL_SUBSET = 71, 72
+
+
+def _class_subset(y: torch.Tensor, fraction: float, rng_key: list[int]) -> torch.Tensor:
+    """Indices (in their original order) of ``ceil(fraction * n_c)`` images of
+    every label c of ``y`` -- at least one per label, so no class vanishes."""
+    labels = y.cpu().numpy()
+    keep = []
+    for label in np.unique(labels):
+        where = np.flatnonzero(labels == label)
+        k = max(1, int(np.ceil(fraction * len(where))))
+        keep.append(np.random.default_rng([*rng_key, int(label)]).choice(where, size=k, replace=False))
+    return torch.as_tensor(np.sort(np.concatenate(keep)) if keep else np.empty(0, dtype=np.int64))
+
+
+def _subset(split: Split, fraction: float, rng_key: list[int]) -> Split:
+    if fraction >= 1.0 or len(split) == 0:
+        return split
+    idx = _class_subset(split.y, fraction, rng_key).to(split.y.device)
+    return Split(split.x[idx], split.y[idx])
+
+
+def fidelity_subset(stream: Stream, train_fraction: float = 1.0, eval_fraction: float = 1.0,
+                    seed: int = 0) -> Stream:
+    """The stream a cheaper run sees: a share of each class's images per task.
+
+    A fidelity for multi-fidelity search that still runs every task (so
+    forgetting can show), unlike stopping after the first tasks. Per task and
+    class, ``ceil(fraction * n)`` images (at least one) are kept, drawn without
+    replacement:
+
+    - training images with ``train_fraction``, drawn by the run's ``seed`` (a
+      seed's configs all train on the same images);
+    - validation and test images with ``eval_fraction``, drawn by a fixed key,
+      the same for every run and seed, so cheap runs are compared on one set.
+
+    Fractions of 1 return ``stream`` itself. The class order, labels and the
+    normalisation statistics are the full stream's (they define the benchmark)."""
+    if train_fraction >= 1.0 and eval_fraction >= 1.0:
+        return stream
+    tasks = [Task(task_id=t.task_id, classes=t.classes, label_offset=t.label_offset,
+                  train=_subset(t.train, train_fraction, [seed, _TRAIN_SUBSET, t.task_id]),
+                  val=_subset(t.val, eval_fraction, [0, _EVAL_SUBSET, t.task_id]),
+                  test=_subset(t.test, eval_fraction, [0, _EVAL_SUBSET, t.task_id]))
+             for t in stream.tasks]
+    return Stream(name=stream.name, tasks=tasks, class_order=stream.class_order, image_shape=stream.image_shape,
+                  channel_mean=stream.channel_mean, channel_std=stream.channel_std,
+                  class_names=stream.class_names, seed=stream.seed, val_fraction=stream.val_fraction,
+                  info=stream.info)
+
+
 def channel_stats(x_uint8_nchw: np.ndarray | torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std in 0..1 units, computed in float64 chunks."""
     x = torch.as_tensor(x_uint8_nchw)

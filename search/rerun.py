@@ -70,8 +70,17 @@ def finished_run(path: Path, result_like: dict[str, Any]) -> dict[str, Any] | No
         d = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    import dataclasses
+
+    from strategies.loop import LoopConfig
+
+    # A loop field added after a run was recorded is absent from its protocol: the
+    # run had that field's default (train_fraction 1, the whole data, for one).
+    defaults = dataclasses.asdict(LoopConfig())
+
     def same_protocol(a: dict[str, Any], b: dict[str, Any]) -> bool:
-        return {k: v for k, v in a.items() if k not in HARDWARE_KEYS} == {k: v for k, v in b.items() if k not in HARDWARE_KEYS}
+        return ({k: v for k, v in {**defaults, **a}.items() if k not in HARDWARE_KEYS}
+                == {k: v for k, v in {**defaults, **b}.items() if k not in HARDWARE_KEYS})
     if (d.get("status") == "completed" and d.get("method") == result_like["method"]
             and d.get("config") == result_like["config"]
             and _without_data_dir(d.get("stream") or {}) == _without_data_dir(result_like["stream"])

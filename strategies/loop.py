@@ -48,7 +48,7 @@ from typing import Any
 import torch
 
 from core.metrics import summarize
-from datasets.stream import Stream, Task
+from datasets.stream import Stream, Task, fidelity_subset
 from strategies.base import STRATEGIES, RunContext, Strategy
 from strategies.batch_ops import random_crop, random_flip
 from strategies.checkpoint import LoopState, capture, restore_rngs
@@ -64,6 +64,10 @@ class LoopConfig:
     """Protocol and hardware settings shared by all strategies of a comparison."""
 
     epochs: int = bounded(5, min=1, max=1000, help="training epochs per task")
+    train_fraction: float = bounded(1.0, min=0.001, max=1.0, help="share of each class's training images per task "
+                                    "(seeded by the run's seed; < 1: a cheaper fidelity, not the benchmark)")
+    eval_fraction: float = bounded(1.0, min=0.001, max=1.0, help="share of each class's evaluation images per task "
+                                   "(one fixed subset for every run; < 1: a cheaper fidelity, not the benchmark)")
     batch_size: int = bounded(128, min=2, max=65536, help="training batch size")
     backbone: str = bounded("simplecnn", choices=BACKBONES, help="feature extractor")
     pretrained: bool = bounded(False, help="ImageNet weights for vgg16 when cached locally")
@@ -370,7 +374,7 @@ def _stream_on_device(stream: Stream, device: torch.device, split: str) -> Strea
     return dataclasses.replace(stream, tasks=tasks)
 
 
-def _start_result(strategy: Strategy, stream: Stream, loop_cfg: LoopConfig) -> RunResult:
+def _start_result(strategy: Strategy, described: dict[str, Any], loop_cfg: LoopConfig) -> RunResult:
     """The empty record of a new run: what ran, on what, where."""
     return RunResult(
         method=strategy.name,
@@ -378,7 +382,7 @@ def _start_result(strategy: Strategy, stream: Stream, loop_cfg: LoopConfig) -> R
         # Results depend on the thread count (float reductions differ): record
         # the number torch really uses, not the request (0 = "all available").
         protocol={**dataclasses.asdict(loop_cfg), "threads": torch.get_num_threads()},
-        stream=stream.describe(),
+        stream=described,
         task_incremental_only=strategy.task_incremental_only,
         eval_split=loop_cfg.eval_split,
         environment=environment_info(),
@@ -428,11 +432,15 @@ def run(
     (``strategy`` must be ``resume.strategy``); the run goes on at task
     ``resume.tasks_done`` with the saved result and random-number states.
     """
+    # The result describes the benchmark's stream; a cheaper fidelity (a share of
+    # each class's images) is recorded in the protocol and seen in the sizes.
+    described = stream.describe()
+    stream = fidelity_subset(stream, loop_cfg.train_fraction, loop_cfg.eval_fraction, loop_cfg.seed)
     stream = _stream_on_device(stream, strategy.device, loop_cfg.eval_split)
     T = stream.num_tasks
     if resume is None:
         # The loop's generator drives the main phase's batch order and augmentation.
-        result, gen = _start_result(strategy, stream, loop_cfg), torch.Generator().manual_seed(loop_cfg.seed)
+        result, gen = _start_result(strategy, described, loop_cfg), torch.Generator().manual_seed(loop_cfg.seed)
     else:
         result, gen = _resume(strategy, stream, loop_cfg, resume, log)
     # train_time_s accumulates over resumes: start the clock that far back.

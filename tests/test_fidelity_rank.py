@@ -66,7 +66,20 @@ def test_a_config_that_did_not_learn_at_the_cheap_fidelity_is_not_promoted():
     assert r["kept"] == ["A"]
 
 
-@pytest.mark.slow  # two Ray starts: a 4-trial search, then the cheap pass
+def test_bad_fidelities_are_one_line_reasons():
+    import argparse
+
+    cheap = _bench().cheap_fidelities
+    ns = dict(epochs=None, train_fraction=[], eval_fraction=1.0)
+    assert cheap(argparse.Namespace(**ns), 5) == [("epochs1", {"epochs": 1}), ("epochs2", {"epochs": 2})]
+    assert cheap(argparse.Namespace(**{**ns, "train_fraction": [0.25], "eval_fraction": 0.5}), 5) == [
+        ("train0.25-eval0.5", {"train_fraction": 0.25, "eval_fraction": 0.5})]
+    assert "between 1 and the search's 5" in cheap(argparse.Namespace(**{**ns, "epochs": [6]}), 5)
+    assert "not a share" in cheap(argparse.Namespace(**{**ns, "train_fraction": [0]}), 5)
+    assert "not a share" in cheap(argparse.Namespace(**{**ns, "eval_fraction": 1.5}), 5)
+
+
+@pytest.mark.slow  # Ray starts: a 4-trial search, then the cheap passes
 def test_the_measurement_on_a_real_search_reproduces_full_fidelity_and_resumes(tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     search = subprocess.run(
@@ -77,20 +90,25 @@ def test_the_measurement_on_a_real_search_reproduces_full_fidelity_and_resumes(t
     assert search.returncode == 0, search.stderr[-2000:]
     folder = tmp_path / "s"
     bench = [sys.executable, str(ROOT / "bench" / "fidelity_rank.py"), str(folder), "--eta", "2"]
-    proc = subprocess.run([*bench, "--epochs", "1", "2"], capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run([*bench, "--epochs", "1", "2", "--train-fraction", "0.5"], capture_output=True, text=True,
+                          timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    runs = sorted((folder / "fidelity").glob("epochs*/*/seed0/result.json"))
-    assert len(runs) == 8
+    runs = sorted((folder / "fidelity").glob("*/*/seed0/result.json"))
+    assert sorted({p.parts[-4] for p in runs}) == ["epochs1", "epochs2", "train0.5"] and len(runs) == 12
     for path in runs:
         d = json.loads(path.read_text())
+        trial = json.loads((folder / "trials" / path.parts[-3].split("-", 1)[1] / "result.json").read_text())
         assert d["status"] == "completed" and d["protocol"]["eval_split"] == "val"
+        if path.parts[-4] == "train0.5":  # half of each class's images, at the search's 2 epochs
+            assert d["protocol"]["train_fraction"] == 0.5 and d["protocol"]["epochs"] == 2
+            assert sum(t["images_trained"] for t in d["timings"]) < sum(t["images_trained"] for t in trial["timings"])
+            continue
         assert d["protocol"]["epochs"] == int(path.parts[-4][len("epochs"):])
         if d["protocol"]["epochs"] == 2:  # the search's own fidelity: the trial's numbers again
-            trial = json.loads((folder / "trials" / path.parts[-3].split("-", 1)[1] / "result.json").read_text())
             assert d["acc_class_il"] == trial["acc_class_il"]
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 2 | 4 |")]
-    assert rows and rows[0].startswith("| 2 | 4 | +1.00 | +1.00 |"), proc.stdout
-    assert "| 1 | 2 | 2 of 4 |" in proc.stdout
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| epochs2 | 4 |")]
+    assert rows and rows[0].startswith("| epochs2 | 4 | +1.00 | +1.00 |"), proc.stdout
+    assert "| epochs1 | 2 | 2 of 4 |" in proc.stdout and "| train0.5 | 2 | 2 of 4 |" in proc.stdout
     # Again: every cheap run is kept, nothing is trained.
-    again = subprocess.run([*bench, "--epochs", "1"], capture_output=True, text=True, timeout=300, env=env)
+    again = subprocess.run([*bench, "--train-fraction", "0.5"], capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0 and "finished earlier and are kept" in again.stdout + again.stderr
