@@ -167,10 +167,13 @@ def print_dry_run(args, *, method: str, space_asked: dict[str, Dist], space: dic
     probe = {**fixed, **{k: middle(d) for k, d in space.items()}}
     per_image = measure_seconds_per_image(method, probe, stream, loop, threads)
     from core.knobs import split_params
+    from datasets.stream import fidelity_subset
     from strategies.loop import strategy_config, with_loop_knobs
     strategy_part, loop_part = split_params(probe)
     probe_loop = with_loop_knobs(loop, loop_part)
-    train, evaluated = images_per_trial(stream, strategy_config(method, strategy_part), probe_loop.epochs)
+    # At a train_fraction / eval_fraction below 1 a trial sees that share of the stream.
+    seen = fidelity_subset(stream, probe_loop.train_fraction, probe_loop.eval_fraction, probe_loop.seed)
+    train, evaluated = images_per_trial(seen, strategy_config(method, strategy_part), probe_loop.epochs)
     per_trial = per_image * (train + EVAL_COST * evaluated)
     print(f"estimate: {per_image * 1e3:.2f} ms per training image (measured on this machine: "
           f"{TIMED_BATCHES} batches of task 1, {threads} thread(s), at the middle of the space: "

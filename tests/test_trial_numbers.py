@@ -138,6 +138,19 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "results").exists()  # nothing written, not even the folder
 
 
+def test_dry_run_counts_the_images_a_cheaper_fidelity_trains(tmp_path, capsys):
+    from search.run import main
+
+    def trained(*extra: str) -> int:
+        assert main(["--dataset", "synthetic", "--method", "finetune", "--trials", "2", "--results-root",
+                     str(tmp_path / "results"), *extra, "--dry-run"]) == 0
+        return int(re.search(r"a trial trains ~([\d,]+) images", capsys.readouterr().out).group(1).replace(",", ""))
+
+    full = trained()
+    half = trained("--search-protocol", "train_fraction", "--set", "train_fraction=0.5")
+    assert 0.45 * full <= half <= 0.6 * full  # half of each class, rounded up
+
+
 def test_no_arguments_prints_usage_and_starts_nothing(tmp_path, capsys, monkeypatch):
     from search.run import main
     monkeypatch.chdir(tmp_path)
