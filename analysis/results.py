@@ -67,7 +67,7 @@ from core.protocol import upgrade_search_spec
 from core.methods import is_cross_method, spec_fixed, spec_methods, spec_space
 from core.result import CONFIRMS_KEY, RESULT_FORMAT, SEARCH_FORMAT, TRIAL_NUMBER_KEY
 
-from core.metrics import SUMMARY_KEYS, as_matrix, summarize
+from core.metrics import SUMMARY_KEYS, WORST_VALUE, as_matrix, summarize
 
 __all__ = [
     "SEARCH_FORMAT",
@@ -888,6 +888,21 @@ class SearchResults:
                 raise ResultsError(f"no result file for trial {trial_id!r} ({f})")
             self._cache[trial_id] = read_result(f)
         return self._cache[trial_id]
+
+
+def full_fidelity_hypervolume(res: SearchResults) -> tuple[list[str], list[float]]:
+    """(senses, hypervolume reference) of a finished search that the offline
+    scheduler benches (bench/early_stopping_replay.py, bench/fidelity_rank.py)
+    can replay: run without early stopping, with fraction objectives (the
+    reference is each one's worst value). ResultsError (one line) otherwise."""
+    if res.spec.get("asha") or res.spec.get("mo_asha"):
+        raise ResultsError(f"{res.path} stopped trials early itself; use a search run at full fidelity, "
+                           "without early stopping")
+    objectives = res.objectives
+    if not all(n in WORST_VALUE for n, _ in objectives):
+        raise ResultsError(f"the hypervolume needs fraction objectives; this search has "
+                           f"{[n for n, _ in objectives]}")
+    return [s for _, s in objectives], [WORST_VALUE[n] for n, _ in objectives]
 
 
 def load_search(results_dir: str | Path) -> SearchResults:

@@ -52,8 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from analysis.pareto import hypervolume, non_dominated  # noqa: E402
-from analysis.results import ResultsError, load_search, objective_column, read_result  # noqa: E402
-from core.metrics import WORST_VALUE  # noqa: E402
+from analysis.results import (ResultsError, full_fidelity_hypervolume, load_search, objective_column,  # noqa: E402
+                              read_result)
 from core.result import CONFIRMS_KEY, metrics_key, task_seconds  # noqa: E402
 from search.mo_asha import survivors  # noqa: E402
 
@@ -190,19 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.results_dir)
     try:
         res = load_search(root)
+        senses, reference = full_fidelity_hypervolume(res)
     except (ResultsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if res.spec.get("asha") or res.spec.get("mo_asha"):
-        print(f"error: {root} stopped trials early; measure on a search run at full fidelity", file=sys.stderr)
-        return 2
     objectives = res.objectives
-    if not all(n in WORST_VALUE for n, _ in objectives):
-        print(f"error: the hypervolume needs fraction objectives; this search has {[n for n, _ in objectives]}",
-              file=sys.stderr)
-        return 2
-    senses = [s for _, s in objectives]
-    reference = [WORST_VALUE[n] for n, _ in objectives]
     trials = res.trials
     rows = trials[trials["status"] == "completed"]
     if CONFIRMS_KEY in rows:  # a confirmation reruns a search trial's config with another seed
