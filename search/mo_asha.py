@@ -52,20 +52,20 @@ from analysis.results import read_result, result_matrix
 from core.result import metrics_key
 from core.rungs import rung_tasks
 
-__all__ = ["MultiObjectiveASHA", "rung_tasks", "survivors"]
+__all__ = ["MultiObjectiveASHA", "RungRecords", "ranking", "rung_tasks", "survivors"]
 
 
-def survivors(records: dict[str, tuple[float, ...]], senses: list[str], eta: int,
-              infeasible: dict[str, float] | None = None) -> set[str]:
-    """Ids among ``records`` (id -> objective vector) that rank in the top
-    ceil(n / eta): by front, then by crowding distance (larger first), then by
-    the order of ``records`` (arrival at the rung: the earlier trial wins an
-    exact tie, as a trial already let through cannot be called back).
-    Vectors with a NaN/inf rank last. ``infeasible`` (id -> how far below the
-    plasticity floor, > 0): trials that did not learn; they rank after all
-    others, least violated first, and are left out of the sorting of the rest."""
+def ranking(records: dict[str, tuple[float, ...]], senses: list[str],
+            infeasible: dict[str, float] | None = None) -> list[str]:
+    """Ids of ``records`` (id -> objective vector), best first: by front, then by
+    crowding distance (larger first), then by the order of ``records`` (arrival
+    at the rung: the earlier trial wins an exact tie, as a trial already let
+    through cannot be called back). Vectors with a NaN/inf rank last.
+    ``infeasible`` (id -> how far below the plasticity floor, > 0): trials that
+    did not learn; they rank after all others, least violated first, and are
+    left out of the sorting of the rest."""
     if not records:
-        return set()
+        return []
     infeasible = infeasible or {}
     ids = list(records)
     bad = np.array([i in infeasible for i in ids], dtype=bool)
@@ -77,38 +77,31 @@ def survivors(records: dict[str, tuple[float, ...]], senses: list[str], eta: int
     keys = [(1, infeasible[ids[n]], 0.0, n) if bad[n] else
             (0, ranks[n] if ranks[n] >= 0 else big, np.inf if np.isnan(crowd[n]) else -crowd[n], n)
             for n in range(len(ids))]
-    keep = math.ceil(len(ids) / eta)
-    return {ids[k[3]] for k in sorted(keys)[:keep]}
+    return [ids[k[3]] for k in sorted(keys)]
 
 
-class MultiObjectiveASHA(FIFOScheduler):
-    """MO-ASHA over ``tasks_done`` for Tune (see the module docstring).
+def survivors(records: dict[str, tuple[float, ...]], senses: list[str], eta: int,
+              infeasible: dict[str, float] | None = None) -> set[str]:
+    """Ids among ``records`` that rank in the top ceil(n / eta) (``ranking``)."""
+    return set(ranking(records, senses, infeasible)[:math.ceil(len(records) / eta)])
 
-    ``objectives``: (metric name, "max"/"min") pairs, as the trials report them.
-    ``results_dir``: the search folder, read once (on the first result this
-    object sees) to rebuild the rung records of a resumed search.
-    ``class_counts`` (classes per task) and ``min_plasticity_margin``: the
-    did-not-learn rule (core/feasibility.py); off without class counts or
-    with margin 0.
-    """
 
-    def __init__(self, objectives: list[tuple[str, str]], num_tasks: int, grace: int = 1, eta: int = 2,
-                 results_dir: str | None = None, task_incremental_only: bool = False,
+class RungRecords:
+    """What an early-stopping scheduler knows at its rungs: each trial's objective
+    vector there and, for trials that had not learned, how far below the
+    plasticity floor they were (core/feasibility.py; off without class counts
+    or with margin 0)."""
+
+    def __init__(self, objectives: list[tuple[str, str]], rungs: list[int], eta: int,
                  class_counts: list[int] | None = None, min_plasticity_margin: float = 0.0) -> None:
-        super().__init__()
         self.objectives = [(str(n), str(s)) for n, s in objectives]
         self.senses = [s for _, s in self.objectives]
         self.eta = int(eta)
-        self.rungs = rung_tasks(num_tasks, grace, eta)
-        self.records: dict[int, dict[str, tuple[float, ...]]] = {r: {} for r in self.rungs}
+        self.records: dict[int, dict[str, tuple[float, ...]]] = {r: {} for r in rungs}
         # rung -> {trial id: how far below the plasticity floor} of the trials that had not learned there
-        self.infeasible: dict[int, dict[str, float]] = {r: {} for r in self.rungs}
+        self.infeasible: dict[int, dict[str, float]] = {r: {} for r in rungs}
         self.class_counts = list(class_counts) if class_counts else None
         self.margin = float(min_plasticity_margin)
-        self.stopped: dict[str, int] = {}  # trial id -> rung it was stopped at
-        self.results_dir = results_dir
-        self.task_incremental_only = task_incremental_only
-        self._read_disk = results_dir is None
 
     def vector(self, metrics: dict[str, Any]) -> tuple[float, ...]:
         out = []
@@ -131,16 +124,46 @@ class MultiObjectiveASHA(FIFOScheduler):
         verdict = check_plasticity(p, self.class_counts, tasks_done, margin=self.margin)
         return None if verdict.feasible else verdict.constraint
 
+    def add(self, rung: int, trial_id: str, tasks_done: int, metrics: dict[str, Any]) -> bool:
+        """Record a trial's metrics at ``rung`` (once: the first report stands);
+        True if it was new."""
+        if trial_id in self.records[rung]:
+            return False
+        self.records[rung][trial_id] = self.vector(metrics)
+        violated = self.violation(tasks_done, metrics)
+        if violated is not None:
+            self.infeasible[rung][trial_id] = violated
+        return True
+
+
+class MultiObjectiveASHA(FIFOScheduler, RungRecords):
+    """MO-ASHA over ``tasks_done`` for Tune (see the module docstring).
+
+    ``objectives``: (metric name, "max"/"min") pairs, as the trials report them.
+    ``results_dir``: the search folder, read once (on the first result this
+    object sees) to rebuild the rung records of a resumed search.
+    ``class_counts`` (classes per task) and ``min_plasticity_margin``: the
+    did-not-learn rule (core/feasibility.py); off without class counts or
+    with margin 0.
+    """
+
+    def __init__(self, objectives: list[tuple[str, str]], num_tasks: int, grace: int = 1, eta: int = 2,
+                 results_dir: str | None = None, task_incremental_only: bool = False,
+                 class_counts: list[int] | None = None, min_plasticity_margin: float = 0.0) -> None:
+        FIFOScheduler.__init__(self)
+        self.rungs = rung_tasks(num_tasks, grace, eta)
+        RungRecords.__init__(self, objectives, self.rungs, eta, class_counts, min_plasticity_margin)
+        self.stopped: dict[str, int] = {}  # trial id -> rung it was stopped at
+        self.results_dir = results_dir
+        self.task_incremental_only = task_incremental_only
+        self._read_disk = results_dir is None
+
     def decide(self, trial_id: str, tasks_done: int, metrics: dict[str, Any]) -> str:
         """CONTINUE or STOP for a trial that has just finished ``tasks_done`` tasks."""
         if tasks_done not in self.records:
             return TrialScheduler.CONTINUE
+        self.add(tasks_done, trial_id, tasks_done, metrics)
         recorded = self.records[tasks_done]
-        if trial_id not in recorded:
-            recorded[trial_id] = self.vector(metrics)
-            violated = self.violation(tasks_done, metrics)
-            if violated is not None:
-                self.infeasible[tasks_done][trial_id] = violated
         if trial_id in survivors(recorded, self.senses, self.eta, self.infeasible[tasks_done]):
             return TrialScheduler.CONTINUE
         self.stopped[trial_id] = tasks_done
@@ -184,12 +207,7 @@ class MultiObjectiveASHA(FIFOScheduler):
             except ValueError:  # ResultsError: unreadable, half-written or another format
                 continue  # the trial reports again anyway
             for rung, metrics in at_rungs.items():
-                if path.parent.name not in self.records[rung]:
-                    self.records[rung][path.parent.name] = self.vector(metrics)
-                    violated = self.violation(rung, metrics)
-                    if violated is not None:
-                        self.infeasible[rung][path.parent.name] = violated
-                    added += 1
+                added += self.add(rung, path.parent.name, rung, metrics)
         return added
 
     def debug_string(self) -> str:
