@@ -102,7 +102,7 @@ from core.files import write_bytes_atomic  # noqa: E402
 from core.rungs import rung_tasks  # noqa: E402
 from core.objectives import LABELS, WORST_VALUE  # noqa: E402
 from analysis.results import (PARAM_PREFIX, TASK_IL_PREFIX, ResultsError, SearchResults,  # noqa: E402
-                              load_search, result_matrix)
+                              fidelity_ladder, load_search, result_matrix)
 from core.result import TRIAL_NUMBER_KEY  # noqa: E402
 
 __all__ = ["build_report", "main", "ReportWriteError", "MAX_FRONT_CONFIGS", "MIN_TRIALS_FOR_IMPORTANCE"]
@@ -319,6 +319,11 @@ def _objectives_text(res: SearchResults) -> str:
     text = ", ".join(parts)
     if res.spec.get("asha"):
         text += " (single objective, ASHA early stopping)"
+    elif res.spec.get("fidelity_rungs"):
+        from core.fidelity import describe
+        rungs = "; ".join(describe(r) for r in res.spec["fidelity_rungs"])
+        text += (f" (successive halving over fidelities: rungs {rungs}; then the protocol itself; 1 in "
+                 f"{res.spec.get('reduction_factor')} goes on at each rung)")
     elif res.spec.get("mo_asha"):
         rf, grace = res.spec.get("reduction_factor", 2), res.spec.get("grace_tasks", 1)
         try:
@@ -1590,15 +1595,62 @@ def _render(searches: list[_Search], folder: Path, color: str | None, out: Path 
             doc.p("None: every trial completed.")
     if not any_failed and len(searches) == 1:
         doc.p("None: every trial completed.")
+    _fidelity_section(doc, searches)
     doc.h(2, "All trials")
     doc.p("Every trial in the order they started, with its status and its objectives (percentages on the "
-          "validation split; a trial that did not complete shows the metrics of the tasks it finished). "
+          "validation split; a trial that did not complete shows the metrics of the tasks it finished, one "
+          "stopped at a cheap fidelity rung those of that rung's run). "
           "In report.html a click on a column heading sorts the table by it.")
     doc.table(*_trials_rows(searches), sortable=True)
 
     write_bytes_atomic(folder / "report.md", doc.markdown().encode("utf-8"))
     write_bytes_atomic(folder / "report.html", doc.html(folder, title).encode("utf-8"))
     return [name for name, _ in figures] + (["importance.png"] if importance_png else []) + list(DOCUMENTS)
+
+
+def _fidelity_section(doc: _Doc, searches: list[_Search]) -> None:
+    """Successive halving over fidelities (search/fidelity_halving.py): what
+    each rung ran, promoted and cost, and the values at which trials stopped."""
+    ladders = [(s, fidelity_ladder(s.res)) for s in searches if s.res.spec.get("fidelity_rungs")]
+    if not ladders:
+        return
+    spec = ladders[0][0].res.spec
+    doc.h(2, "Successive halving over fidelities")
+    doc.p(f"Every trial ran its configuration through the whole task sequence at the cheapest rung first; "
+          f"when that run was done, it went on -- trained again from scratch at the next rung -- only if it "
+          f"ranked in the top 1/{spec.get('reduction_factor')} of the trials done at that rung so far "
+          f"(promotion rule: {spec.get('promotion', 'split')}). Only runs of the top rung (the protocol itself) "
+          f"compete for the front; Optuna was told the others as pruned. Seconds are the runs' recorded task "
+          f"seconds (training, end-of-task work, evaluation).")
+    names = [n for n, _ in ladders[0][0].res.objectives]
+    for s, ladder in ladders:
+        if len(ladders) > 1:
+            doc.h(3, s.label)
+        if ladder.empty:
+            doc.p("No trial has reported a fidelity record yet.")
+            continue
+        rows = []
+        for rung, at in ladder.groupby("rung", sort=True):
+            done = at[names[0]].notna()
+            rows.append([str(int(rung) + 1), str(at["fidelity"].iloc[0]), str(len(at)), str(int(done.sum())),
+                         str(int(at["promoted"].sum())), f"{at['seconds'].sum():.0f}"])
+        total = ladder["seconds"].sum()
+        doc.table(["rung", "fidelity", "trials", "runs done", "promoted", "seconds"], rows)
+        top = ladder[(ladder["rung"] == len(spec["fidelity_rungs"])) & ladder[names[0]].notna()]
+        n_trials = ladder[TRIAL_NUMBER_KEY].nunique()
+        if len(top):
+            full = n_trials * float(top["seconds"].mean())
+            doc.p(f"All runs: {total:.0f} s. Every trial at the top rung would have taken about {full:.0f} s "
+                  f"({n_trials} x the mean {top['seconds'].mean():.0f} s of the {len(top)} top-rung run(s) -- an "
+                  f"estimate: the promoted trials are not a random sample), so this search spent about "
+                  f"{100 * total / full:.0f} % of that.")
+        stopped = ladder[~ladder["promoted"] & (ladder["rung"] < len(spec["fidelity_rungs"]))
+                         & ladder[names[0]].notna()]
+        if len(stopped):
+            doc.p("Trials stopped at a cheap rung, with the values of that rung's run (not the protocol's):")
+            doc.table(["#", "trial_id", "stopped after", *(METRIC_LABELS.get(n, n) for n in names)],
+                      [[str(r[TRIAL_NUMBER_KEY]), str(r["trial_id"]), f"rung {int(r['rung']) + 1} ({r['fidelity']})",
+                        *(_objective_value(n, r[n]) for n in names)] for _, r in stopped.iterrows()])
 
 
 def _seed_noise_section(doc: _Doc, searches: list[_Search]) -> None:

@@ -17,7 +17,10 @@ Trial status in trials.csv (never the raw result status alone):
 * ``truncated``: the result says ``running`` or ``completed`` but fewer tasks
   were done than the stream has (a trial an ASHA scheduler stopped, or one
   whose process died) -- its metrics are partial (forgetting after one task is
-  0) and it must never reach a Pareto front;
+  0) and it must never reach a Pareto front; also a trial that successive
+  halving over fidelities (search/fidelity_halving.py) stopped after a cheap
+  run of the whole sequence (its ``fidelity`` record's rung is below the top):
+  its metrics are not the protocol's;
 * ``running``: a trial id the caller says is still in flight (``running=``);
 * ``completed``: all tasks done. Only these are eligible for a front;
 * ``infeasible``: all tasks done, but the trial did not learn
@@ -61,6 +64,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
+from core.fidelity import RECORD_KEY as FIDELITY_RECORD_KEY, below_top, describe
 from core.feasibility import check_result as check_feasibility, margin_from_spec
 from core.files import write_text_atomic
 from core.protocol import upgrade_search_spec
@@ -491,6 +495,10 @@ def _status(d: dict[str, Any], trial_id: str, tasks_done: int, num_tasks: int | 
         return "truncated", f"stopped after {tasks_done} of {num_tasks} tasks"
     if raw == "running":  # every row there but never marked complete: not trusted for a front
         return "truncated", f"all {num_tasks} tasks evaluated but never marked completed"
+    if below_top(d):
+        fid = d[FIDELITY_RECORD_KEY]
+        return "truncated", (f"stopped by successive halving after fidelity rung {fid['rung'] + 1} of "
+                             f"{fid['top'] + 1} ({describe(fid.get('overrides'))})")
     return "completed", None
 
 
@@ -895,7 +903,7 @@ def full_fidelity_hypervolume(res: SearchResults) -> tuple[list[str], list[float
     scheduler benches (bench/early_stopping_replay.py, bench/fidelity_rank.py)
     can replay: run without early stopping, with fraction objectives (the
     reference is each one's worst value). ResultsError (one line) otherwise."""
-    if res.spec.get("asha") or res.spec.get("mo_asha"):
+    if res.spec.get("asha") or res.spec.get("mo_asha") or res.spec.get("fidelity_rungs"):
         raise ResultsError(f"{res.path} stopped trials early itself; use a search run at full fidelity, "
                            "without early stopping")
     objectives = res.objectives
@@ -903,6 +911,44 @@ def full_fidelity_hypervolume(res: SearchResults) -> tuple[list[str], list[float
         raise ResultsError(f"the hypervolume needs fraction objectives; this search has "
                            f"{[n for n, _ in objectives]}")
     return [s for _, s in objectives], [WORST_VALUE[n] for n, _ in objectives]
+
+
+def fidelity_ladder(res: SearchResults) -> pd.DataFrame:
+    """One row per (trial, fidelity rung it ran) of a successive-halving search
+    (search.json ``fidelity_rungs``; search/fidelity_halving.py), from the
+    trials' result.json: ``trial_number``, ``trial_id``, ``rung`` (0 =
+    cheapest), ``fidelity`` (its overrides as text, ``full`` at the top),
+    each objective's value when that run was done (NaN for a run still going or
+    cut short), ``seconds`` (the run's recorded task seconds so far) and
+    ``promoted`` (the trial went on to the next rung). Confirmation trials and
+    excluded records are left out; empty for any other search."""
+    from core.result import task_seconds
+
+    names = [n for n, _ in res.objectives]
+    columns = [TRIAL_NUMBER_KEY, "trial_id", "rung", "fidelity", *names, "seconds", "promoted"]
+    rows = []
+    if not res.spec.get("fidelity_rungs"):
+        return pd.DataFrame(columns=columns)
+    for _, row in res.trials[~res.is_confirmation & (res.trials["status"] != "excluded")].iterrows():
+        try:
+            d = res.result(row["trial_id"])
+        except ResultsError:
+            continue
+        fid = d.get(FIDELITY_RECORD_KEY)
+        if not isinstance(fid, dict):
+            continue
+        current = fid.get("rung")
+        for entry in fid.get("history") or []:
+            metrics = entry.get("metrics") or {}
+            rows.append([row[TRIAL_NUMBER_KEY], row["trial_id"], entry.get("rung"), describe(entry.get("overrides")),
+                         *(float(metrics.get(n, math.nan)) for n in names), float(entry.get("seconds") or 0.0),
+                         True])
+        done = len(d.get("acc_class_il") or []) == res.num_tasks and d.get("status") == "completed"
+        rows.append([row[TRIAL_NUMBER_KEY], row["trial_id"], current, describe(fid.get("overrides")),
+                     *((float(row.get(n, math.nan)) if done else math.nan) for n in names),
+                     sum(task_seconds(t) for t in d.get("timings") or []), False])
+    return pd.DataFrame(rows, columns=columns).sort_values([TRIAL_NUMBER_KEY, "rung"], kind="stable",
+                                                            ignore_index=True)
 
 
 def load_search(results_dir: str | Path) -> SearchResults:

@@ -137,7 +137,8 @@ def print_dry_run(args, *, method: str, space_asked: dict[str, Dist], space: dic
     print(f"dry run: nothing is written; the search would go to {results_dir}")
     print(f"\nmethod: {method}; {trials} trials; objectives "
           + ", ".join(f"{n} ({s})" for n, s in spec["objectives"])
-          + ("; early stopping: ASHA" if spec["asha"] else "; early stopping: MO-ASHA" if spec.get("mo_asha") else ""))
+          + ("; early stopping: ASHA" if spec["asha"] else "; early stopping: MO-ASHA" if spec.get("mo_asha")
+             else "; successive halving over fidelities" if spec.get("fidelity_rungs") else ""))
     print("protocol (fixed for every trial): "
           + ", ".join(f"{k}={v}" for k, v in proto.items() if v is not None and k != "data_dir")
           + f"; epochs/task {loop.epochs}, batch {loop.batch_size}, {loop.backbone}, augment {loop.augment}, "
@@ -183,6 +184,10 @@ def print_dry_run(args, *, method: str, space_asked: dict[str, Dist], space: dic
         waves = math.ceil(trials / at_once)
         print(f"  ~{_duration(per_trial * waves)} for the search ({waves} round(s) of {at_once}); a lower bound for "
               f"methods with extra phases (der, packnet) and an upper bound with early stopping")
+    if spec.get("fidelity_rungs"):
+        print_fidelity_plan(spec, trials, per_image, seen_of=lambda lc: fidelity_subset(
+            stream, lc.train_fraction, lc.eval_fraction, lc.seed), loop=probe_loop,
+            strategy_cfg=strategy_config(method, strategy_part), full_trial=per_trial, at_once=at_once)
     k = int(spec.get("confirm_seeds") or 0)
     if k:
         print(f"then the front confirmation (--confirm-seeds {k}): each front candidate rerun with {k} more "
@@ -190,6 +195,32 @@ def print_dry_run(args, *, method: str, space_asked: dict[str, Dist], space: dic
               f"only after the search)")
     print(f"disk: about {need.total / MB:.0f} MB ({need.per_checkpoint / MB:.1f} MB per trial checkpoint; "
           f"tune/ checkpoints are removed after a finished search unless --keep-checkpoints)")
+
+
+def print_fidelity_plan(spec: dict[str, Any], trials: int, per_image: float, *, seen_of, loop, strategy_cfg,
+                        full_trial: float, at_once: int | None) -> None:
+    """The successive-halving plan (search/fidelity_halving.py): per rung its
+    fidelity, about how many trials reach it (trials / eta^k, as synchronous
+    halving would; the asynchronous scheduler promotes a few more, the first
+    trials at a rung having little to compete with) and the estimated time of
+    one run there, by the same images-based estimate as a full trial."""
+    from core.fidelity import describe, rung_overrides
+    from strategies.loop import with_loop_knobs
+
+    cheap, eta = spec["fidelity_rungs"], int(spec["reduction_factor"])
+    print(f"successive halving over fidelities (1 in {eta} goes on; promotion rule {spec.get('promotion', 'split')}):")
+    total = 0.0
+    for k in range(len(cheap) + 1):
+        lc = with_loop_knobs(loop, rung_overrides(cheap, k))
+        train, evaluated = images_per_trial(seen_of(lc), strategy_cfg, lc.epochs)
+        run = per_image * (train + EVAL_COST * evaluated)
+        n = math.ceil(trials / eta ** k)
+        total += n * run
+        print(f"  rung {k + 1} ({describe(rung_overrides(cheap, k))}): ~{n} trial(s), ~{_duration(run)} per run")
+    share = total / (trials * full_trial) if full_trial > 0 else math.nan
+    wall = f"; ~{_duration(total / at_once)} at {at_once} at once" if at_once else ""
+    print(f"  ~{_duration(total)} of trial time in all{wall}: ~{100 * share:.0f} % of every trial at full fidelity "
+          f"(images only: evaluation and end-of-task work that do not shrink with the epochs make it more)")
 
 
 def _duration(seconds: float) -> str:

@@ -16,6 +16,14 @@ cluster with ``--address``); Optuna's TPE sampler proposes the knobs:
   (search/mo_asha.py): at ``--grace-tasks`` x ``--reduction-factor``**i tasks a
   trial goes on only if it ranks in the top 1/reduction-factor of the trials
   compared there (non-dominated sorting, then crowding distance);
+- ``--fidelity KEY=VALUE`` (repeatable, cheapest first): successive halving
+  over cheaper runs of the WHOLE task sequence (search/fidelity_halving.py):
+  fewer ``epochs`` per task and/or a ``train_fraction`` / ``eval_fraction`` of
+  each class's images; every trial runs at the first rung, and when that run is
+  done goes on -- trained again from scratch at the next rung, the last being
+  the protocol itself -- only if it ranks in the top 1/``--reduction-factor`` of
+  the rung (``--promote``: split, first, pareto); stopped trials are PRUNED
+  in Optuna and never on a front;
 - ``--min-plasticity-margin``: a trial whose task-IL plasticity is not this
   far above chance did not learn (core/feasibility.py): it is infeasible --
   told to Optuna as a violated constraint, ranked last at MO-ASHA rungs, never
@@ -61,6 +69,7 @@ from search.cli import (REPO_ROOT, add_protocol_args, loop_config_from_args, loo
 from search import tune_state  # noqa: E402
 
 from core.feasibility import DEFAULT_MARGIN, REPORT_KEY, SPEC_KEY, check_plasticity, validate_margin  # noqa: E402
+from core.fidelity import FIDELITY_TEXT_KEY, RUNG_KEY, TOP_KEY  # noqa: E402
 from core.objectives import DIRECTIONS  # noqa: E402
 from core.result import (CONFIRM_SEED_KEY, CONFIRMS_KEY, META_KEYS, METHOD_KEY, OPTUNA_STUDY_FILE,  # noqa: E402
                          OPTUNA_STUDY_KEY, SEARCH_FORMAT, TRIAL_NUMBER_KEY)
@@ -95,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="early stopping: tasks every trial trains before its first comparison (default 1)")
     p.add_argument("--reduction-factor", type=int, default=2,
                    help="early stopping: 1 in this many trials goes on at each comparison (default 2)")
+    p.add_argument("--fidelity", action="append", metavar="KEY=VALUE[,KEY=VALUE]",
+                   help="successive halving over cheaper runs of the whole task sequence: a rung (repeatable, "
+                        "cheapest first) of epochs / train_fraction / eval_fraction below the protocol's; every "
+                        "trial runs at the first rung, the top 1/--reduction-factor go on to the next, and the "
+                        "last rung is the protocol itself (search/fidelity_halving.py)")
+    p.add_argument("--promote", default="split", metavar="RULE",
+                   help="with --fidelity: which trials a rung promotes -- split (default: half the slots by the "
+                        "first objective, the rest by Pareto rank), first (the first objective only) or pareto "
+                        "(non-dominated sorting and crowding, as --mo-asha)")
     p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default 1; torch threads follow)")
     p.add_argument("--gpus-per-trial", type=float, default=None,
                    help="GPUs per trial, fractional to share a GPU (default 0.25 when a GPU is visible and --device is not cpu, "
@@ -139,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_objectives(args: argparse.Namespace) -> list[tuple[str, str]]:
     if args.asha and args.mo_asha:
         raise UsageError("--asha (one objective) and --mo-asha (the Pareto objectives) exclude each other; pick one")
+    if args.fidelity and (args.asha or args.mo_asha):
+        raise UsageError("--fidelity (successive halving over cheaper whole runs) and early stopping over tasks "
+                         f"(--{'asha' if args.asha else 'mo-asha'}) exclude each other; pick one")
     if args.asha:
         if args.asha not in DIRECTIONS or args.asha == "memory":
             raise UsageError(f"--asha {args.asha!r}: choose one of {', '.join(k for k in DIRECTIONS if k != 'memory')}")
@@ -154,6 +175,21 @@ def parse_objectives(args: argparse.Namespace) -> list[tuple[str, str]]:
     if len(set(names)) != len(names) or not names:
         raise UsageError(f"--objectives {args.objectives!r}: give each objective once")
     return [(n, DIRECTIONS[n]) for n in names]
+
+
+def fidelity_rungs(args, loop, fixed: dict[str, Any], space: dict[str, Any],
+                   spaces: dict[str, dict[str, Any]] | None,
+                   fixed_by_method: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The checked cheap rungs of ``--fidelity`` (core/fidelity.py), against the
+    protocol the trials run (the loop's values, or a fixed protocol knob)."""
+    from core.fidelity import FIDELITY_KEYS, check_promotion, check_rungs, parse_rung
+
+    check_promotion(args.promote)
+    if not args.fidelity:
+        return []
+    protocol = {k: fixed.get(k, getattr(loop, k)) for k in FIDELITY_KEYS}
+    searched = {k for sp in [space, *(spaces or {}).values(), *fixed_by_method.values()] for k in sp}
+    return check_rungs([parse_rung(text) for text in args.fidelity], protocol, sorted(searched))
 
 
 def search_spec(args, method, space, fixed, objectives, stream_protocol, loop,
@@ -190,6 +226,9 @@ def search_spec(args, method, space, fixed, objectives, stream_protocol, loop,
         "mo_asha": bool(args.mo_asha),
         "grace_tasks": args.grace_tasks,
         "reduction_factor": args.reduction_factor,
+        # Successive halving over fidelities (core/fidelity.py): the cheap rungs, cheapest first.
+        "fidelity_rungs": json.loads(json.dumps(getattr(args, "fidelity_rungs", []))),
+        "promotion": args.promote,
         SPEC_KEY: args.min_plasticity_margin,
         # Not part of a search's identity (_same_search): --resume --confirm-seeds K changes it.
         "confirm_seeds": DEFAULT_CONFIRM_SEEDS if args.confirm_seeds is None else args.confirm_seeds,
@@ -418,7 +457,8 @@ def check_resumable(results_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
 def _same_search(old: dict[str, Any], new: dict[str, Any]) -> bool:
     keys = ("method", "objectives", "asha", "space", "fixed", "trials", "methods", "spaces", "fixed_by_method")
     # Early-stopping keys came later: a spec without them ran with these values.
-    later = {"mo_asha": False, "grace_tasks": 1, "reduction_factor": 2, SPEC_KEY: DEFAULT_MARGIN}
+    later = {"mo_asha": False, "grace_tasks": 1, "reduction_factor": 2, SPEC_KEY: DEFAULT_MARGIN,
+             "fidelity_rungs": [], "promotion": "split"}
     # Where the data lies and which hardware runs the trials do not change what
     # a search computes: a resumed search may differ in them.
     where = {"stream_protocol": ("data_dir",), "loop": ("device", "threads")}
@@ -524,14 +564,18 @@ class ProgressPrinter:
         """The line after each task of a running trial (the last task's line is the trial's end line)."""
         n = int(result.get("tasks_done", 0))
         self.tasks_done[trial.trial_id] = max(self.tasks_done.get(trial.trial_id, 0), n)
+        so_far = " ".join(f"{name} {self._fmt(name, result.get(name))}" for name, _ in self.objectives
+                          if name != "memory")
+        rung = fidelity_label(result)
         if n >= self.num_tasks:
+            if rung and result.get(RUNG_KEY, 0) < result.get(TOP_KEY, 0):
+                # A cheap rung's run is done; the scheduler now promotes it or stops it.
+                self.print_line(f"{trial_label(trial)} {rung} done: {so_far} | {self.progress()}")
             return
         images, seconds = result.get("task_images") or 0, result.get("task_seconds") or 0
         rate = f"{images / seconds:,.0f} img/s, " if images and seconds else ""
-        so_far = " ".join(f"{name} {self._fmt(name, result.get(name))}" for name, _ in self.objectives
-                          if name != "memory")
-        self.print_line(f"{trial_label(trial)} task {n}/{self.num_tasks} done: {so_far} ({rate}{seconds:.0f} s) "
-                        f"| {self.progress()}")
+        self.print_line(f"{trial_label(trial)} {rung + ' ' if rung else ''}task {n}/{self.num_tasks} done: "
+                        f"{so_far} ({rate}{seconds:.0f} s) | {self.progress()}")
 
     @staticmethod
     def fmt_params(config: dict[str, Any]) -> str:
@@ -559,6 +603,9 @@ class ProgressPrinter:
             self.truncated += 1
             n = int(result.get('tasks_done', 0))
             what = f"stopped early after {n} task{'' if n == 1 else 's'}"
+        elif result.get(TOP_KEY) is not None and int(result.get(RUNG_KEY, 0)) < int(result[TOP_KEY]):
+            self.truncated += 1  # stopped by successive halving after a cheap rung's run
+            what = f"stopped after {fidelity_label(result)}"
         elif (verdict := self.feasibility(result)) is not None and not verdict.feasible:
             # Completed but did not learn: its ~0 forgetting is no best value.
             self.infeasible += 1
@@ -596,6 +643,14 @@ class ProgressPrinter:
             return "no result written; see the trial's error.txt under tune/"
 
     _fmt = staticmethod(format_value)
+
+
+def fidelity_label(result: dict) -> str:
+    """"rung 1/2 (epochs=2)" for a report of a successive-halving trial, else ""."""
+    if result.get(TOP_KEY) is None or result.get(RUNG_KEY) is None:
+        return ""
+    rung, top = int(result[RUNG_KEY]), int(result[TOP_KEY])
+    return f"rung {rung + 1}/{top + 1}" + (f" ({result[FIDELITY_TEXT_KEY]})" if result.get(FIDELITY_TEXT_KEY) else "")
 
 
 def trial_label(trial) -> str:
@@ -887,6 +942,7 @@ def main(argv: list[str] | None = None) -> int:
     spaces_asked = spaces
     if spaces is not None:
         spaces = {m: fit_space_to_stream(sp, stream) for m, sp in spaces.items()}
+    args.fidelity_rungs = fidelity_rungs(args, loop, fixed, space, spaces, fixed_by_method)
     if (args.asha or args.mo_asha) and args.grace_tasks >= stream.num_tasks:
         raise UsageError(f"--grace-tasks {args.grace_tasks}: early stopping needs a comparison before the last of "
                          f"the stream's {stream.num_tasks} tasks (use 1..{stream.num_tasks - 1})")
@@ -999,7 +1055,8 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
             tune.with_parameters(trial_main, method=spec_methods(spec)[0], fixed=spec["fixed"], loop=spec["loop"],
                                  results_dir=str(results_dir), stream=stream,
                                  strategy_modules=spec["strategy_modules"], min_plasticity_margin=margin,
-                                 fixed_by_method=spec.get("fixed_by_method")),
+                                 fixed_by_method=spec.get("fixed_by_method"),
+                                 fidelity_rungs=spec.get("fidelity_rungs") or None),
             resources)
         progress = ProgressPrinter(spec["trials"], objectives, stream.num_tasks, results_dir, class_counts, margin,
                                    max_failures=args.max_failures)
@@ -1076,6 +1133,12 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                 scheduler = tune.schedulers.ASHAScheduler(
                     time_attr="tasks_done", metric=metrics[0], mode=modes[0], max_t=stream.num_tasks,
                     grace_period=spec["grace_tasks"], reduction_factor=spec["reduction_factor"])
+            elif spec.get("fidelity_rungs"):
+                from search.fidelity_halving import FidelityHalving
+                scheduler = FidelityHalving(objectives, len(spec["fidelity_rungs"]), stream.num_tasks,
+                                            eta=spec["reduction_factor"], rule=spec.get("promotion", "split"),
+                                            results_dir=str(results_dir), class_counts=class_counts,
+                                            min_plasticity_margin=margin)
             elif spec.get("mo_asha"):
                 from search.mo_asha import MultiObjectiveASHA
                 scheduler = MultiObjectiveASHA(objectives, stream.num_tasks, grace=spec["grace_tasks"],
@@ -1347,8 +1410,12 @@ def warm_start(done: dict[str, dict[str, Any]], space: dict[str, Any], metrics: 
         return {}
     from search.searcher import finished_from_record
 
+    from core.fidelity import below_top
+
     keys = {m: list(sp) for m, sp in spaces.items()} if spaces else list(space)
-    finished = [f for f in (finished_from_record(r, keys, metrics) for r in done.values()) if f is not None]
+    # A trial stopped at a cheap fidelity rung ended, but its values are not the protocol's.
+    finished = [f for f in (finished_from_record(r, keys, metrics) for r in done.values()
+                            if not below_top(r)) if f is not None]
     return {"finished": finished}
 
 

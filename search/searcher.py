@@ -21,7 +21,9 @@ least violated first, when it splits the history into the "good" and "bad"
 groups whose densities it compares, so it samples away from them. (Optuna 5 deprecated the sampler's ``constraints_func`` in favour of
 ``Trial.set_constraint``; TPE reads ``FrozenTrial.constraints`` either way.)
 Truncated trials get the constraint over the tasks they did, so a PRUNED trial
-that had not learned by its rung is infeasible too. With margin 0 the rule is
+that had not learned by its rung is infeasible too. A trial that a fidelity
+scheduler (search/fidelity_halving.py) stopped after a cheap run of the whole
+sequence is PRUNED too: its values are not the protocol's. With margin 0 the rule is
 off and no constraint is set.
 
 Every trial is numbered with its Optuna trial number (``suggest`` adds it to
@@ -94,6 +96,7 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from ray.tune.search.optuna import OptunaSearch
 
+from core.fidelity import RUNG_KEY, TOP_KEY, below_top
 from core.feasibility import CONSTRAINT_KEY, DEFAULT_MARGIN, REPORT_KEY, check_plasticity
 from core.result import TRIAL_NUMBER_KEY
 from search.tune_state import saved_trial_ids
@@ -155,10 +158,26 @@ def finished_from_records(results_dir: str | Path | None, space: Sequence[str] |
     out = []
     for f in sorted((Path(results_dir) / "trials").glob("*/result.json")):
         record = record_on_disk(f)
-        if record.get("status") == "completed" and record.get(CONFIRMS_KEY) is None:
+        if record.get("status") == "completed" and record.get(CONFIRMS_KEY) is None and not below_top(record):
             finished = finished_from_record(record, space, metrics)
             if finished is not None:
                 out.append(finished)
+    return out
+
+
+def stopped_at_cheap_rung(results_dir: str | Path | None) -> set[int]:
+    """Trial numbers whose result.json is a completed run of a cheap fidelity rung
+    (search/fidelity_halving.py stopped them there): PRUNED in the study."""
+    if not results_dir:
+        return set()
+    from search.trainable import record_on_disk
+
+    out = set()
+    for f in sorted((Path(results_dir) / "trials").glob("*/result.json")):
+        record = record_on_disk(f)
+        number = record.get(TRIAL_NUMBER_KEY)
+        if record.get("status") == "completed" and below_top(record) and isinstance(number, int):
+            out.add(number)
     return out
 
 
@@ -286,7 +305,8 @@ class FullRunOptunaSearch(OptunaSearch):
         # Trials Tune restores unfinished: it goes on with them and tells them.
         pending = {t.number: (tid, t.params) for tid, t in self._ot_trials.items()
                    if tid not in self._completed_trials}
-        self._reconcile(finished_from_records(folder, self._space_keys(), self._metrics()), pending)
+        self._reconcile(finished_from_records(folder, self._space_keys(), self._metrics()), pending,
+                        pruned=stopped_at_cheap_rung(folder))
 
     def _adopt_trials_tune_resumes(self, folder: str | Path | None) -> None:
         """Tune snapshots its experiment and this searcher at different moments:
@@ -321,7 +341,8 @@ class FullRunOptunaSearch(OptunaSearch):
     def _metrics(self) -> list[str]:
         return list(self._metric) if isinstance(self._metric, (list, tuple)) else [self._metric]
 
-    def _reconcile(self, kept: Sequence[Finished], pending: dict[int, tuple[str, dict[str, Any]]]) -> None:
+    def _reconcile(self, kept: Sequence[Finished], pending: dict[int, tuple[str, dict[str, Any]]],
+                   pruned: set[int] | frozenset[int] = frozenset()) -> None:
         """Make the study agree with what ended outside it.
 
         ``kept``: trials known finished from their own records; ``pending``:
@@ -335,7 +356,7 @@ class FullRunOptunaSearch(OptunaSearch):
         study = self._ot_study
         numbered = {f.number: f for f in kept if f.number is not None}
         have = study.get_trials(deepcopy=False)
-        settled = {"completed": 0, "failed": 0}
+        settled = {"completed": 0, "pruned": 0, "failed": 0}
         for frozen in have:
             if frozen.state != TrialState.RUNNING or frozen.number in pending:
                 continue
@@ -344,12 +365,16 @@ class FullRunOptunaSearch(OptunaSearch):
             if kept_trial is not None and frozen.params == kept_trial.params:
                 self._tell_complete(trial, kept_trial)
                 settled["completed"] += 1
+            elif frozen.number in pruned:
+                study.tell(trial, state=TrialState.PRUNED)  # stopped at a cheap fidelity rung
+                settled["pruned"] += 1
             else:
                 trial.set_user_attr(LOST_ATTR, "left running by a driver that stopped before Tune saved its state")
                 study.tell(trial, state=TrialState.FAIL)
                 settled["failed"] += 1
         if any(settled.values()):
             parts = [f"{settled['completed']} completed (from their result.json)" if settled["completed"] else "",
+                     f"{settled['pruned']} pruned (stopped at a cheap fidelity rung)" if settled["pruned"] else "",
                      f"{settled['failed']} marked failed (never finished)" if settled["failed"] else ""]
             print(f"Optuna study: of the trials an earlier driver left running, {', '.join(p for p in parts if p)}",
                   flush=True)
@@ -415,6 +440,9 @@ class FullRunOptunaSearch(OptunaSearch):
             result = None
         elif result is not None and int(result.get("tasks_done", 0)) < self.num_tasks:
             result = None  # truncated: PRUNED, not complete
+        elif result is not None and result.get(TOP_KEY) is not None \
+                and int(result.get(RUNG_KEY, 0)) < int(result[TOP_KEY]):
+            result = None  # stopped at a cheap fidelity rung (search/fidelity_halving.py): PRUNED
         super().on_trial_complete(trial_id, result=result, error=error)
 
     def _told(self, number: int) -> bool:

@@ -42,6 +42,7 @@ from typing import Any
 
 from core.feasibility import DEFAULT_MARGIN, REPORT_KEY
 from core.feasibility import check_result as check_feasibility
+from core.fidelity import FIDELITY_TEXT_KEY, RECORD_KEY, RUNG_DONE_KEY, RUNG_KEY, TOP_KEY, describe, rung_overrides
 from core.objectives import SUMMARY_KEYS
 from core.result import (CONFIRM_SEED_KEY, CONFIRMS_KEY, META_KEYS, METHOD_KEY, TRIAL_NUMBER_KEY, metrics_key,
                          task_seconds)
@@ -72,6 +73,15 @@ def last_task_cost(timings: list[dict[str, Any]]) -> dict[str, float]:
         return {"task_images": 0.0, "task_seconds": 0.0}
     last = timings[-1]
     return {"task_images": float(last.get("images_trained") or 0.0), "task_seconds": task_seconds(last)}
+
+
+def rung_summary(rung: int, cheap: list[dict[str, Any]], result) -> dict[str, Any]:
+    """What result.json keeps of a cheap rung's run once the trial is promoted:
+    its overrides, the metrics it reported (the scheduler's input, rebuilt from
+    here on resume), its seconds and images trained."""
+    images = sum(float(t.get("images_trained") or 0.0) for t in result.timings)
+    return {"rung": rung, "overrides": rung_overrides(cheap, rung), "metrics": tune_metrics(result),
+            "seconds": sum(task_seconds(t) for t in result.timings), "images_trained": images}
 
 
 def record_metrics(record: dict[str, Any]) -> dict[str, Any]:
@@ -160,16 +170,23 @@ def trial_device(requested: str, gpus: float) -> str:
 def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], loop: dict[str, Any],
                results_dir: str, stream=None, strategy_modules: list[str] = (),
                min_plasticity_margin: float = DEFAULT_MARGIN,
-               fixed_by_method: dict[str, dict[str, Any]] | None = None) -> None:
+               fixed_by_method: dict[str, dict[str, Any]] | None = None,
+               fidelity_rungs: list[dict[str, Any]] | None = None) -> None:
     """One trial. ``method``/``fixed``: the search's method and fixed knobs; in a
     search across methods the trial's config names its method (``METHOD_KEY``,
     sampled first) and its fixed knobs are ``fixed`` plus ``fixed_by_method``'s
-    entry for that method."""
+    entry for that method. ``fidelity_rungs``: the cheap rungs of a
+    successive-halving search (core/fidelity.py): the trial runs its config at
+    each in turn and then at the search's own protocol, reporting when each run
+    is done (``rung_done``), for as long as the scheduler
+    (search/fidelity_halving.py) promotes it; result.json holds the current
+    run and, under ``fidelity``, a summary of each rung passed. A confirmation
+    trial runs the protocol only."""
     from ray import tune
 
     import strategies  # noqa: F401  (registers the strategies in this worker)
     from strategies.checkpoint import STATE_FILE, LoopState, load_state, save_state
-    from strategies.loop import make_strategy, run
+    from strategies.loop import make_strategy, run, with_loop_knobs
     from core.files import write_json_atomic
     from core.result import RunResult
 
@@ -200,10 +217,22 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
     identity = {"trial_id": trial_id, TRIAL_NUMBER_KEY: number, "started_at": started_at}
     if confirms is not None:
         identity[CONFIRMS_KEY] = int(confirms)
+    cheap = [] if confirms is not None else [dict(r) for r in fidelity_rungs or []]
+    # Where the trial is on the fidelity ladder: its rung and the rungs it passed.
+    ladder: dict[str, Any] = {"rung": 0, "history": []}
+
+    def fidelity_fields(result_or_metrics: dict[str, Any], done: bool) -> dict[str, Any]:
+        if not cheap:
+            return result_or_metrics
+        return {**result_or_metrics, RUNG_KEY: ladder["rung"], TOP_KEY: len(cheap), RUNG_DONE_KEY: done,
+                FIDELITY_TEXT_KEY: describe(rung_overrides(cheap, ladder["rung"]))}
 
     def save(result: RunResult) -> None:
         d = result.to_dict()
         d.update(identity)
+        if cheap:
+            d[RECORD_KEY] = {"rung": ladder["rung"], "top": len(cheap),
+                             "overrides": rung_overrides(cheap, ladder["rung"]), "history": ladder["history"]}
         d["params"] = params
         d["node"] = node
         d["pid"] = os.getpid()
@@ -216,20 +245,25 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
     def after_task(state: LoopState) -> None:
         save(state.result)
         state.meta["restores"] = restores
+        state.meta["rung"], state.meta["history"] = ladder["rung"], ladder["history"]
         with tempfile.TemporaryDirectory(prefix="clsearch-ckpt-") as tmp:
             save_state(state, Path(tmp) / STATE_FILE, stream)
-            # Tune copies the folder into the trial's storage before report returns.
-            tune.report(tune_metrics(state.result), checkpoint=tune.Checkpoint.from_directory(tmp))
+            # Tune copies the folder into the trial's storage before report returns;
+            # the report that ends a cheap rung's run is where the scheduler decides.
+            tune.report(fidelity_fields(tune_metrics(state.result), state.tasks_done == stream.num_tasks),
+                        checkpoint=tune.Checkpoint.from_directory(tmp))
 
     _raise_if_diverged_before(out_file)  # outside the try: keep the record as it is
     finished = record_on_disk(out_file)
-    if finished.get("status") == "completed" and finished.get("params") == params:
+    at_top = not cheap or (finished.get(RECORD_KEY) or {}).get("rung") == len(cheap)
+    if finished.get("status") == "completed" and finished.get("params") == params and at_top:
         # Finished before its driver stopped, but Tune's last checkpoint of it
         # predates the end (the driver was stopped between the trial's last
         # write and Tune's bookkeeping). A trial is known finished from its own
         # record: report it again instead of retraining the last task(s) and
         # rewriting a finished result.
-        tune.report(record_metrics(finished))
+        ladder["rung"] = len(cheap)
+        tune.report(fidelity_fields(record_metrics(finished), True))
         return
     try:
         from strategies.plugins import load_strategy_modules
@@ -238,22 +272,37 @@ def trial_main(config: dict[str, Any], *, method: str, fixed: dict[str, Any], lo
         device = trial_device(str(loop.get("device", "auto")), gpus)
         strategy_params, cfg = trial_configs(params, loop, threads=threads, device=device)
         resume = _restore(tune.get_checkpoint(), stream, load_state, STATE_FILE)
-        if resume is None:
-            strategy = make_strategy(method, strategy_params, stream, cfg)
-        else:
-            strategy = resume.strategy
-            restores.extend(resume.meta.get("restores", []))
-            restores.append(resume.tasks_done)
+        if resume is not None and cheap:
+            ladder["rung"] = int(resume.meta.get("rung", 0))
+            ladder["history"] = list(resume.meta.get("history", []))
         label = f"trial {trial_id}" if number is None else f"trial {number} ({trial_id})"
-        result = run(strategy, stream, cfg, log=epoch_logger(label), resume=resume, checkpoint=after_task)
-        if resume is not None and resume.tasks_done == stream.num_tasks:
-            # Restarted after its last checkpoint: nothing left to train; report
-            # the final metrics again so this attempt ends with them. A finished
-            # record already on disk is kept as it is (same numbers: the resume is
-            # bit-identical), so a resumed search never rewrites a finished trial.
-            if not completed_on_disk(out_file):
-                save(result)
-            tune.report(tune_metrics(result))
+        while True:
+            rung_cfg = with_loop_knobs(cfg, rung_overrides(cheap, ladder["rung"])) if cheap else cfg
+            if resume is None:
+                strategy = make_strategy(method, strategy_params, stream, rung_cfg)
+            else:
+                strategy = resume.strategy
+                restores.extend(resume.meta.get("restores", []))
+                restores.append(resume.tasks_done)
+            rung_label = label if not cheap else f"{label} rung {ladder['rung'] + 1}/{len(cheap) + 1}"
+            result = run(strategy, stream, rung_cfg, log=epoch_logger(rung_label), resume=resume,
+                         checkpoint=after_task)
+            if resume is not None and resume.tasks_done == stream.num_tasks:
+                # Restarted after its last checkpoint: nothing left to train; report
+                # the final metrics again so this attempt ends with them (at a cheap
+                # rung: the scheduler decides again). A finished record already on
+                # disk is kept as it is (same numbers: the resume is bit-identical),
+                # so a resumed search never rewrites a finished trial.
+                if not completed_on_disk(out_file):
+                    save(result)
+                tune.report(fidelity_fields(tune_metrics(result), True))
+            if result.status != "completed" or not cheap or ladder["rung"] >= len(cheap):
+                break
+            # Promoted (the scheduler let the trial go on after its rung_done
+            # report): train the config again from scratch at the next rung.
+            ladder["history"] = [*ladder["history"], rung_summary(ladder["rung"], cheap, result)]
+            ladder["rung"] += 1
+            resume = None
     except Exception as exc:
         # Record why the trial failed next to the others, then let Tune see it.
         write_json_atomic(out_file, {

@@ -99,6 +99,14 @@ CASES = [
     ("run", ["--method", "icarl", "--asha", "final_acc", "--mo-asha"], "--asha (one objective) and --mo-asha (the Pareto objectives) exclude each other"),
     ("run", ["--method", "icarl", "--mo-asha", "--reduction-factor", "1"], "--reduction-factor must be at least 2, got 1"),
     ("run", ["--method", "icarl", "--mo-asha", "--grace-tasks", "0"], "--grace-tasks must be at least 1, got 0"),
+    # successive halving over fidelities (core/fidelity.py): with task-prefix early stopping, an
+    # unknown or dearer rung, a rung over a searched protocol knob, an unknown promotion rule
+    ("run", ["--method", "icarl", "--fidelity", "epochs=1", "--mo-asha"], "--fidelity (successive halving over cheaper whole runs) and early stopping over tasks (--mo-asha) exclude each other"),
+    ("run", ["--method", "icarl", "--fidelity", "lr=0.1"], "--fidelity 'lr=0.1': 'lr' is not a fidelity"),
+    ("run", ["--method", "icarl", "--epochs", "2", "--fidelity", "epochs=2"], "--fidelity epochs=2 is no cheaper than the protocol itself"),
+    ("run", ["--method", "icarl", "--epochs", "4", "--fidelity", "epochs=9"], "--fidelity epochs=9: must be 1..4 (the search's --epochs)"),
+    ("run", ["--method", "icarl", "--search-protocol", "epochs", "--range", "epochs=2:4", "--fidelity", "epochs=1"], "--fidelity: epochs is searched"),
+    ("run", ["--method", "icarl", "--fidelity", "epochs=2", "--promote", "best"], "--promote 'best': use one of pareto, first, split"),
     ("run", ["--method", "icarl", "--mo-asha", "--grace-tasks", "3"], "--grace-tasks 3: early stopping needs a comparison before the last of the stream's 3 tasks"),
     # a backbone that cannot take the images (VGG-16's five poolings on 8x8 synthetic images)
     ("rerun", ["--method", "packnet", "--backbone", "vgg16"], "backbone vgg16 needs images of at least 32 px"),
