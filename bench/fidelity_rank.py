@@ -21,11 +21,14 @@ if it ranks configurations as the full budget does):
 2. per cheap fidelity and objective, Kendall's tau-b between the cheap values
    and the search's full-fidelity values (Kendall 1945: ties counted as in
    scipy's ``kendalltau``; tau-b = (C - D) / sqrt((n0 - n1)(n0 - n2)));
-3. an offline replay of synchronous successive halving with promotion by
-   rerunning: all n configs at the cheap fidelity, the top ceil(n / eta) by
-   the MO-ASHA ranking (``search.mo_asha.survivors``: non-dominated fronts,
-   crowding distance, did-not-learn trials last) promoted and trained at full
-   fidelity (their values are the search's). Printed per (fidelity, eta): the
+3. an offline replay of successive halving with promotion by rerunning: all
+   n configs at the cheap fidelity, ceil(n / eta) of them promoted by each
+   ``--promote`` rule of the live scheduler (search/fidelity_halving.py
+   ``promoted``: split, first, pareto; did-not-learn trials last) and trained
+   at full fidelity (their values are the search's); synchronously (all n
+   ranked at once) and asynchronously (as ``search/run.py --fidelity``
+   decides: each config when its cheap run ends, in trial-number order,
+   against those done before it). Printed per (fidelity, eta, rule, mode): the
    full search's front points kept (exactly, or by a promoted point within
    ``--within`` on both objectives), the hypervolume of the promoted points
    against all (reference: accuracy 0, forgetting 1), and the compute as a
@@ -54,8 +57,9 @@ import numpy as np  # noqa: E402
 from analysis.pareto import hypervolume, non_dominated  # noqa: E402
 from analysis.results import (ResultsError, full_fidelity_hypervolume, load_search, objective_column,  # noqa: E402
                               read_result)
-from core.result import CONFIRMS_KEY, metrics_key, task_seconds  # noqa: E402
-from search.mo_asha import survivors  # noqa: E402
+from core.result import CONFIRMS_KEY, TRIAL_NUMBER_KEY, metrics_key, task_seconds  # noqa: E402
+from search.fidelity_halving import promoted  # noqa: E402
+from core.fidelity import PROMOTION_RULES  # noqa: E402
 
 
 def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
@@ -93,13 +97,31 @@ def objective_values(record: dict[str, Any], objectives: list[tuple[str, str]]) 
     return tuple(float(m[n]) if m.get(n) is not None else math.nan for n, _ in objectives)
 
 
+def promoted_ids(ids: list[str], cheap: dict[str, tuple[float, ...]], senses: list[str], eta: int, rule: str,
+                 infeasible: dict[str, float], asynchronous: bool) -> set[str]:
+    """The configs a cheap rung promotes, by ``rule`` (search/fidelity_halving.py
+    ``promoted``): synchronously (all ranked at once) or as the live scheduler
+    decides, each config when its cheap run is done, against the configs done
+    before it (``ids`` in that order)."""
+    if not asynchronous:
+        return promoted({i: cheap[i] for i in ids}, senses, eta, rule, infeasible)
+    seen: dict[str, tuple[float, ...]] = {}
+    out = set()
+    for i in ids:
+        seen[i] = cheap[i]
+        if i in promoted(seen, senses, eta, rule, {k: v for k, v in infeasible.items() if k in seen}):
+            out.add(i)
+    return out
+
+
 def replay(full: dict[str, tuple[float, ...]], cheap: dict[str, tuple[float, ...]], senses: list[str],
            reference: list[float], eta: int, infeasible: dict[str, float], within: float,
-           full_s: dict[str, float], cheap_s: dict[str, float]) -> dict[str, Any]:
-    """One (fidelity, eta) of the offline replay (module docstring, 3)."""
+           full_s: dict[str, float], cheap_s: dict[str, float], rule: str = "pareto",
+           asynchronous: bool = False) -> dict[str, Any]:
+    """One (fidelity, eta, rule, mode) of the offline replay (module docstring, 3);
+    ``full``'s order is the order the configs' cheap runs end in."""
     ids = list(full)
-    # Successive halving promotes the top 1/eta of the cheap rung, ranked as MO-ASHA ranks a rung.
-    promoted = survivors({i: cheap[i] for i in ids}, senses, eta, infeasible)
+    promoted = promoted_ids(ids, cheap, senses, eta, rule, infeasible, asynchronous)
     points = np.array([full[i] for i in ids], dtype=float)
     front_ids = [i for i, on in zip(ids, non_dominated(points, senses)) if on]
     kept_points = np.array([full[i] for i in ids if i in promoted], dtype=float).reshape(-1, len(senses))
@@ -185,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eta", type=int, nargs="+", default=[2, 3, 4], help="reduction factors to replay")
     p.add_argument("--within", type=float, default=0.01, help="a front point counts as kept when a promoted "
                    "point is within this on every objective (fractions; default 1 point)")
+    p.add_argument("--promote", nargs="+", default=list(PROMOTION_RULES), choices=PROMOTION_RULES,
+                   help="promotion rules to replay (search/fidelity_halving.py; default all)")
     p.add_argument("--cpus-per-run", type=float, default=1.0)
     args = p.parse_args(argv)
     root = Path(args.results_dir)
@@ -202,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     full_epochs = int(res.spec["loop"]["epochs"])
     margin = float(res.spec.get("min_plasticity_margin") or 0.0)
     columns = [objective_column(n, res.task_incremental_only) for n, _ in objectives]
+    # In trial-number order: the order a search's cheap runs would end in with one at a time.
+    rows = rows.sort_values(TRIAL_NUMBER_KEY, kind="stable")
     full = {str(r["trial_id"]): tuple(float(r[c]) for c in columns) for _, r in rows.iterrows()}
     from search.rerun import row_method
 
@@ -237,20 +263,24 @@ def main(argv: list[str] | None = None) -> int:
             rank_rows.append(f"| {name} | {group_name} | " + " | ".join(f"{tau:+.2f}" for tau in taus)
                              + f" | {100 * share:.0f} % | {sum(t in infeasible for t in group)} |")
         for eta in args.eta:
-            r = replay({t: full[t] for t in ids}, cheap, senses, reference, eta, infeasible, args.within,
-                       full_s, cheap_s)
-            replay_rows.append(f"| {name} | {eta} | {len(r['promoted'])} of {len(ids)} | "
-                               f"{len(r['kept'])} (+{len(r['near'])} within {100 * args.within:g} pt) of "
-                               f"{len(r['front'])} | {100 * r['hypervolume_share']:.1f} % | "
-                               f"{100 * r['compute_share']:.0f} % |")
+            for rule in args.promote:
+                for asynchronous in (False, True):
+                    r = replay({t: full[t] for t in ids}, cheap, senses, reference, eta, infeasible, args.within,
+                               full_s, cheap_s, rule=rule, asynchronous=asynchronous)
+                    replay_rows.append(
+                        f"| {name} | {eta} | {rule} | {'async' if asynchronous else 'sync'} | "
+                        f"{len(r['promoted'])} of {len(ids)} | "
+                        f"{len(r['kept'])} (+{len(r['near'])} within {100 * args.within:g} pt) of "
+                        f"{len(r['front'])} | {100 * r['hypervolume_share']:.1f} % | "
+                        f"{100 * r['compute_share']:.0f} % |")
     print("\n## Rank agreement with full fidelity (Kendall tau-b)\n")
     print("| fidelity | configs | " + " | ".join(f"tau {n}" for n, _ in objectives)
           + " | compute of one cheap pass | did not learn (cheap) |")
     print("|---|---|" + "---|" * len(objectives) + "---|---|")
     print("\n".join(rank_rows))
     print("\n## Successive halving replayed: cheap pass over all, top 1/eta rerun at full fidelity\n")
-    print("| fidelity | eta | promoted | full front points kept | hypervolume kept | compute |")
-    print("|---|---|---|---|---|---|")
+    print("| fidelity | eta | rule | mode | promoted | full front points kept | hypervolume kept | compute |")
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(replay_rows))
     return 0
 

@@ -66,6 +66,22 @@ def test_a_config_that_did_not_learn_at_the_cheap_fidelity_is_not_promoted():
     assert r["kept"] == ["A"]
 
 
+def test_the_replay_applies_the_schedulers_rules_synchronously_and_as_it_decides_live():
+    def run(rule, asynchronous):
+        return _bench().replay(FULL, CHEAP, SENSES, REFERENCE, eta=2, infeasible={}, within=0.01, full_s=FULL_S,
+                               cheap_s=CHEAP_S, rule=rule, asynchronous=asynchronous)["promoted"]
+    # first: the two most accurate cheap runs, A and C, either way (C is the best of
+    # the three done when it arrives, and D is below both).
+    assert run("first", False) == run("first", True) == {"A", "C"}
+    # split, all at once: one slot by accuracy (A), one by Pareto rank (A, B on the
+    # cheap front: B).
+    assert run("split", False) == {"A", "B"}
+    # split as the live scheduler decides, in arrival order A, B, C, D: A alone goes
+    # on; B (1 slot of 2: A's) stops; C (2 of 3: A by accuracy, then B by Pareto rank)
+    # stops; D likewise. A trial stopped on arrival is not called back later.
+    assert run("split", True) == {"A"}
+
+
 def test_bad_fidelities_are_one_line_reasons():
     import argparse
 
@@ -108,7 +124,8 @@ def test_the_measurement_on_a_real_search_reproduces_full_fidelity_and_resumes(t
             assert d["acc_class_il"] == trial["acc_class_il"]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| epochs2 | 4 |")]
     assert rows and rows[0].startswith("| epochs2 | 4 | +1.00 | +1.00 |"), proc.stdout
-    assert "| epochs1 | 2 | 2 of 4 |" in proc.stdout and "| train0.5 | 2 | 2 of 4 |" in proc.stdout
+    assert "| epochs1 | 2 | pareto | sync | 2 of 4 |" in proc.stdout
+    assert "| train0.5 | 2 | split | sync | 2 of 4 |" in proc.stdout
     # Again: every cheap run is kept, nothing is trained.
     again = subprocess.run([*bench, "--train-fraction", "0.5"], capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0 and "finished earlier and are kept" in again.stdout + again.stderr
