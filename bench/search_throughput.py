@@ -54,6 +54,10 @@ def summarise(root: Path, slots: int) -> dict[str, str]:
         ends.append((root / "trials" / str(tid) / "result.json").stat().st_mtime)
         images += sum(int(t.get("images_trained", 0)) for t in d.get("timings") or [])
         loop_s += float(d.get("train_time_s") or 0.0)
+        # --fidelity: the cheap runs of the rungs a promoted trial passed (their task seconds).
+        for passed in (d.get("fidelity") or {}).get("history") or []:
+            images += int(passed.get("images_trained") or 0)
+            loop_s += float(passed.get("seconds") or 0.0)
     if not ends:
         raise ResultsError(f"{root} has no trial results")
     wall = max(ends) - created
@@ -65,7 +69,11 @@ def summarise(root: Path, slots: int) -> dict[str, str]:
     senses = [s for _, s in objectives]
     front = done[non_dominated(done[cols].to_numpy(float), senses)] if len(done) else done
     early = "none"
-    if spec.get("asha") or spec.get("mo_asha"):
+    if spec.get("fidelity_rungs"):
+        from core.fidelity import describe
+        early = (f"successive halving over {'; '.join(describe(r) for r in spec['fidelity_rungs'])} then full, "
+                 f"factor {spec.get('reduction_factor')} ({spec.get('promotion')})")
+    elif spec.get("asha") or spec.get("mo_asha"):
         early = (f"{'MO-ASHA' if spec.get('mo_asha') else 'ASHA'} grace {spec.get('grace_tasks', 1)} "
                  f"factor {spec.get('reduction_factor', 2)}")
     out = {

@@ -66,16 +66,15 @@ def check_rungs(rungs: Sequence[Mapping[str, Any]], protocol: Mapping[str, Any],
     protocol, every rung no dearer than the next in any key and cheaper in at
     least one, no key that the search also ranges (``searched``)."""
     out = [dict(r) for r in rungs]
-    for n, rung in enumerate(out):
+    for rung in out:
         for key, value in rung.items():
             if key in searched:
                 raise UsageError(f"--fidelity: {key} is searched (--search-protocol {key}); a fidelity cannot "
                                  f"also lower it")
             top = protocol[key]
-            low = 1 if key == "epochs" else 0.0
             if key == "epochs" and not 1 <= value <= top:
                 raise UsageError(f"--fidelity epochs={value}: must be 1..{top} (the search's --epochs)")
-            if key != "epochs" and not low < value <= top:
+            if key != "epochs" and not 0.0 < value <= top:
                 raise UsageError(f"--fidelity {key}={value:g}: must be in (0, {top:g}] (the search's own {key})")
     full = {k: protocol[k] for k in FIDELITY_KEYS}
     ladder = [{**full, **r} for r in out] + [full]

@@ -501,7 +501,8 @@ class ProgressPrinter:
     (which folds in how many trials run at once)."""
 
     def __init__(self, total: int, objectives: list[tuple[str, str]], num_tasks: int, results_dir: Path,
-                 class_counts: list[int] | None = None, margin: float = 0.0, max_failures: int = 0) -> None:
+                 class_counts: list[int] | None = None, margin: float = 0.0, max_failures: int = 0,
+                 planned_runs: int | None = None) -> None:
         from ray.tune import Callback
 
         printer = self
@@ -547,23 +548,29 @@ class ProgressPrinter:
         self.best: dict[str, float] = {}
         self.t0 = time.time()
         self.tasks_done: dict[str, int] = {}  # trial id -> tasks counted towards the search's progress
+        # Runs of the whole sequence the search plans: one per trial, or with --fidelity
+        # about trials / eta^k at rung k (planned_runs); a trial's tasks then count over its rungs.
+        self.planned_runs = planned_runs or total
 
     def progress(self) -> str:
         """"search 38% done, ETA ~6 min" (tasks done of trials x tasks, at this run's rate)."""
-        total = self.total * self.num_tasks
+        total = self.planned_runs * self.num_tasks
         done = min(sum(self.tasks_done.values()), total)
         elapsed = time.time() - self.t0
         if done == 0 or elapsed <= 0:
             return "search 0% done"
         if done == total:
-            return "search 100% done"
+            ended = self.done + self.failed + self.truncated + self.infeasible
+            # Successive halving may promote more than planned: not done until every trial ended.
+            return "search 100% done" if ended >= self.total else "search ~99% done"
         left = (total - done) * elapsed / done
         return f"search {100 * done / total:.0f}% done, ETA ~{_minutes(left)}"
 
     def task_done(self, trial, result: dict) -> None:
         """The line after each task of a running trial (the last task's line is the trial's end line)."""
-        n = int(result.get("tasks_done", 0))
+        n = int(result.get("tasks_done", 0)) + int(result.get(RUNG_KEY) or 0) * self.num_tasks
         self.tasks_done[trial.trial_id] = max(self.tasks_done.get(trial.trial_id, 0), n)
+        n -= int(result.get(RUNG_KEY) or 0) * self.num_tasks
         so_far = " ".join(f"{name} {self._fmt(name, result.get(name))}" for name, _ in self.objectives
                           if name != "memory")
         rung = fidelity_label(result)
@@ -620,7 +627,8 @@ class ProgressPrinter:
                     self.best[name] = v
             what = " ".join(f"{n} {self._fmt(n, result.get(n))}" for n, _ in self.objectives)
         ended = self.done + self.failed + self.truncated + self.infeasible
-        self.tasks_done[trial.trial_id] = self.num_tasks  # ended: none of its tasks is left to do
+        # Ended: none of its tasks is left to do (over the rungs it ran, with --fidelity).
+        self.tasks_done[trial.trial_id] = (int(result.get(RUNG_KEY) or 0) + 1) * self.num_tasks
         best = ", ".join(f"{'best' if s == 'max' else 'lowest'} {n} {self._fmt(n, self.best[n])}"
                          for n, s in self.objectives if n in self.best)
         running = len(self.started) - ended
@@ -643,6 +651,15 @@ class ProgressPrinter:
             return "no result written; see the trial's error.txt under tune/"
 
     _fmt = staticmethod(format_value)
+
+
+def planned_runs(spec: dict[str, Any]) -> int:
+    """Runs of the whole sequence a search plans: its trials, and with --fidelity
+    about trials / eta^k more at each rung k above the first (synchronous
+    successive halving's count; the live view's progress is measured in them)."""
+    trials, cheap = int(spec["trials"]), spec.get("fidelity_rungs") or []
+    eta = max(2, int(spec.get("reduction_factor") or 2))
+    return sum(-(-trials // eta ** k) for k in range(len(cheap) + 1))
 
 
 def fidelity_label(result: dict) -> str:
@@ -1059,7 +1076,7 @@ def run_tune(args, spec, space, objectives, stream, results_dir: Path, resuming:
                                  fidelity_rungs=spec.get("fidelity_rungs") or None),
             resources)
         progress = ProgressPrinter(spec["trials"], objectives, stream.num_tasks, results_dir, class_counts, margin,
-                                   max_failures=args.max_failures)
+                                   max_failures=args.max_failures, planned_runs=planned_runs(spec))
         run_config = tune.RunConfig(
             name="tune", storage_path=str(results_dir), verbose=0,
             callbacks=[progress.callback, guard.callback(),

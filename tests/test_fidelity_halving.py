@@ -172,6 +172,31 @@ def test_dry_run_prints_the_halving_plan(tmp_path, capsys):
     assert not list(tmp_path.iterdir())  # a dry run writes nothing
 
 
+def test_live_progress_counts_every_rung_a_trial_runs(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from search.run import ProgressPrinter, planned_runs
+    # 9 trials, one cheap rung, eta 3: 9 cheap runs + ~3 full ones planned.
+    assert planned_runs({"trials": 9, "fidelity_rungs": [{"epochs": 1}], "reduction_factor": 3}) == 12
+    assert planned_runs({"trials": 9}) == 9
+    p = ProgressPrinter(9, OBJ, 2, tmp_path, planned_runs=12)
+    trial = SimpleNamespace(trial_id="t0", config={})
+    report = {"final_acc": 0.5, "forgetting": 0.1, "fidelity_rung": 0, "fidelity_top": 1,
+              "fidelity_text": "epochs=1", "rung_done": False}
+    p.task_done(trial, {**report, "tasks_done": 1})
+    p.task_done(trial, {**report, "tasks_done": 2, "rung_done": True})
+    p.task_done(trial, {**report, "tasks_done": 1, "fidelity_rung": 1, "fidelity_text": "full"})
+    assert p.tasks_done["t0"] == 3  # 2 tasks at rung 1, then 1 at rung 2: 3 of 12 x 2
+    out = capsys.readouterr().out
+    assert "rung 1/2 (epochs=1) task 1/2 done" in out and "rung 1/2 (epochs=1) done: final_acc 50.0%" in out
+    assert "rung 2/2 (full) task 1/2 done" in out and "search 12% done" in out
+    p.started["t0"] = 0.0
+    p.last["t0"] = {**report, "tasks_done": 2, "rung_done": True}  # stopped after its cheap run
+    p.finished(trial, failed=False)
+    assert p.truncated == 1 and p.tasks_done["t0"] == 2
+    assert "stopped after rung 1/2 (epochs=1)" in capsys.readouterr().out
+
+
 # -- end to end ------------------------------------------------------------------------------------
 
 def _search(tmp_path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -195,12 +220,17 @@ def _study_states(folder: Path, name: str) -> dict[int, tuple[str, list | None]]
 def test_fidelity_search_promotes_by_rerun_and_prunes_the_rest(tmp_path):
     proc = _search(tmp_path, "--method", "replay", "--trials", "6", "--name", "sh", "--epochs", "2",
                    "--fidelity", "epochs=1", "--reduction-factor", "2", "--promote", "split",
-                   "--max-concurrent", "2")
+                   "--max-concurrent", "2", "--confirm-seeds", "1")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = tmp_path / "sh"
     spec = json.loads((out / "search.json").read_text())
     assert spec["fidelity_rungs"] == [{"epochs": 1}] and spec["promotion"] == "split"
     records = _records(out)
+    # The front's confirmation trials (another seed of each candidate) run the protocol itself.
+    confirmations = {t: d for t, d in records.items() if d.get("confirms") is not None}
+    assert confirmations and all("fidelity" not in d and d["protocol"]["epochs"] == 2 and d["status"] == "completed"
+                                 for d in confirmations.values())
+    records = {t: d for t, d in records.items() if t not in confirmations}
     assert len(records) == 6
     top = {t: d for t, d in records.items() if d["fidelity"]["rung"] == 1}
     stopped = {t: d for t, d in records.items() if d["fidelity"]["rung"] == 0}
@@ -227,7 +257,7 @@ def test_fidelity_search_promotes_by_rerun_and_prunes_the_rest(tmp_path):
     assert set(by_id.loc[list(stopped), "status"]) == {"truncated"}
     assert all("after fidelity rung 1 of 2 (epochs=1)" in e for e in by_id.loc[list(stopped), "error"])
     assert set(by_id.loc[list(top), "status"]) <= {"completed", "infeasible"}
-    ladder = fidelity_ladder(res)
+    ladder = fidelity_ladder(res)  # confirmation trials are no rung's runs
     assert len(ladder) == 6 + len(top) and ladder["promoted"].sum() == len(top)
     report = (out / "report.md").read_text()
     assert "## Successive halving over fidelities" in report and "| 1 | epochs=1 | 6 | 6 |" in report

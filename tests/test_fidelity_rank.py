@@ -129,3 +129,15 @@ def test_the_measurement_on_a_real_search_reproduces_full_fidelity_and_resumes(t
     # Again: every cheap run is kept, nothing is trained.
     again = subprocess.run([*bench, "--train-fraction", "0.5"], capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0 and "finished earlier and are kept" in again.stdout + again.stderr
+
+
+def test_the_audit_of_a_fidelity_search_by_hand():
+    """bench/fidelity_audit.py: the full-fidelity front of every trial against the promoted ones."""
+    spec = importlib.util.spec_from_file_location("fidelity_audit", ROOT / "bench" / "fidelity_audit.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    r = module.audit(FULL, {"A", "B"}, SENSES, REFERENCE, within=0.01, search_seconds=30.0, full_seconds=40.0)
+    assert sorted(r["front"]) == ["A", "B", "D"] and r["kept"] == ["A", "B"] and r["near"] == []
+    assert r["hypervolume_share"] == pytest.approx(0.73 / 0.74)  # as in the replay above
+    assert r["compute_share"] == pytest.approx(0.75)
+    assert module.audit(FULL, {"A", "B"}, SENSES, REFERENCE, within=0.11, search_seconds=1, full_seconds=1)["near"] == ["D"]
