@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "cheapest first) of epochs / train_fraction / eval_fraction below the protocol's; every "
                         "trial runs at the first rung, the top 1/--reduction-factor go on to the next, and the "
                         "last rung is the protocol itself (search/fidelity_halving.py)")
-    p.add_argument("--promote", default="split", metavar="RULE",
+    p.add_argument("--promote", default=None, metavar="RULE",
                    help="with --fidelity: which trials a rung promotes -- split (default: half the slots by the "
                         "first objective, the rest by Pareto rank), first (the first objective only) or pareto "
                         "(non-dominated sorting and crowding, as --mo-asha)")
@@ -184,9 +184,12 @@ def fidelity_rungs(args, loop, fixed: dict[str, Any], space: dict[str, Any],
     protocol the trials run (the loop's values, or a fixed protocol knob)."""
     from core.fidelity import FIDELITY_KEYS, check_promotion, check_rungs, parse_rung
 
-    check_promotion(args.promote)
     if not args.fidelity:
+        if args.promote is not None:
+            raise UsageError("--promote chooses how a --fidelity rung promotes; add --fidelity KEY=VALUE "
+                             "(or drop --promote)")
         return []
+    args.promote = check_promotion(args.promote or "split")
     protocol = {k: fixed.get(k, getattr(loop, k)) for k in FIDELITY_KEYS}
     searched = {k for sp in [space, *(spaces or {}).values(), *fixed_by_method.values()] for k in sp}
     return check_rungs([parse_rung(text) for text in args.fidelity], protocol, sorted(searched))
@@ -228,7 +231,7 @@ def search_spec(args, method, space, fixed, objectives, stream_protocol, loop,
         "reduction_factor": args.reduction_factor,
         # Successive halving over fidelities (core/fidelity.py): the cheap rungs, cheapest first.
         "fidelity_rungs": json.loads(json.dumps(getattr(args, "fidelity_rungs", []))),
-        "promotion": args.promote,
+        "promotion": args.promote or "split",
         SPEC_KEY: args.min_plasticity_margin,
         # Not part of a search's identity (_same_search): --resume --confirm-seeds K changes it.
         "confirm_seeds": DEFAULT_CONFIRM_SEEDS if args.confirm_seeds is None else args.confirm_seeds,

@@ -107,6 +107,7 @@ CASES = [
     ("run", ["--method", "icarl", "--epochs", "4", "--fidelity", "epochs=9"], "--fidelity epochs=9: must be 1..4 (the search's --epochs)"),
     ("run", ["--method", "icarl", "--search-protocol", "epochs", "--range", "epochs=2:4", "--fidelity", "epochs=1"], "--fidelity: epochs is searched"),
     ("run", ["--method", "icarl", "--fidelity", "epochs=2", "--promote", "best"], "--promote 'best': use one of pareto, first, split"),
+    ("run", ["--method", "icarl", "--promote", "first"], "--promote chooses how a --fidelity rung promotes; add --fidelity KEY=VALUE"),
     ("run", ["--method", "icarl", "--mo-asha", "--grace-tasks", "3"], "--grace-tasks 3: early stopping needs a comparison before the last of the stream's 3 tasks"),
     # a backbone that cannot take the images (VGG-16's five poolings on 8x8 synthetic images)
     ("rerun", ["--method", "packnet", "--backbone", "vgg16"], "backbone vgg16 needs images of at least 32 px"),
