@@ -925,6 +925,8 @@ def fidelity_ladder(res: SearchResults) -> pd.DataFrame:
     from core.result import task_seconds
 
     names = [n for n, _ in res.objectives]
+    # The trials table's column of each objective (task_il.* for a task-incremental-only method).
+    columns_of = [objective_column(n, res.task_incremental_only) for n in names]
     columns = [TRIAL_NUMBER_KEY, "trial_id", "rung", "fidelity", *names, "seconds", "promoted"]
     rows = []
     if not res.spec.get("fidelity_rungs"):
@@ -945,7 +947,7 @@ def fidelity_ladder(res: SearchResults) -> pd.DataFrame:
                          True])
         done = len(d.get("acc_class_il") or []) == res.num_tasks and d.get("status") == "completed"
         rows.append([row[TRIAL_NUMBER_KEY], row["trial_id"], current, describe(fid.get("overrides")),
-                     *((float(row.get(n, math.nan)) if done else math.nan) for n in names),
+                     *((float(row.get(c, math.nan)) if done else math.nan) for c in columns_of),
                      sum(task_seconds(t) for t in d.get("timings") or []), False])
     return pd.DataFrame(rows, columns=columns).sort_values([TRIAL_NUMBER_KEY, "rung"], kind="stable",
                                                             ignore_index=True)
