@@ -37,9 +37,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-
-from analysis.pareto import hypervolume, non_dominated  # noqa: E402
 from analysis.results import ResultsError, fidelity_ladder, load_search  # noqa: E402
 from core.metrics import WORST_VALUE  # noqa: E402
 from core.result import TRIAL_NUMBER_KEY  # noqa: E402
@@ -57,18 +54,9 @@ def _fidelity_rank():
 def audit(full: dict[str, tuple[float, ...]], promoted: set[str], senses: list[str], reference: list[float],
           within: float, search_seconds: float, full_seconds: float) -> dict[str, Any]:
     """The front of ``full`` (trial -> full-fidelity values) against the
-    ``promoted`` trials (module docstring, 3)."""
-    ids = list(full)
-    points = np.array([full[i] for i in ids], dtype=float)
-    front = [i for i, on in zip(ids, non_dominated(points, senses)) if on]
-    kept_points = np.array([full[i] for i in ids if i in promoted], dtype=float).reshape(-1, len(senses))
-    kept = [f for f in front if f in promoted]
-    near = [f for f in front if f not in promoted and len(kept_points)
-            and np.any(np.all(np.abs(kept_points - np.array(full[f])) <= within, axis=1))]
-    hv_all = hypervolume(points, senses, reference)
-    hv_kept = hypervolume(kept_points, senses, reference) if len(kept_points) else 0.0
-    return {"front": front, "kept": kept, "near": near,
-            "hypervolume_share": hv_kept / hv_all if hv_all > 0 else math.nan,
+    ``promoted`` trials (module docstring, 3), as bench/fidelity_rank.py's
+    replay compares them."""
+    return {**_fidelity_rank().front_kept(full, promoted, senses, reference, within),
             "compute_share": search_seconds / full_seconds if full_seconds > 0 else math.nan}
 
 
@@ -98,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     finished = ladder[ladder[names[0]].notna()]
     top_runs = finished[finished["rung"] == top].set_index("trial_id")
     first = finished[finished["rung"] == 0].set_index("trial_id")
-    stopped_ids = [t for t in first.index if t not in top_runs.index
-                   and not ladder[(ladder["trial_id"] == t) & ladder["promoted"]].shape[0]]
+    # Stopped: their last run, at a rung below the top, finished and was not promoted.
+    stopped_ids = list(finished.loc[~finished["promoted"] & (finished["rung"] < top), "trial_id"])
     rows = res.trials[res.trials["trial_id"].isin(stopped_ids)]
     print(f"# {root.name}: {len(first)} trials ran the first rung, {len(top_runs)} finished the top rung, "
           f"{len(stopped_ids)} were stopped; training the stopped ones at full fidelity")
@@ -116,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ids = [t for t in first.index if t in full]
     number = dict(zip(res.trials["trial_id"], res.trials[TRIAL_NUMBER_KEY]))
     print("\n## Rank agreement of the first rung with full fidelity (Kendall tau-b)\n")
-    print(f"| rung | configs | " + " | ".join(f"tau {n}" for n in names) + " |")
+    print("| rung | configs | " + " | ".join(f"tau {n}" for n in names) + " |")
     print("|---|---|" + "---|" * len(names))
     taus = [fr.kendall_tau_b([float(first.loc[t, n]) for t in ids], [full[t][k] for t in ids])
             for k, n in enumerate(names)]

@@ -122,6 +122,17 @@ def replay(full: dict[str, tuple[float, ...]], cheap: dict[str, tuple[float, ...
     ``full``'s order is the order the configs' cheap runs end in."""
     ids = list(full)
     promoted = promoted_ids(ids, cheap, senses, eta, rule, infeasible, asynchronous)
+    compute = (sum(cheap_s[i] for i in ids) + sum(full_s[i] for i in promoted)) / sum(full_s[i] for i in ids)
+    return {"promoted": promoted, **front_kept(full, promoted, senses, reference, within), "compute_share": compute}
+
+
+def front_kept(full: dict[str, tuple[float, ...]], promoted: set[str], senses: list[str], reference: list[float],
+               within: float) -> dict[str, Any]:
+    """The front of ``full`` (id -> full-fidelity values) against the ``promoted``
+    ids: ``front``, ``kept`` (front points promoted), ``near`` (front points
+    not promoted but within ``within`` of a promoted point on every objective)
+    and ``hypervolume_share`` (of the promoted points, against all)."""
+    ids = list(full)
     points = np.array([full[i] for i in ids], dtype=float)
     front_ids = [i for i, on in zip(ids, non_dominated(points, senses)) if on]
     kept_points = np.array([full[i] for i in ids if i in promoted], dtype=float).reshape(-1, len(senses))
@@ -133,9 +144,8 @@ def replay(full: dict[str, tuple[float, ...]], cheap: dict[str, tuple[float, ...
             near.append(f)
     hv_all = hypervolume(points, senses, reference)
     hv_kept = hypervolume(kept_points, senses, reference) if len(kept_points) else 0.0
-    compute = (sum(cheap_s[i] for i in ids) + sum(full_s[i] for i in promoted)) / sum(full_s[i] for i in ids)
-    return {"promoted": promoted, "front": front_ids, "kept": kept, "near": near,
-            "hypervolume_share": hv_kept / hv_all if hv_all > 0 else math.nan, "compute_share": compute}
+    return {"front": front_ids, "kept": kept, "near": near,
+            "hypervolume_share": hv_kept / hv_all if hv_all > 0 else math.nan}
 
 
 def cheap_runs(root: Path, res, rows, name: str, fidelity: dict[str, Any], cpus: float) -> dict[str, dict[str, Any]]:

@@ -112,6 +112,12 @@ def below_top(record: Mapping[str, Any]) -> bool:
     return isinstance(rung, int) and isinstance(top, int) and rung < top
 
 
+def report_below_top(report: Mapping[str, Any]) -> bool:
+    """True for a trial's report (search/trainable.py) from a cheap rung's run:
+    a trial whose last report it is was stopped there."""
+    return report.get(TOP_KEY) is not None and int(report.get(RUNG_KEY) or 0) < int(report[TOP_KEY])
+
+
 def check_promotion(rule: str) -> str:
     if rule not in PROMOTION_RULES:
         raise UsageError(f"--promote {rule!r}: use one of {', '.join(PROMOTION_RULES)}")

@@ -172,10 +172,16 @@ def print_dry_run(args, *, method: str, space_asked: dict[str, Dist], space: dic
     from strategies.loop import strategy_config, with_loop_knobs
     strategy_part, loop_part = split_params(probe)
     probe_loop = with_loop_knobs(loop, loop_part)
-    # At a train_fraction / eval_fraction below 1 a trial sees that share of the stream.
-    seen = fidelity_subset(stream, probe_loop.train_fraction, probe_loop.eval_fraction, probe_loop.seed)
-    train, evaluated = images_per_trial(seen, strategy_config(method, strategy_part), probe_loop.epochs)
-    per_trial = per_image * (train + EVAL_COST * evaluated)
+    probe_cfg = strategy_config(method, strategy_part)
+
+    def run_estimate(lc) -> tuple[int, int, float]:
+        """(images trained, images evaluated, seconds) of one run with loop config ``lc``;
+        at a train_fraction / eval_fraction below 1 a run sees that share of the stream."""
+        seen = fidelity_subset(stream, lc.train_fraction, lc.eval_fraction, lc.seed)
+        train, evaluated = images_per_trial(seen, probe_cfg, lc.epochs)
+        return train, evaluated, per_image * (train + EVAL_COST * evaluated)
+
+    train, evaluated, per_trial = run_estimate(probe_loop)
     print(f"estimate: {per_image * 1e3:.2f} ms per training image (measured on this machine: "
           f"{TIMED_BATCHES} batches of task 1, {threads} thread(s), at the middle of the space: "
           + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in probe.items())
@@ -185,9 +191,8 @@ def print_dry_run(args, *, method: str, space_asked: dict[str, Dist], space: dic
         print(f"  ~{_duration(per_trial * waves)} for the search ({waves} round(s) of {at_once}); a lower bound for "
               f"methods with extra phases (der, packnet) and an upper bound with early stopping")
     if spec.get("fidelity_rungs"):
-        print_fidelity_plan(spec, trials, per_image, seen_of=lambda lc: fidelity_subset(
-            stream, lc.train_fraction, lc.eval_fraction, lc.seed), loop=probe_loop,
-            strategy_cfg=strategy_config(method, strategy_part), full_trial=per_trial, at_once=at_once)
+        print_fidelity_plan(spec, trials, loop=probe_loop, run_seconds=lambda lc: run_estimate(lc)[2],
+                            full_trial=per_trial, at_once=at_once)
     k = int(spec.get("confirm_seeds") or 0)
     if k:
         print(f"then the front confirmation (--confirm-seeds {k}): each front candidate rerun with {k} more "
@@ -197,13 +202,14 @@ def print_dry_run(args, *, method: str, space_asked: dict[str, Dist], space: dic
           f"tune/ checkpoints are removed after a finished search unless --keep-checkpoints)")
 
 
-def print_fidelity_plan(spec: dict[str, Any], trials: int, per_image: float, *, seen_of, loop, strategy_cfg,
-                        full_trial: float, at_once: int | None) -> None:
+def print_fidelity_plan(spec: dict[str, Any], trials: int, *, loop, run_seconds, full_trial: float,
+                        at_once: int | None) -> None:
     """The successive-halving plan (search/fidelity_halving.py): per rung its
     fidelity, about how many trials reach it (trials / eta^k, as synchronous
     halving would; the asynchronous scheduler promotes a few more, the first
     trials at a rung having little to compete with) and the estimated time of
-    one run there, by the same images-based estimate as a full trial."""
+    one run there (``run_seconds`` of its loop config: the same images-based
+    estimate as a full trial)."""
     from core.fidelity import describe, rung_overrides
     from strategies.loop import with_loop_knobs
 
@@ -211,9 +217,7 @@ def print_fidelity_plan(spec: dict[str, Any], trials: int, per_image: float, *, 
     print(f"successive halving over fidelities (1 in {eta} goes on; promotion rule {spec.get('promotion', 'split')}):")
     total = 0.0
     for k in range(len(cheap) + 1):
-        lc = with_loop_knobs(loop, rung_overrides(cheap, k))
-        train, evaluated = images_per_trial(seen_of(lc), strategy_cfg, lc.epochs)
-        run = per_image * (train + EVAL_COST * evaluated)
+        run = run_seconds(with_loop_knobs(loop, rung_overrides(cheap, k)))
         n = math.ceil(trials / eta ** k)
         total += n * run
         print(f"  rung {k + 1} ({describe(rung_overrides(cheap, k))}): ~{n} trial(s), ~{_duration(run)} per run")

@@ -35,12 +35,10 @@ passed (``fidelity.history``) and its current run.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from analysis.results import read_result
 from core.fidelity import RECORD_KEY, RUNG_DONE_KEY, RUNG_KEY, check_promotion
 from search.mo_asha import RungRecords, ranking
 
@@ -87,15 +85,14 @@ class FidelityHalving(FIFOScheduler, RungRecords):
                  rule: str = "split", results_dir: str | None = None, class_counts: list[int] | None = None,
                  min_plasticity_margin: float = 0.0) -> None:
         FIFOScheduler.__init__(self)
-        RungRecords.__init__(self, objectives, list(range(cheap_rungs)), eta, class_counts, min_plasticity_margin)
+        RungRecords.__init__(self, objectives, list(range(cheap_rungs)), eta, class_counts, min_plasticity_margin,
+                             results_dir)
         if eta < 2:
             raise ValueError(f"need reduction factor >= 2, got {eta}")
         self.cheap_rungs = int(cheap_rungs)
         self.num_tasks = int(num_tasks)
         self.rule = check_promotion(rule)
         self.stopped: dict[str, int] = {}  # trial id -> rung it was stopped at
-        self.results_dir = results_dir
-        self._read_disk = results_dir is None
 
     def decide(self, trial_id: str, rung: int, metrics: dict[str, Any]) -> str:
         """CONTINUE (promote to rung + 1) or STOP for a trial whose run at ``rung`` is done."""
@@ -109,25 +106,16 @@ class FidelityHalving(FIFOScheduler, RungRecords):
         return TrialScheduler.STOP
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if not self._read_disk:
-            self._read_disk = True
-            self.seed_from_results(Path(self.results_dir))
+        self.seed_once()
         if not result.get(RUNG_DONE_KEY) or result.get(RUNG_KEY) is None:
             return TrialScheduler.CONTINUE  # between the tasks of a run
         return self.decide(str(trial.trial_id), int(result[RUNG_KEY]), result)
 
-    def seed_from_results(self, results_dir: Path) -> int:
-        """Add the rung records the trials' result.json files hold; returns how many."""
-        added = 0
-        for path in sorted((results_dir / "trials").glob("*/result.json")):
-            try:
-                d = read_result(path)
-            except ValueError:  # unreadable or half-written: the trial reports again anyway
-                continue
-            for rung, metrics in rung_metrics(d).items():
-                if rung in self.records:
-                    added += self.add(rung, path.parent.name, self.num_tasks, metrics)
-        return added
+    def rung_metrics(self, d: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        return rung_metrics(d)
+
+    def tasks_at(self, rung: int) -> int:
+        return self.num_tasks  # every rung runs the whole sequence
 
     def debug_string(self) -> str:
         counts = ", ".join(f"rung {r}: {len(self.records[r])} recorded" for r in self.records)

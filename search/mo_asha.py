@@ -93,7 +93,8 @@ class RungRecords:
     or with margin 0)."""
 
     def __init__(self, objectives: list[tuple[str, str]], rungs: list[int], eta: int,
-                 class_counts: list[int] | None = None, min_plasticity_margin: float = 0.0) -> None:
+                 class_counts: list[int] | None = None, min_plasticity_margin: float = 0.0,
+                 results_dir: str | None = None) -> None:
         self.objectives = [(str(n), str(s)) for n, s in objectives]
         self.senses = [s for _, s in self.objectives]
         self.eta = int(eta)
@@ -102,6 +103,10 @@ class RungRecords:
         self.infeasible: dict[int, dict[str, float]] = {r: {} for r in rungs}
         self.class_counts = list(class_counts) if class_counts else None
         self.margin = float(min_plasticity_margin)
+        # The search folder, read once (on the first result the scheduler sees) to
+        # rebuild the rung records of a resumed search: Tune does not save them.
+        self.results_dir = results_dir
+        self._read_disk = results_dir is None
 
     def vector(self, metrics: dict[str, Any]) -> tuple[float, ...]:
         out = []
@@ -135,6 +140,35 @@ class RungRecords:
             self.infeasible[rung][trial_id] = violated
         return True
 
+    def rung_metrics(self, d: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        """rung -> the metrics a trial reported there, read back from its result.json ``d``."""
+        raise NotImplementedError
+
+    def tasks_at(self, rung: int) -> int:
+        """How many tasks a trial has done when it is judged at ``rung`` (the
+        did-not-learn rule's input)."""
+        raise NotImplementedError
+
+    def seed_once(self) -> None:
+        """Rebuild the rung records from the search folder, on the first call only."""
+        if not self._read_disk:
+            self._read_disk = True
+            self.seed_from_results(Path(self.results_dir))
+
+    def seed_from_results(self, results_dir: Path) -> int:
+        """Add each trial's rung records computed from its result.json; returns
+        how many (trial, rung) records were added."""
+        added = 0
+        for path in sorted((results_dir / "trials").glob("*/result.json")):
+            try:
+                at_rungs = self.rung_metrics(read_result(path))
+            except ValueError:  # ResultsError: unreadable, half-written or another format
+                continue  # the trial reports again anyway
+            for rung, metrics in at_rungs.items():
+                if rung in self.records:
+                    added += self.add(rung, path.parent.name, self.tasks_at(rung), metrics)
+        return added
+
 
 class MultiObjectiveASHA(FIFOScheduler, RungRecords):
     """MO-ASHA over ``tasks_done`` for Tune (see the module docstring).
@@ -152,11 +186,9 @@ class MultiObjectiveASHA(FIFOScheduler, RungRecords):
                  class_counts: list[int] | None = None, min_plasticity_margin: float = 0.0) -> None:
         FIFOScheduler.__init__(self)
         self.rungs = rung_tasks(num_tasks, grace, eta)
-        RungRecords.__init__(self, objectives, self.rungs, eta, class_counts, min_plasticity_margin)
+        RungRecords.__init__(self, objectives, self.rungs, eta, class_counts, min_plasticity_margin, results_dir)
         self.stopped: dict[str, int] = {}  # trial id -> rung it was stopped at
-        self.results_dir = results_dir
         self.task_incremental_only = task_incremental_only
-        self._read_disk = results_dir is None
 
     def decide(self, trial_id: str, tasks_done: int, metrics: dict[str, Any]) -> str:
         """CONTINUE or STOP for a trial that has just finished ``tasks_done`` tasks."""
@@ -170,9 +202,7 @@ class MultiObjectiveASHA(FIFOScheduler, RungRecords):
         return TrialScheduler.STOP
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if not self._read_disk:
-            self._read_disk = True
-            self.seed_from_results(Path(self.results_dir))
+        self.seed_once()
         done = result.get("tasks_done")
         if done is None:
             return TrialScheduler.CONTINUE
@@ -197,18 +227,8 @@ class MultiObjectiveASHA(FIFOScheduler, RungRecords):
             out[rung] = metrics
         return out
 
-    def seed_from_results(self, results_dir: Path) -> int:
-        """Add each trial's rung vectors computed from its result.json; returns
-        how many (trial, rung) records were added."""
-        added = 0
-        for path in sorted((results_dir / "trials").glob("*/result.json")):
-            try:
-                at_rungs = self.rung_metrics(read_result(path))
-            except ValueError:  # ResultsError: unreadable, half-written or another format
-                continue  # the trial reports again anyway
-            for rung, metrics in at_rungs.items():
-                added += self.add(rung, path.parent.name, rung, metrics)
-        return added
+    def tasks_at(self, rung: int) -> int:
+        return rung  # a rung is a number of tasks
 
     def debug_string(self) -> str:
         counts = ", ".join(f"{r} task(s): {len(self.records[r])} recorded" for r in self.rungs)

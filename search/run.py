@@ -69,7 +69,7 @@ from search.cli import (REPO_ROOT, add_protocol_args, loop_config_from_args, loo
 from search import tune_state  # noqa: E402
 
 from core.feasibility import DEFAULT_MARGIN, REPORT_KEY, SPEC_KEY, check_plasticity, validate_margin  # noqa: E402
-from core.fidelity import FIDELITY_TEXT_KEY, RUNG_KEY, TOP_KEY  # noqa: E402
+from core.fidelity import FIDELITY_TEXT_KEY, RUNG_KEY, TOP_KEY, report_below_top  # noqa: E402
 from core.objectives import DIRECTIONS  # noqa: E402
 from core.result import (CONFIRM_SEED_KEY, CONFIRMS_KEY, META_KEYS, METHOD_KEY, OPTUNA_STUDY_FILE,  # noqa: E402
                          OPTUNA_STUDY_KEY, SEARCH_FORMAT, TRIAL_NUMBER_KEY)
@@ -578,7 +578,7 @@ class ProgressPrinter:
                           if name != "memory")
         rung = fidelity_label(result)
         if n >= self.num_tasks:
-            if rung and result.get(RUNG_KEY, 0) < result.get(TOP_KEY, 0):
+            if report_below_top(result):
                 # A cheap rung's run is done; the scheduler now promotes it or stops it.
                 self.print_line(f"{trial_label(trial)} {rung} done: {so_far} | {self.progress()}")
             return
@@ -613,7 +613,7 @@ class ProgressPrinter:
             self.truncated += 1
             n = int(result.get('tasks_done', 0))
             what = f"stopped early after {n} task{'' if n == 1 else 's'}"
-        elif result.get(TOP_KEY) is not None and int(result.get(RUNG_KEY, 0)) < int(result[TOP_KEY]):
+        elif report_below_top(result):
             self.truncated += 1  # stopped by successive halving after a cheap rung's run
             what = f"stopped after {fidelity_label(result)}"
         elif (verdict := self.feasibility(result)) is not None and not verdict.feasible:

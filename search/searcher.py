@@ -96,7 +96,7 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from ray.tune.search.optuna import OptunaSearch
 
-from core.fidelity import RUNG_KEY, TOP_KEY, below_top
+from core.fidelity import below_top, report_below_top
 from core.feasibility import CONSTRAINT_KEY, DEFAULT_MARGIN, REPORT_KEY, check_plasticity
 from core.result import TRIAL_NUMBER_KEY
 from search.tune_state import saved_trial_ids
@@ -440,8 +440,7 @@ class FullRunOptunaSearch(OptunaSearch):
             result = None
         elif result is not None and int(result.get("tasks_done", 0)) < self.num_tasks:
             result = None  # truncated: PRUNED, not complete
-        elif result is not None and result.get(TOP_KEY) is not None \
-                and int(result.get(RUNG_KEY, 0)) < int(result[TOP_KEY]):
+        elif result is not None and report_below_top(result):
             result = None  # stopped at a cheap fidelity rung (search/fidelity_halving.py): PRUNED
         super().on_trial_complete(trial_id, result=result, error=error)
 
