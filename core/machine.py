@@ -44,6 +44,27 @@ def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
     return {"model": model, "features": [f for f in SPEED_FLAGS if f in flags], "cpus": cpus}
 
 
+# Flags with which bf16 autocast runs natively on a CPU; without any of them
+# oneDNN emulates bf16 and a run is several times slower than in fp32
+# (bench/README.md, "bf16 autocast against fp32", the AVX2-only AMD EPYC row).
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def slow_bf16_warning(precision: str, device_type: str, info: dict[str, Any] | None = None) -> str | None:
+    """A one-line warning when bf16 autocast would run emulated on this CPU, else None.
+
+    Only a run on the CPU is concerned (a GPU has its own bf16 units); ``info``
+    is ``cpu_info()`` (read when None)."""
+    if precision != "bf16" or device_type != "cpu":
+        return None
+    info = cpu_info() if info is None else info
+    if any(flag in info["features"] for flag in NATIVE_BF16_FLAGS):
+        return None
+    return (f"warning: --precision bf16 on {info['model'] or 'this CPU'}, which has neither AVX512-BF16 nor AMX: "
+            "bf16 autocast is emulated there and trains several times slower than fp32 (7.5x measured on an "
+            "AVX2-only AMD EPYC); use --precision fp32 on this machine")
+
+
 def machine_line() -> str:
     """One line for the top of a bench table: CPU model, speed features, CPUs, GPU."""
     info = cpu_info()

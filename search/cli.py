@@ -91,7 +91,10 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained", action="store_true",
                    help="vgg16: start from ImageNet weights if they are in torch's hub cache (never downloaded; the output says which init was used)")
     g.add_argument("--augment", default=None, choices=("none", "crop", "crop+flip"))
-    g.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16 autocast (CPUs with AMX, GPUs)")
+    # Default None, read as fp32: a rerun can then tell an explicit --precision fp32
+    # (which overrides a bf16 search's loop) from no flag at all.
+    g.add_argument("--precision", default=None, choices=("fp32", "bf16"),
+                   help="fp32 (default) or bf16 autocast (fast on GPUs and on CPUs with AMX or AVX512-BF16)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     g.add_argument("--threads", type=int, default=0,
                    help="torch threads per run (0 = every CPU this process may use; a search trial uses the CPUs Ray gives it)")
@@ -156,7 +159,7 @@ def loop_config_from_args(args: argparse.Namespace, seed: int = 0, eval_split: s
     for key in LOOP_KEYS:
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
-    values.update(precision=args.precision, device=args.device, threads=args.threads, pretrained=args.pretrained,
+    values.update(precision=args.precision or "fp32", device=args.device, threads=args.threads, pretrained=args.pretrained,
                   seed=seed, eval_split=eval_split)
     loop = config_from_dict(LoopConfig, values, owner="protocol")
     image_size = FOLDERS_IMAGE_SIZE if args.dataset == "folders" and args.image_size is None else args.image_size
@@ -167,6 +170,17 @@ def loop_config_from_args(args: argparse.Namespace, seed: int = 0, eval_split: s
             raise UsageError(f"--image-size {image_size} is too small for {loop.backbone} "
                              f"(its poolings need at least {smallest})")
     return loop
+
+
+def warn_if_bf16_emulated(loop) -> None:
+    """One line on stderr when ``loop`` asks for bf16 on a CPU that would emulate
+    it (core.machine.slow_bf16_warning): the run works, only much slower."""
+    from core.machine import slow_bf16_warning
+    from strategies.loop import resolve_device
+
+    message = slow_bf16_warning(loop.precision, resolve_device(loop.device).type)
+    if message:
+        print(message, file=sys.stderr, flush=True)
 
 
 def resolve_data_defaults(args: argparse.Namespace, loop, stream):

@@ -48,7 +48,7 @@ from core.cli import ArgumentParser, cli_main, format_matrix, format_metrics  # 
 from core.errors import UsageError  # noqa: E402
 from core.result import metrics_key  # noqa: E402
 from search.cli import (add_protocol_args, loop_config_from_args, loop_config_from_dict,  # noqa: E402
-                        parse_sets, resolve_data_defaults, stream_protocol_from_args)
+                        parse_sets, resolve_data_defaults, stream_protocol_from_args, warn_if_bf16_emulated)
 
 
 # Loop fields that say where a run ran, not what it computed: a finished seed
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = resolve_data_defaults(args, loop, stream)  # imagefolder/npz: defaults that follow the images
     from strategies.loop import check_eval_split
     check_eval_split(stream, args.eval)
-    check_device(args, loop.device)
+    check_device(args, loop)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(args.out) if args.out else Path("results") / f"direct-{args.method}-{stamp}"
     seeds = list(range(args.seed, args.seed + args.seeds))
@@ -299,13 +299,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def check_device(args, device: str) -> None:
+def hardware_overrides(args) -> dict[str, Any]:
+    """The hardware flags given on a rerun of a search: they replace the search's
+    own (where and how to run, not what is measured). A flag left at its default
+    keeps the search's value; ``--precision fp32`` given explicitly turns a bf16
+    search's reruns to fp32 (its default is None for that reason)."""
+    return {key: getattr(args, key) for key in ("device", "threads", "precision")
+            if getattr(args, key) not in (None, "auto", 0)}
+
+
+def check_device(args, loop) -> None:
     """A CUDA device this machine does not have is refused before anything
-    trains, except on a cluster (--address): there the workers' hardware is
-    checked once Ray is connected (search/run.py: ray_resources)."""
+    trains, and bf16 that this CPU would emulate is warned of, except on a
+    cluster (--address): there the workers' hardware is checked once Ray is
+    connected (search/run.py: ray_resources)."""
     if args.address is None or args.sequential:
         from strategies.loop import resolve_device
-        resolve_device(device)
+        resolve_device(loop.device)
+        warn_if_bf16_emulated(loop)
 
 
 # Options that a rerun of a search takes from its search.json: given next to
@@ -458,14 +469,12 @@ def rerun_search(args) -> int:
     stream_protocol = StreamProtocol.from_dict(spec["stream_protocol"], owner=f"{results.path}/search.json")
     if args.data_dir:
         stream_protocol = dataclasses.replace(stream_protocol, data_dir=args.data_dir).with_absolute_paths()
-    hardware = {key: getattr(args, key) for key in ("device", "threads", "precision")
-                if getattr(args, key) not in (None, "auto", 0, "fp32")}
-    loop = loop_config_from_dict(spec["loop"], eval_split="test", **hardware)
+    loop = loop_config_from_dict(spec["loop"], eval_split="test", **hardware_overrides(args))
     # Train on train + validation, evaluate on test: the only place test is used.
     stream = load_stream(stream_protocol, val_fraction=0.0)
     from strategies.loop import check_eval_split
     check_eval_split(stream, "test")
-    check_device(args, loop.device)
+    check_device(args, loop)
     out_dir = Path(args.out) if args.out else results.path
     seeds = list(range(args.seed, args.seed + args.seeds))
     runs: dict[str, list[Path]] = {}

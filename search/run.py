@@ -65,7 +65,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 from core.cli import ArgumentParser, cli_main  # noqa: E402
 from core.errors import UsageError, UserError  # noqa: E402
 from search.cli import (REPO_ROOT, add_protocol_args, loop_config_from_args, loop_config_from_dict,  # noqa: E402
-                        parse_sets, resolve_data_defaults, stream_protocol_from_args)
+                        parse_sets, resolve_data_defaults, stream_protocol_from_args, warn_if_bf16_emulated)
 from search import tune_state  # noqa: E402
 
 from core.feasibility import DEFAULT_MARGIN, REPORT_KEY, SPEC_KEY, check_plasticity, validate_margin  # noqa: E402
@@ -940,6 +940,7 @@ def main(argv: list[str] | None = None) -> int:
         # there is refused now, not silently replaced by the CPU in every trial.
         from strategies.loop import resolve_device
         resolve_device(loop.device)
+        warn_if_bf16_emulated(loop)
 
     name = args.name or f"{args.method.replace(',', '+')}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     results_dir = check_results_dir(args.results_root, name)
