@@ -8,6 +8,12 @@
 #   bash bench/strategy_table.sh                  # bf16, 3 seeds, ../shared/data
 #   SEEDS=1 PRECISION=fp32 OUT=/tmp/t bash bench/strategy_table.sh
 #
+# DATASET and EVAL run the same rows on another built-in stream or split: the
+# default configs' check on the embedded digits, on validation (no test split
+# is looked at to judge a default):
+#
+#   DATASET=digits EVAL=val PRECISION=fp32 THREADS=1 OUT=/tmp/d bash bench/strategy_table.sh
+#
 # A method whose last seed already has a result.json is skipped, so an
 # interrupted run continues where it stopped.
 set -euo pipefail
@@ -18,7 +24,10 @@ SEEDS=${SEEDS:-3}
 PRECISION=${PRECISION:-bf16}
 DATA_DIR=${DATA_DIR:-../shared/data}
 THREADS=${THREADS:-$(nproc)}
-common=(--dataset gtsrb --data-dir "$DATA_DIR" --seeds "$SEEDS" --precision "$PRECISION" --threads "$THREADS" --quiet)
+DATASET=${DATASET:-gtsrb}
+EVAL=${EVAL:-test}
+common=(--dataset "$DATASET" --data-dir "$DATA_DIR" --eval "$EVAL" --seeds "$SEEDS" --precision "$PRECISION"
+        --threads "$THREADS" --quiet)
 
 run() {
   local name=$1; shift
@@ -49,6 +58,6 @@ run der --method der
 run gdumb --method gdumb
 run packnet --method packnet
 "$PY" analysis/final_table.py "${names[@]/#/$OUT/}" --out "$OUT" \
-  --title "Strategies on GTSRB (notebook protocol), default configs, test split" \
-  --note "command: SEEDS=$SEEDS PRECISION=$PRECISION bash bench/strategy_table.sh ($(nproc) CPUs, $THREADS threads)" \
+  --title "Strategies on $DATASET (its default protocol), default configs, $EVAL split" \
+  --note "command: DATASET=$DATASET EVAL=$EVAL SEEDS=$SEEDS PRECISION=$PRECISION bash bench/strategy_table.sh ($(nproc) CPUs, $THREADS threads)" \
   --note "packnet is task-incremental (task identity given at test time): its row is task-IL, the others class-IL"

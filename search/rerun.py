@@ -224,12 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def list_methods() -> None:
+    """Each method, where its defaults come from and what they scored when
+    measured (search/defaults.py), then its config keys with their defaults."""
     import strategies
+    from search.defaults import measured_lines, read_record
     from core.config import config_help
 
+    record = read_record()
     for name, cls in sorted(strategies.STRATEGIES.items()):
         kind = "task-incremental" if cls.task_incremental_only else "class-incremental"
         print(f"{name} ({kind}):")
+        print(f"  defaults from: {cls.defaults_source or 'not stated by the strategy'}")
+        for line in measured_lines(name, record) or ["not measured (bench/strategy_table.sh, then search/defaults.py)"]:
+            print(f"  {line}")
         for line in config_help(cls.config_class):
             print(f"  {line}")
 

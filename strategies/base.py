@@ -141,6 +141,10 @@ class Strategy:
     # every registered class states its own (``register`` checks it).
     search_space: ClassVar[dict[str, Dist]]
     task_incremental_only: ClassVar[bool] = False
+    # Where the default config's values come from (a paper, the course notebook,
+    # a validation search, or set by hand), shown by ``search/rerun.py --list``
+    # so that a user knows which defaults rest on evidence.
+    defaults_source: ClassVar[str] = ""
 
     def __init__(self, config: StrategyConfig, ctx: RunContext) -> None:
         self.config = config

@@ -156,6 +156,10 @@ class DERConfig(RehearsalConfig):
 class DER(RehearsalStrategy):
     name = "der"
     config_class = DERConfig
+    defaults_source = (
+        "Yan et al. 2021 and the course notebook: 10 exemplars per class, auxiliary loss weight 1 (Eq. 6); 2 "
+        "re-balancing epochs at lr 0.01 and the optimiser (lr 0.05) set by hand"
+    )
     # Exemplars per class on a log scale around the paper's and the notebook's
     # 10; the auxiliary loss weight from off (0) to twice the default 1.
     search_space = {"lr": LR_SPACE, "memory_per_class": space.I(2, 50, log=True), "aux_weight": space.F(0.0, 2.0)}

@@ -105,6 +105,10 @@ class Anchor:
 class EWC(Strategy):
     name = "ewc"
     config_class = EWCConfig
+    defaults_source = (
+        "Kirkpatrick et al. 2017 with one Fisher and anchor per task; lambda 100, 1024 Fisher images and the "
+        "optimiser (lr 0.05) set by hand"
+    )
     # lambda on a log scale over five decades: the penalty's size is lambda times
     # the Fisher, whose scale depends on the network and data (extra_report).
     search_space = {"lr": LR_SPACE, "ewc_lambda": space.F(1.0, 1e5, log=True)}

@@ -20,4 +20,8 @@ class FinetuneConfig(StrategyConfig):
 class Finetune(Strategy):
     name = "finetune"
     config_class = FinetuneConfig
+    defaults_source = (
+        "the shared optimiser defaults (SGD, momentum 0.9, lr 0.05, weight decay 5e-4, cosine per task), set "
+        "by hand when the harness was built, not searched; finetune is the no-protection lower bound"
+    )
     search_space = {"lr": LR_SPACE}  # nothing but the optimiser to tune

@@ -88,6 +88,10 @@ class GreedyBalancedSampler:
 class GDumb(Strategy):
     name = "gdumb"
     config_class = GDumbConfig
+    defaults_source = (
+        "Prabhu et al. 2020: a greedy class-balanced memory, 200 images (the course notebook's budget); 10 "
+        "passes per epoch (the paper trains 256 epochs) and the optimiser (lr 0.05) set by hand"
+    )
     search_space = {"lr": LR_SPACE, "memory": MEMORY_SPACE}  # the same budget range as the rehearsal methods
 
     def __init__(self, config, ctx) -> None:

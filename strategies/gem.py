@@ -128,6 +128,10 @@ class GEMConfig(RehearsalConfig):
 class GEM(RehearsalStrategy):
     name = "gem"
     config_class = GEMConfig
+    defaults_source = (
+        "Lopez-Paz & Ranzato 2017 and its reference code: margin 0.5, the dual QP; memory 200 from the course "
+        "notebook; 64 memory images per past task per step and the optimiser (lr 0.05) set by hand"
+    )
     # The margin from 0 (plain projection) to twice the reference code's 0.5.
     search_space = {"lr": LR_SPACE, "memory": MEMORY_SPACE, "memory_strength": space.F(0.0, 1.0)}
 

@@ -41,6 +41,11 @@ class ICaRLConfig(RehearsalConfig):
 class ICaRL(RehearsalStrategy):
     name = "icarl"
     config_class = ICaRLConfig
+    defaults_source = (
+        "Rebuffi et al. 2017: herding selection, nearest-mean classifier, weight decay 1e-5; lr 0.5 set by "
+        "hand for SimpleCNN on GTSRB (the paper's 2.0 is for ResNet-32 on CIFAR-100); memory 200 from the "
+        "course notebook"
+    )
     # Learning rate higher and wider than the other methods': the iCaRL PyTorch
     # reimplementation found it the dominant knob with good values 0.1 .. 2 (the
     # paper uses 2.0); weight decay on a log scale around the paper's 1e-5.

@@ -23,6 +23,10 @@ class JointConfig(StrategyConfig):
 class Joint(Strategy):
     name = "joint"
     config_class = JointConfig
+    defaults_source = (
+        "the shared optimiser defaults (SGD, momentum 0.9, lr 0.05, weight decay 5e-4, cosine per task), set "
+        "by hand when the harness was built, not searched; joint training is the upper bound"
+    )
     search_space = {"lr": LR_SPACE}  # nothing but the optimiser to tune
 
     def training_data(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:

@@ -54,6 +54,10 @@ class LwFConfig(StrategyConfig):
 class LwF(Replay):
     name = "lwf"
     config_class = LwFConfig
+    defaults_source = (
+        "Li & Hoiem 2016: temperature 2 and distillation weight 1 (the paper's T and lambda_o); the optimiser "
+        "(lr 0.05) set by hand"
+    )
     # kd_weight on a log scale around the default 1 (off is finetune, not LwF);
     # temperature on a log scale around the paper's T = 2.
     search_space = {"lr": LR_SPACE, "kd_weight": space.F(0.1, 10.0, log=True),

@@ -118,6 +118,10 @@ class PackNetNet(nn.Module):
 class PackNet(Strategy):
     name = "packnet"
     config_class = PackNetConfig
+    defaults_source = (
+        "Mallya & Lazebnik 2018: prune ratio 0.75 (the paper's); 1 retraining epoch at lr x 0.1 and the "
+        "optimiser (lr 0.05) set by hand"
+    )
     # Prune ratio around the paper's 0.75 (it also uses 0.5).
     search_space = {"lr": LR_SPACE, "prune_ratio": space.F(0.3, 0.9)}
     task_incremental_only = True

@@ -39,6 +39,10 @@ class ReplayConfig(RehearsalConfig):
 class Replay(RehearsalStrategy):
     name = "replay"
     config_class = ReplayConfig
+    defaults_source = (
+        "the course notebook's rehearsal: 200 images in all, random selection, distillation off (T = 2 when "
+        "on); 64 memory images per batch and the optimiser (lr 0.05) set by hand"
+    )
     # KD weight from 0 (plain replay) up; temperature on a log scale around the
     # notebook's T = 2.
     search_space = {"lr": LR_SPACE, "memory": MEMORY_SPACE, "kd_weight": space.F(0.0, 4.0),

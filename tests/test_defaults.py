@@ -1,0 +1,87 @@
+"""Default configs: where each comes from, what it scored (search/defaults.py),
+and ``search/rerun.py --list`` showing both."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import strategies
+from search.defaults import RECORD, default_config, measure_folders, measured_lines, read_record, write_record
+from analysis.results import ResultsError
+from search import rerun
+
+BUILT_IN = ("der", "ewc", "finetune", "gdumb", "gem", "icarl", "joint", "lwf", "packnet", "replay")
+
+
+def test_every_built_in_method_says_where_its_defaults_come_from():
+    for name in BUILT_IN:
+        source = strategies.STRATEGIES[name].defaults_source
+        assert len(source) > 40 and "\n" not in source, name
+
+
+def _direct_runs(out, method, seeds, *sets):
+    args = ["--method", method, "--dataset", "synthetic", "--epochs", "1", "--threads", "1", "--eval", "val",
+            "--seeds", str(seeds), "--sequential", "--quiet", "--out", str(out)]
+    for item in sets:
+        args += ["--set", item]
+    assert rerun.main(args) == 0
+
+
+def test_a_measured_default_is_recorded_with_its_seed_mean_and_std_and_goes_stale_when_the_default_changes(
+        tmp_path, monkeypatch):
+    monkeypatch.delenv("CL_DATA_DIR", raising=False)
+    _direct_runs(tmp_path / "runs" / "replay", "replay", 2)
+    _direct_runs(tmp_path / "runs" / "replay+kd", "replay", 1, "kd_weight=1")  # a variant: not a default, skipped
+    entries = measure_folders(tmp_path / "runs")
+    assert sorted(entries) == ["replay"]
+    seeds = [json.loads((tmp_path / "runs" / "replay" / f"seed{s}" / "result.json").read_text()) for s in (0, 1)]
+    finals = [r["metrics"]["class_il"]["final_acc"] for r in seeds]
+    assert finals[0] != finals[1]  # two seeds that differ: the std below is not a trivial 0
+    entry = entries["replay"]
+    assert entry["final_acc"][0] == pytest.approx(sum(finals) / 2)
+    assert entry["final_acc"][1] == pytest.approx(abs(finals[0] - finals[1]) / 2 ** 0.5)  # sample std of two
+    assert (entry["dataset"], entry["eval_split"], entry["seeds"]) == ("synthetic", "val", [0, 1])
+    assert entry["config"] == default_config("replay") and entry["protocol"]["threads"] == 1
+
+    path = write_record(entries, tmp_path / "record.json")
+    record = read_record(path)
+    assert list(record) == ["synthetic/val"]
+    (line,) = measured_lines("replay", record)
+    assert line.startswith("measured on synthetic, val split, 2 seed(s): final acc ")
+    assert f"{100 * entry['final_acc'][0]:.1f} ± {100 * entry['final_acc'][1]:.1f} %" in line
+    assert measured_lines("icarl", record) == []
+
+    # The default moves on: the old figure is said to be stale, not shown as the new default's.
+    record["synthetic/val"]["replay"]["config"]["lr"] = 0.123
+    (line,) = measured_lines("replay", record)
+    assert "for an older default" in line and "final acc" not in line
+
+
+def test_a_run_of_another_config_is_refused_not_recorded(tmp_path, monkeypatch):
+    monkeypatch.delenv("CL_DATA_DIR", raising=False)
+    _direct_runs(tmp_path / "finetune", "finetune", 1, "lr=0.01")
+    with pytest.raises(ResultsError, match=r"not finetune's default config today \(differs in lr\)"):
+        measure_folders(tmp_path)
+    with pytest.raises(ResultsError, match="no folder named after a method"):
+        measure_folders(tmp_path / "finetune")
+
+
+def test_the_committed_record_measures_today_s_defaults():
+    # Changing a default without measuring it again fails here: rerun
+    # bench/strategy_table.sh on the recorded dataset and search/defaults.py.
+    record = read_record(RECORD)
+    assert record, f"{RECORD} is missing"
+    for key, methods in record.items():
+        for method, entry in methods.items():
+            assert entry["config"] == default_config(method), f"{key} {method}: recorded for an older default"
+
+
+def test_list_shows_each_method_s_source_and_measurement(capsys):
+    rerun.list_methods()
+    out = capsys.readouterr().out
+    for name in BUILT_IN:
+        block = out.split(f"\n{name} (")[1] if not out.startswith(f"{name} (") else out[len(name) + 2:]
+        lines = block.splitlines()
+        assert lines[1].startswith("  defaults from: "), name
+        assert lines[2].startswith("  measured on ") or lines[2].startswith("  not measured"), name
