@@ -145,40 +145,33 @@ def finished_from_record(record: dict[str, Any], space: Sequence[str] | Mapping[
                     record.get("trial_id"), result)
 
 
-def finished_from_records(results_dir: str | Path | None, space: Sequence[str] | Mapping[str, Sequence[str]],
-                          metrics: Sequence[str]) -> list[Finished]:
-    """Every trial of ``results_dir/trials`` whose own result.json says completed
-    (confirmation trials aside: other seeds of front candidates, search/confirm.py,
-    are not samples of the sampler and never go to the study)."""
+def settled_from_records(results_dir: str | Path | None, space: Sequence[str] | Mapping[str, Sequence[str]],
+                         metrics: Sequence[str]) -> tuple[list[Finished], set[int]]:
+    """What the trials' own result.json files settle, read in one pass over
+    ``results_dir/trials``: the trials completed at the top fidelity (as
+    ``Finished``; confirmation trials aside: other seeds of front candidates,
+    search/confirm.py, are not samples of the sampler and never go to the
+    study), and the numbers of the trials completed at a cheap fidelity rung
+    (search/fidelity_halving.py stopped them there: PRUNED in the study)."""
     if not results_dir:
-        return []
+        return [], set()
     from core.result import CONFIRMS_KEY
     from search.trainable import record_on_disk
 
-    out = []
+    finished, pruned = [], set()
     for f in sorted((Path(results_dir) / "trials").glob("*/result.json")):
         record = record_on_disk(f)
-        if record.get("status") == "completed" and record.get(CONFIRMS_KEY) is None and not below_top(record):
-            finished = finished_from_record(record, space, metrics)
-            if finished is not None:
-                out.append(finished)
-    return out
-
-
-def stopped_at_cheap_rung(results_dir: str | Path | None) -> set[int]:
-    """Trial numbers whose result.json is a completed run of a cheap fidelity rung
-    (search/fidelity_halving.py stopped them there): PRUNED in the study."""
-    if not results_dir:
-        return set()
-    from search.trainable import record_on_disk
-
-    out = set()
-    for f in sorted((Path(results_dir) / "trials").glob("*/result.json")):
-        record = record_on_disk(f)
-        number = record.get(TRIAL_NUMBER_KEY)
-        if record.get("status") == "completed" and below_top(record) and isinstance(number, int):
-            out.add(number)
-    return out
+        if record.get("status") != "completed":
+            continue
+        if below_top(record):
+            number = record.get(TRIAL_NUMBER_KEY)
+            if isinstance(number, int):
+                pruned.add(number)
+        elif record.get(CONFIRMS_KEY) is None:
+            done = finished_from_record(record, space, metrics)
+            if done is not None:
+                finished.append(done)
+    return finished, pruned
 
 
 def journal_storage(path: str | Path) -> JournalStorage:
@@ -305,8 +298,8 @@ class FullRunOptunaSearch(OptunaSearch):
         # Trials Tune restores unfinished: it goes on with them and tells them.
         pending = {t.number: (tid, t.params) for tid, t in self._ot_trials.items()
                    if tid not in self._completed_trials}
-        self._reconcile(finished_from_records(folder, self._space_keys(), self._metrics()), pending,
-                        pruned=stopped_at_cheap_rung(folder))
+        finished, pruned = settled_from_records(folder, self._space_keys(), self._metrics())
+        self._reconcile(finished, pending, pruned=pruned)
 
     def _adopt_trials_tune_resumes(self, folder: str | Path | None) -> None:
         """Tune snapshots its experiment and this searcher at different moments:
