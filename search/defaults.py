@@ -56,6 +56,8 @@ def measure_folders(runs_root: Path) -> dict[str, dict[str, Any]]:
     from analysis.final_table import build_final_table, runs_of_folders
     from strategies import STRATEGIES
 
+    if not Path(runs_root).is_dir():
+        raise ResultsError(f"{runs_root} is not a folder (give the OUT folder of bench/strategy_table.sh)")
     folders = sorted(p for p in Path(runs_root).iterdir() if p.is_dir() and p.name in STRATEGIES)
     if not folders:
         raise ResultsError(f"{runs_root} holds no folder named after a method ({', '.join(sorted(STRATEGIES))})")

@@ -85,3 +85,17 @@ def test_list_shows_each_method_s_source_and_measurement(capsys):
         lines = block.splitlines()
         assert lines[1].startswith("  defaults from: "), name
         assert lines[2].startswith("  measured on ") or lines[2].startswith("  not measured"), name
+
+
+def test_the_recording_command_says_what_is_wrong_in_one_line(tmp_path, capsys):
+    from search.defaults import main
+
+    assert main([str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {tmp_path / 'missing'} is not a folder (give the OUT folder of bench/strategy_table.sh)"
+    (tmp_path / "record.json").write_text("{not json")
+    (tmp_path / "runs" / "finetune" / "seed0").mkdir(parents=True)
+    (tmp_path / "runs" / "finetune" / "seed0" / "result.json").write_text("{cut short")
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "record.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "unreadable result (JSONDecodeError)" in err and "\n" not in err
