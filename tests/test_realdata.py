@@ -27,9 +27,11 @@ def _run(method, stream, overrides):
     # accuracy after task 1, 2 threads: AMD EPYC lr 0.05 62 %, lr 0.1 86 %; Intel
     # Xeon with AMX lr 0.05 90.5 %, lr 0.1 39.6 % (1 thread: 75.9 %). lr 0.05 has
     # the better worst case, and the assertions below are relations between
-    # finetune and replay with levels well below both CPUs' figures.
+    # finetune and replay with levels well below both CPUs' figures. On an
+    # AVX2-only AMD EPYC lr 0.05 with 2 threads ended task 1 at 33 % and with
+    # 1 thread at 79.5 % (finetune): 1 thread, as a search trial gets.
     overrides = {"lr": 0.05, **overrides}
-    cfg = LoopConfig(epochs=4, batch_size=128, eval_split="val", seed=0, threads=2)
+    cfg = LoopConfig(epochs=4, batch_size=128, eval_split="val", seed=0, threads=1)
     strategy = make_strategy(method, overrides, stream, cfg)
     return run(strategy, stream, cfg, log=None)
 
