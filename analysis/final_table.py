@@ -16,7 +16,6 @@ each method's time went (training, the end-of-task step, evaluation):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.results import ResultsError  # noqa: E402
+from analysis.results import ResultsError, read_result  # noqa: E402
 from core.objectives import SUMMARY_KEYS  # noqa: E402
 from core.result import metrics_key  # noqa: E402
 
@@ -54,22 +53,25 @@ def _row(label: str, results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def load_results(paths: list[Path]) -> list[dict[str, Any]]:
+    """The completed runs at ``paths`` (``analysis.results.read_result``: readable,
+    of the supported format); a run that did not complete is an error here."""
     out = []
     for p in paths:
-        try:
-            d = json.loads(Path(p).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ResultsError(f"{p}: unreadable result ({type(exc).__name__})") from None
+        d = read_result(p)
         if d.get("status") != "completed":
             raise ResultsError(f"{p}: run status is {d.get('status')!r}, not completed")
         out.append(d)
     return out
 
 
+def final_table_of_results(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
+    """``runs`` maps a config label to its seeds' result records, already read."""
+    return pd.DataFrame([_row(label, results) for label, results in runs.items() if results])
+
+
 def build_final_table(runs: dict[str, list[Path]]) -> pd.DataFrame:
     """``runs`` maps a config label to its seeds' result.json paths."""
-    rows = [_row(label, load_results(paths)) for label, paths in runs.items() if paths]
-    return pd.DataFrame(rows)
+    return final_table_of_results({label: load_results(paths) for label, paths in runs.items() if paths})
 
 
 def _pm(mean: float, std: float, percent: bool, digits: int = 2) -> str:

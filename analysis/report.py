@@ -1667,10 +1667,9 @@ def _seed_noise_section(doc: _Doc, searches: list[_Search]) -> None:
     from analysis.confirm import confirmed_front, has_confirmations, seed_front
 
     if _cross_folder(searches):
-        trials = pd.concat([s.res.trials for s in searches], ignore_index=True)
-        eligible = pd.concat([s.res.eligible for s in searches], ignore_index=True)
-        first = searches[0].res
-        table = seed_front(trials, first.objective_columns, eligible) if has_confirmations(trials) else None
+        whole = searches[0].res.whole  # the one search the methods were split from
+        trials = whole.trials
+        table = seed_front(trials, whole.objective_columns, whole.eligible) if has_confirmations(trials) else None
         method_of = dict(zip(trials["trial_id"].astype(str), trials["method"].astype(str)))
         tables = [(searches[0], table, method_of)] if table is not None and len(table) else []
     else:

@@ -802,6 +802,9 @@ class SearchResults:
     # One line each: what did not match between trials.csv and the result files.
     notes: list[str] = dataclasses.field(default_factory=list)
     _cache: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
+    # For one method of a search across methods (``by_method``): the whole search,
+    # whose combined front is what its confirmation phase ran. None otherwise.
+    whole: "SearchResults | None" = dataclasses.field(default=None, repr=False)
 
     @property
     def method(self) -> str:
@@ -824,7 +827,8 @@ class SearchResults:
         own method, which is its candidate's), and a spec whose ``method``,
         ``space`` and ``fixed`` are that method's -- so the report can show each
         method's own front next to the combined one, as for several searches.
-        Trial numbers stay those of the one study. A single-method search: [self]."""
+        Trial numbers stay those of the one study; each part's ``whole`` is
+        ``self``. A single-method search: [self]."""
         if not self.cross_method:
             return [self]
         out = []
@@ -835,7 +839,7 @@ class SearchResults:
             rows = self.trials[self.trials["method"] == m].reset_index(drop=True)
             if rows.empty:
                 continue
-            out.append(SearchResults(path=self.path, spec=spec, trials=rows, notes=[], _cache=self._cache))
+            out.append(SearchResults(path=self.path, spec=spec, trials=rows, notes=[], _cache=self._cache, whole=self))
         return out
 
     @property

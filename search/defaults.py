@@ -53,7 +53,8 @@ def record_key(dataset: str, eval_split: str) -> str:
 def measure_folders(runs_root: Path) -> dict[str, dict[str, Any]]:
     """method -> its recorded entry, from ``runs_root/<method>/seed*/result.json``."""
     import strategies  # noqa: F401  (registration)
-    from analysis.final_table import build_final_table, runs_of_folders
+    from analysis.final_table import final_table_of_results, runs_of_folders
+    from analysis.results import read_result
     from strategies import STRATEGIES
 
     if not Path(runs_root).is_dir():
@@ -64,7 +65,7 @@ def measure_folders(runs_root: Path) -> dict[str, dict[str, Any]]:
     runs = runs_of_folders(folders)
     entries: dict[str, dict[str, Any]] = {}
     for method, paths in runs.items():
-        results = [_read(path) for path in paths]
+        results = [read_result(path) for path in paths]
         want = default_config(method)
         for path, result in zip(paths, results):
             if result.get("config") != want:
@@ -90,22 +91,12 @@ def measure_folders(runs_root: Path) -> dict[str, dict[str, Any]]:
             entry["failed"] = {"count": len(failed), "statuses": sorted({str(r.get("status")) for r in failed}),
                                "first_error": failed[0].get("error")}
         else:
-            row = build_final_table({method: paths}).iloc[0]
+            row = final_table_of_results({method: results}).iloc[0]
             entry.update(metrics_kind=row["protocol"],
                          final_acc=[float(row["final_acc_mean"]), _or_none(row["final_acc_std"])],
                          forgetting=[float(row["forgetting_mean"]), _or_none(row["forgetting_std"])])
         entries[method] = entry
     return entries
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        d = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ResultsError(f"{path}: unreadable result ({type(exc).__name__})") from None
-    if not isinstance(d, dict):
-        raise ResultsError(f"{path}: not a result.json (a JSON object)")
-    return d
 
 
 def _or_none(v: float) -> float | None:

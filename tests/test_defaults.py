@@ -98,4 +98,5 @@ def test_the_recording_command_says_what_is_wrong_in_one_line(tmp_path, capsys):
     (tmp_path / "runs" / "finetune" / "seed0" / "result.json").write_text("{cut short")
     assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "record.json")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "unreadable result (JSONDecodeError)" in err and "\n" not in err
+    # the same words as every other reader of result files (analysis.results.read_result)
+    assert err.startswith("error: ") and "result.json is not valid JSON (line 1 column 2" in err and "\n" not in err
