@@ -46,6 +46,18 @@ def default_config(method: str) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(strategy_config(method))))
 
 
+def default_loop_knobs(method: str) -> dict[str, Any]:
+    """The training loop knobs the method's default config sets (``Strategy.loop_defaults``)."""
+    from strategies import STRATEGIES
+
+    return dict(STRATEGIES[method].loop_defaults)
+
+
+def is_current(entry: dict[str, Any], method: str) -> bool:
+    """Whether a recorded entry measured today's default (config and loop defaults)."""
+    return entry["config"] == default_config(method) and entry.get("loop_defaults", {}) == default_loop_knobs(method)
+
+
 def record_key(dataset: str, eval_split: str) -> str:
     return f"{dataset}/{eval_split}"
 
@@ -67,16 +79,20 @@ def measure_folders(runs_root: Path) -> dict[str, dict[str, Any]]:
     for method, paths in runs.items():
         results = [read_result(path) for path in paths]
         want = default_config(method)
+        want_loop = default_loop_knobs(method)
         for path, result in zip(paths, results):
-            if result.get("config") != want:
-                got = result.get("config") or {}
-                differs = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+            got = result.get("config") or {}
+            got_loop = {k: (result.get("protocol") or {}).get(k) for k in want_loop}
+            differs = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+            differs += sorted(k for k in want_loop if got_loop[k] != want_loop[k])
+            if differs:
                 raise ResultsError(f"{path}: not {method}'s default config today (differs in {', '.join(differs)}); "
                                    "rerun it with the current defaults")
         first = results[0]
         protocol = first.get("protocol") or {}
         entry: dict[str, Any] = {
             "config": want,
+            **({"loop_defaults": want_loop} if want_loop else {}),
             "dataset": (first.get("stream") or {}).get("name"),
             "eval_split": first.get("eval_split") or protocol.get("eval_split"),
             "seeds": [r["protocol"]["seed"] for r in results],
@@ -129,14 +145,13 @@ def write_record(entries: dict[str, dict[str, Any]], path: Path = RECORD) -> Pat
 def measured_lines(method: str, record: dict[str, dict[str, dict[str, Any]]] | None = None) -> list[str]:
     """One line per dataset/split the method's default was measured on, for ``--list``."""
     record = read_record() if record is None else record
-    want = default_config(method)
     lines = []
     for key in sorted(record):
         entry = record[key].get(method)
         if entry is None:
             continue
         where = f"{entry['dataset']}, {entry['eval_split']} split, {len(entry['seeds'])} seed(s)"
-        if entry["config"] != want:
+        if not is_current(entry, method):
             lines.append(f"measured on {where}: for an older default (the config changed since); "
                          "rerun bench/strategy_table.sh and search/defaults.py")
             continue
@@ -149,7 +164,8 @@ def measured_lines(method: str, record: dict[str, dict[str, dict[str, Any]]] | N
             continue
         lines.append(f"measured on {where}: final acc {_pm(entry['final_acc'])} %, forgetting "
                      f"{_pm(entry['forgetting'])} % ({entry['metrics_kind']}; {p['epochs']} epochs/task, "
-                     f"batch {p['batch_size']}, {p['precision']}, {p['threads']} thread(s), {entry['date']})")
+                     f"batch {p['batch_size']}, augment {p['augment']}, {p['precision']}, {p['threads']} thread(s), "
+                     f"{entry['date']})")
     return lines
 
 

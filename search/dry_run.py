@@ -154,7 +154,15 @@ def print_dry_run(args, *, method: str, space_asked: dict[str, Dist], space: dic
     kinds = spec.get("knob_kinds") or {}
     print("\nsearched space:")
     print("\n".join(space_lines(space_asked, space, kinds)))
-    print("fixed: " + (", ".join(f"{k}={v}" for k, v in fixed.items()) if fixed else "nothing (method defaults)"))
+    from strategies import STRATEGIES
+
+    own = STRATEGIES[method].loop_defaults if method in STRATEGIES else {}
+
+    def said(key: str, value: Any) -> str:  # a method's own loop default replaces the protocol's value
+        if key in own and own[key] == value and getattr(loop, key, value) != value:
+            return f"{key}={value} ({method}'s default, instead of {getattr(loop, key)})"
+        return f"{key}={value}"
+    print("fixed: " + (", ".join(said(k, v) for k, v in fixed.items()) if fixed else "nothing (method defaults)"))
 
     if args.address:
         print(f"\nparallelism: on the Ray cluster at {args.address} (not contacted by --dry-run); "

@@ -235,6 +235,9 @@ def list_methods() -> None:
         kind = "task-incremental" if cls.task_incremental_only else "class-incremental"
         print(f"{name} ({kind}):")
         print(f"  defaults from: {cls.defaults_source or 'not stated by the strategy'}")
+        if cls.loop_defaults:
+            knobs = ", ".join(f"{k}={v}" for k, v in cls.loop_defaults.items())
+            print(f"  default loop knobs: {knobs} (instead of the dataset's; a flag, --set or --range overrides)")
         for line in measured_lines(name, record) or ["not measured (bench/strategy_table.sh, then search/defaults.py)"]:
             print(f"  {line}")
         for line in config_help(cls.config_class):
@@ -275,18 +278,23 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("give RESULTS_DIR to rerun a search, or --method METHOD for a direct run (see --list)")
     import strategies  # noqa: F401
     from core.knobs import split_params
-    from search.spaces import check_knob
+    from search.spaces import check_knob, loop_flags_given, method_loop_defaults
     from strategies.loop import strategy_config, with_loop_knobs
 
     from datasets.protocol import load_stream
 
     strategy_config(args.method)  # fail fast on a bad method/key before loading data
-    # --set takes loop knobs too (batch_size, augment, crop_padding, epochs; core/knobs.py).
-    overrides, loop_knobs = split_params({k: check_knob(args.method, k, v) for k, v in parse_sets(args.set).items()})
+    # --set takes loop knobs too (batch_size, augment, crop_padding, epochs; core/knobs.py),
+    # and the method's own loop defaults join them unless a flag or --set gave the knob.
+    sets = {k: check_knob(args.method, k, v) for k, v in parse_sets(args.set).items()}
+    sets.update(method_loop_defaults(args.method, sets, loop_flags_given(args)))
+    overrides, loop_knobs = split_params(sets)
     stream_protocol = stream_protocol_from_args(args)
     loop = with_loop_knobs(loop_config_from_args(args, seed=args.seed, eval_split=args.eval), loop_knobs)
     stream = load_stream(stream_protocol, val_fraction=0.0 if args.eval == "test" else None)
-    loop = resolve_data_defaults(args, loop, stream)  # imagefolder/npz: defaults that follow the images
+    # imagefolder/npz: defaults that follow the images, for what no flag set; a --set
+    # loop knob or the method's own default still wins, as in a search's trials
+    loop = with_loop_knobs(resolve_data_defaults(args, loop, stream), loop_knobs)
     from strategies.loop import check_eval_split
     check_eval_split(stream, args.eval)
     check_device(args, loop)

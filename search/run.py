@@ -886,7 +886,7 @@ def main(argv: list[str] | None = None) -> int:
                                Path(args.results_root) / args.name if args.name else None)  # before torch is imported
     warnings.filterwarnings("ignore", category=Warning, module="optuna")
     import strategies  # noqa: F401
-    from search.spaces import fit_space_to_stream, parse_search_protocol, resolve_space, resolve_spaces
+    from search.spaces import fit_space_to_stream, loop_flags_given, parse_search_protocol, resolve_space, resolve_spaces
     from strategies.plugins import load_cli_modules
     modules = load_cli_modules(args.strategy_module, Path(args.results_root) / args.name if args.name else None)
     methods = expand_all(asked, strategies.STRATEGIES)
@@ -920,10 +920,12 @@ def main(argv: list[str] | None = None) -> int:
     fixed_by_method: dict[str, dict[str, Any]] = {}
     if cross:
         spaces, fixed, fixed_by_method = resolve_spaces(methods, args.range, fixed_raw,
-                                                        parse_search_protocol(args.search_protocol))
+                                                        parse_search_protocol(args.search_protocol),
+                                                        flags_given=loop_flags_given(args))
         space = {}
     else:
-        space, fixed = resolve_space(method, args.range, fixed_raw, parse_search_protocol(args.search_protocol))
+        space, fixed = resolve_space(method, args.range, fixed_raw, parse_search_protocol(args.search_protocol),
+                                     flags_given=loop_flags_given(args))
     objectives = parse_objectives(args)
     stream_protocol = stream_protocol_from_args(args)
     loop = loop_config_from_args(args, seed=args.seed, eval_split="val")

@@ -111,6 +111,26 @@ def check_knob(method: str, key: str, value: Any) -> Any:
     return check_value(cls, key, value, owner=owner)
 
 
+def method_loop_defaults(method: str, taken: Any = (), flags_given: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The method's own training loop knobs (``Strategy.loop_defaults``: part
+    of its default config) that the user did not set: not a key of ``taken``
+    (its --set or --range keys) nor a loop flag it gave (``flags_given``, e.g.
+    ("augment",) for --augment). Applied like a --set, so search.json's fixed
+    values, trials.csv and each result.json record them."""
+    from strategies import STRATEGIES
+
+    own = STRATEGIES[method].loop_defaults if method in STRATEGIES else {}
+    return {k: v for k, v in own.items() if k not in taken and k not in flags_given}
+
+
+def loop_flags_given(args: Any) -> tuple[str, ...]:
+    """The training loop knobs a command-line flag set (--batch-size, --augment):
+    a flag the user gave wins over a method's ``loop_defaults``."""
+    from core.knobs import TRAINING_LOOP_KNOBS
+
+    return tuple(k for k in TRAINING_LOOP_KNOBS if getattr(args, k, None) is not None)
+
+
 def check_protocol_keys(keys, search_protocol, flag: str) -> None:
     """A protocol knob (core/knobs.py) is set or ranged per trial only when the
     user named it in ``--search-protocol``: otherwise two trials would measure
@@ -140,11 +160,14 @@ def knob_kinds(keys) -> dict[str, str]:
 
 
 def resolve_space(method: str, ranges: list[str] | None, fixed: dict[str, Any],
-                  search_protocol: tuple[str, ...] = (), allow_empty: bool = False) -> tuple[dict[str, Dist], dict[str, Any]]:
+                  search_protocol: tuple[str, ...] = (), allow_empty: bool = False,
+                  flags_given: tuple[str, ...] = ()) -> tuple[dict[str, Dist], dict[str, Any]]:
     """Apply ``--range`` and ``--set`` to the method's space.
 
     Returns (searched space, typed fixed values); both may hold loop knobs,
-    which each trial applies to its own loop config. A key both fixed and
+    which each trial applies to its own loop config. The method's own loop
+    defaults (``method_loop_defaults``) join the fixed values unless the user
+    set, ranged or flagged (``flags_given``) the knob. A key both fixed and
     ranged is an error, as is a protocol knob not named in ``search_protocol``;
     fixing every knob leaves an empty space, which is an error for a search.
     """
@@ -159,6 +182,8 @@ def resolve_space(method: str, ranges: list[str] | None, fixed: dict[str, Any],
         space[key] = dist
     for key in typed_fixed:
         space.pop(key, None)
+    for key, value in method_loop_defaults(method, {*typed_fixed, *space}, flags_given).items():
+        typed_fixed[key] = check_knob(method, key, value)
     if not space and not allow_empty:
         raise ConfigError(f"nothing left to search for {method}: every knob is fixed (use search/rerun.py for a single config)")
     for key, dist in space.items():
@@ -225,14 +250,15 @@ def _check_common_key(flag: str, key: str, methods: list[str]) -> None:
 
 
 def resolve_spaces(methods: list[str], ranges: list[str] | None, fixed: dict[str, Any],
-                   search_protocol: tuple[str, ...] = ()
+                   search_protocol: tuple[str, ...] = (), flags_given: tuple[str, ...] = ()
                    ) -> tuple[dict[str, dict[str, Dist]], dict[str, Any], dict[str, dict[str, Any]]]:
     """``resolve_space`` for each of several methods searched together.
 
     ``--set KEY=V`` / ``--range KEY=...`` apply to every method and must name a
     key each method has; ``--set METHOD.KEY=V`` / ``--range METHOD.KEY=...``
     apply to that method alone. Returns (method -> searched space, the common
-    typed fixed values, method -> its own typed fixed values). A method whose
+    typed fixed values, method -> its own typed fixed values, its loop defaults
+    included: ``resolve_space``). A method whose
     every knob is fixed keeps an empty space (the method itself is still searched).
     """
     common_fixed: dict[str, Any] = {}
@@ -263,10 +289,10 @@ def resolve_spaces(methods: list[str], ranges: list[str] | None, fixed: dict[str
             if key in common_fixed:
                 raise ConfigError(f"--set {m}.{key} and --set {key}: give {key} once")
         space, typed = resolve_space(m, common_ranges + own_ranges[m], {**common_fixed, **own_fixed[m]},
-                                     search_protocol, allow_empty=True)
+                                     search_protocol, allow_empty=True, flags_given=flags_given)
         spaces[m] = space
         typed_common = {k: typed[k] for k in common_fixed}
-        typed_own[m] = {k: typed[k] for k in own_fixed[m]}
+        typed_own[m] = {k: v for k, v in typed.items() if k not in common_fixed}
     return spaces, typed_common, typed_own
 
 

@@ -52,7 +52,7 @@ from core import space
 from core.space import Dist
 from strategies.networks import IncrementalNet, build_backbone, count_parameters
 from strategies.phases import OPTIMIZERS, SCHEDULES, Phase
-from core.knobs import LOOP_KNOBS
+from core.knobs import LOOP_KNOBS, TRAINING_LOOP_KNOBS
 
 if TYPE_CHECKING:  # the loop imports this module; only the annotation needs its config
     from strategies.loop import LoopConfig
@@ -145,6 +145,12 @@ class Strategy:
     # a validation search, or set by hand), shown by ``search/rerun.py --list``
     # so that a user knows which defaults rest on evidence.
     defaults_source: ClassVar[str] = ""
+    # Training loop knobs (core/knobs.py TRAINING_LOOP_KNOBS: batch size,
+    # augmentation, crop padding) that belong to this method's default config,
+    # e.g. {"augment": "none"}: each search trial and direct run of the method
+    # gets them, as a --set would, unless the user sets the knob (its flag,
+    # --set or --range). Empty: the dataset's defaults (search/cli.py).
+    loop_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: StrategyConfig, ctx: RunContext) -> None:
         self.config = config
@@ -389,6 +395,7 @@ def register(cls: type[Strategy]) -> type[Strategy]:
             f"{where} ({name!r}) declares no search_space: add a class attribute search_space = "
             "{field: core.space.F/I/C(...)} over its config fields (a subclass may reuse its parent's explicitly)")
     check_space(cls.search_space, config_class, f"{where} ({name!r})")
+    check_loop_defaults(cls.loop_defaults, f"{where} ({name!r})")
     taken = STRATEGIES.get(name)
     # The same class registered again (its module imported twice, e.g. as a
     # plugin by path and by name) replaces itself; another class may not.
@@ -397,6 +404,25 @@ def register(cls: type[Strategy]) -> type[Strategy]:
                                       f"{taken.__module__}.{taken.__qualname__}; choose another name")
     STRATEGIES[name] = cls
     return cls
+
+
+def check_loop_defaults(defaults: Any, where: str) -> None:
+    """A method's ``loop_defaults`` name training loop knobs only (a protocol
+    knob such as epochs defines the benchmark, not a method), with values
+    ``LoopConfig`` accepts."""
+    from strategies.loop import LoopConfig  # strategies.loop imports this module
+
+    if not isinstance(defaults, dict):
+        raise StrategyDefinitionError(f"{where}: loop_defaults must be a dict of loop knob -> value")
+    other = sorted(k for k in defaults if k not in TRAINING_LOOP_KNOBS)
+    if other:
+        raise StrategyDefinitionError(f"{where}: loop_defaults names {', '.join(map(repr, other))}; a method's default "
+                                      f"config may set only the training loop knobs {', '.join(TRAINING_LOOP_KNOBS)}")
+    for key, value in defaults.items():
+        try:
+            check_value(LoopConfig, key, value, owner="loop")
+        except (UserError, ValueError, TypeError) as exc:
+            raise StrategyDefinitionError(f"{where}: loop_defaults[{key!r}]: {exc}") from None
 
 
 def check_space(space: Any, config_class: type, where: str) -> None:

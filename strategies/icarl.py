@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from datasets.stream import Task
 from strategies.base import register
+from strategies.phases import SCHEDULES
 from core import space
 from core.config import ConfigError, bounded
 from strategies.distill import Teacher
@@ -31,7 +32,12 @@ from strategies.rehearsal import MEMORY_SPACE, RehearsalConfig, RehearsalStrateg
 
 @dataclasses.dataclass
 class ICaRLConfig(RehearsalConfig):
-    lr: float = bounded(0.5, min=1e-6, max=10.0, help="SGD learning rate (iCaRL's paper uses 2.0 on CIFAR-100)")
+    # lr 0.1 with the paper's multistep schedule (and no augmentation, ICaRL.loop_defaults):
+    # chosen on the validation splits of GTSRB and digits (bench/README.md, "iCaRL's
+    # training knobs"); the former lr 0.5 with a cosine schedule barely learned digits.
+    lr: float = bounded(0.1, min=1e-6, max=10.0, help="SGD learning rate (iCaRL's paper uses 2.0 on CIFAR-100)")
+    lr_schedule: str = bounded("multistep", choices=SCHEDULES,
+                               help="per-phase learning-rate schedule (iCaRL: multistep, lr / 5 at 49/70 and 63/70)")
     weight_decay: float = bounded(1e-5, min=0.0, max=0.1, help="L2 weight decay (paper: 1e-5)")
     selection: str = bounded("herding", choices=("random", "herding"), help="exemplar selection (paper: herding)")
     classifier: str = bounded("nme", choices=("nme", "cnn"), help="nearest-mean-of-exemplars or network outputs")
@@ -42,15 +48,21 @@ class ICaRL(RehearsalStrategy):
     name = "icarl"
     config_class = ICaRLConfig
     defaults_source = (
-        "Rebuffi et al. 2017: herding selection, nearest-mean classifier, weight decay 1e-5; lr 0.5 set by "
-        "hand for SimpleCNN on GTSRB (the paper's 2.0 is for ResNet-32 on CIFAR-100); memory 200 from the "
-        "course notebook"
+        "Rebuffi et al. 2017: herding selection, nearest-mean classifier, weight decay 1e-5, multistep "
+        "schedule; lr 0.1 and no augmentation chosen on the GTSRB and digits validation splits (bench/README.md, "
+        "iCaRL's training knobs); memory 200 from the course notebook"
     )
-    # Learning rate higher and wider than the other methods': the iCaRL PyTorch
+    # On the 5-epoch GTSRB and 8-epoch digits protocols random crops cost iCaRL
+    # 5-15 points of final validation accuracy (bench/README.md); a dataset run
+    # for many epochs (CIFAR-100's 70) may want them back: --augment crop+flip.
+    loop_defaults = {"augment": "none"}
+    # Learning rate wider than the other methods': the iCaRL PyTorch
     # reimplementation found it the dominant knob with good values 0.1 .. 2 (the
-    # paper uses 2.0); weight decay on a log scale around the paper's 1e-5.
+    # paper uses 2.0), and digits wants 0.1 where GTSRB's wide search found 0.3-0.9.
+    # Weight decay on a log scale around the paper's 1e-5, up to 1e-4: every trial
+    # above 4e-4 in the wide GTSRB search ended below 40 % (bench/README.md).
     search_space = {"lr": space.F(0.01, 4.0, log=True), "memory": MEMORY_SPACE,
-                    "weight_decay": space.F(1e-6, 1e-3, log=True)}
+                    "weight_decay": space.F(1e-6, 1e-4, log=True)}
 
     def __init__(self, config, ctx) -> None:
         super().__init__(config, ctx)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import strategies
-from search.defaults import RECORD, default_config, measure_folders, measured_lines, read_record, write_record
+from search.defaults import RECORD, default_config, default_loop_knobs, measure_folders, measured_lines, read_record, write_record
 from analysis.results import ResultsError
 from search import rerun
 
@@ -67,6 +67,28 @@ def test_a_run_of_another_config_is_refused_not_recorded(tmp_path, monkeypatch):
         measure_folders(tmp_path / "finetune")
 
 
+def test_a_method_s_default_loop_knobs_are_part_of_its_recorded_default(tmp_path, monkeypatch):
+    """A method whose default config sets a loop knob (``Strategy.loop_defaults``):
+    its direct run trains with it, the record keeps it, a run that trained with
+    another value (here a flag) is not its default, and a record made before
+    the loop default changed is stale."""
+    monkeypatch.delenv("CL_DATA_DIR", raising=False)
+    monkeypatch.setattr(strategies.STRATEGIES["finetune"], "loop_defaults", {"batch_size": 16})
+    _direct_runs(tmp_path / "runs" / "finetune", "finetune", 1)
+    result = json.loads((tmp_path / "runs" / "finetune" / "seed0" / "result.json").read_text())
+    assert result["protocol"]["batch_size"] == 16  # synthetic's own default is 32
+    entry = measure_folders(tmp_path / "runs")["finetune"]
+    assert entry["loop_defaults"] == {"batch_size": 16}
+    (line,) = measured_lines("finetune", {"synthetic/val": {"finetune": entry}})
+    assert "final acc" in line and "batch 16" in line
+
+    monkeypatch.setattr(strategies.STRATEGIES["finetune"], "loop_defaults", {"batch_size": 8})
+    (line,) = measured_lines("finetune", {"synthetic/val": {"finetune": entry}})
+    assert "for an older default" in line
+    with pytest.raises(ResultsError, match=r"not finetune's default config today \(differs in batch_size\)"):
+        measure_folders(tmp_path / "runs")
+
+
 def test_the_committed_record_measures_today_s_defaults():
     # Changing a default without measuring it again fails here: rerun
     # bench/strategy_table.sh on the recorded dataset and search/defaults.py.
@@ -75,6 +97,8 @@ def test_the_committed_record_measures_today_s_defaults():
     for key, methods in record.items():
         for method, entry in methods.items():
             assert entry["config"] == default_config(method), f"{key} {method}: recorded for an older default"
+            assert entry.get("loop_defaults", {}) == default_loop_knobs(method), \
+                f"{key} {method}: recorded with other default loop knobs"
 
 
 def test_list_shows_each_method_s_source_and_measurement(capsys):
@@ -84,7 +108,10 @@ def test_list_shows_each_method_s_source_and_measurement(capsys):
         block = out.split(f"\n{name} (")[1] if not out.startswith(f"{name} (") else out[len(name) + 2:]
         lines = block.splitlines()
         assert lines[1].startswith("  defaults from: "), name
+        if strategies.STRATEGIES[name].loop_defaults:  # iCaRL trains without augmentation by default
+            assert lines.pop(2).startswith("  default loop knobs: augment=none (instead of the dataset's"), name
         assert lines[2].startswith("  measured on ") or lines[2].startswith("  not measured"), name
+    assert [n for n in BUILT_IN if strategies.STRATEGIES[n].loop_defaults] == ["icarl"]
 
 
 def test_the_recording_command_says_what_is_wrong_in_one_line(tmp_path, capsys):

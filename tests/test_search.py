@@ -45,7 +45,8 @@ def test_ranges_narrow_and_sets_fix_knobs():
     space, fixed = resolve_space("icarl", ["lr=0.05:1", "selection=random,herding"], {"memory": "200"})
     assert space["lr"] == Dist("float", 0.05, 1.0, True)  # keeps the log scale
     assert space["selection"].choices == ("random", "herding")
-    assert "memory" not in space and fixed == {"memory": 200}
+    # iCaRL's own default loop knob (Strategy.loop_defaults) joins what --set fixed
+    assert "memory" not in space and fixed == {"memory": 200, "augment": "none"}
 
 
 @pytest.mark.parametrize("ranges, fixed, message", [

@@ -92,7 +92,7 @@ def test_sgd_momentum_and_adamw_decoupled_decay_are_built_as_asked(tiny_stream):
 
 
 def test_defaults_keep_sgd_momentum_cosine_and_the_protocols_batch_size(tiny_stream):
-    cfg, strategy, seen = _trial("icarl", {"memory": 20}, tiny_stream)
+    cfg, strategy, seen = _trial("finetune", {}, tiny_stream)
     assert cfg == LoopConfig(**{**SEARCH_LOOP, "eval_split": "val", "threads": 1, "device": "cpu"})
     assert {r["opt"] for r in seen} == {torch.optim.SGD} and {r["momentum"] for r in seen} == {0.9}
     assert all(isinstance(r["scheduler"], torch.optim.lr_scheduler.CosineAnnealingLR) for r in seen)
@@ -224,6 +224,64 @@ def test_rerun_direct_run_applies_loop_and_optimizer_knobs(tmp_path, monkeypatch
     d = json.loads((tmp_path / "seed0" / "result.json").read_text())
     assert d["status"] == "completed" and d["protocol"]["batch_size"] == 64
     assert d["config"]["optimizer"] == "adam" and "batch_size" not in d["config"]
+
+
+# -- a method's own default loop knobs (Strategy.loop_defaults) ------------------------------
+
+@pytest.fixture
+def finetune_with_batch_16(monkeypatch):
+    monkeypatch.setattr(strategies.STRATEGIES["finetune"], "loop_defaults", {"batch_size": 16})
+
+
+def test_a_method_s_loop_defaults_are_fixed_unless_the_user_sets_ranges_or_flags_them(finetune_with_batch_16):
+    from search.spaces import resolve_spaces
+
+    assert resolve_space("finetune", [], {})[1] == {"batch_size": 16}
+    assert resolve_space("finetune", [], {"batch_size": "64"})[1] == {"batch_size": 64}
+    space, fixed = resolve_space("finetune", ["batch_size=16,64"], {})
+    assert fixed == {} and list(space["batch_size"].choices) == [16, 64]
+    assert resolve_space("finetune", [], {}, flags_given=("batch_size",))[1] == {}  # --batch-size was given
+    spaces, common, own = resolve_spaces(["finetune", "replay"], [], {})
+    assert own == {"finetune": {"batch_size": 16}, "replay": {}} and common == {}
+    # the trial's split sends it to the loop, where training uses it
+    strategy_params, cfg = trial_configs({"lr": 0.05, **own["finetune"]}, SEARCH_LOOP, threads=1, device="cpu")
+    assert cfg.batch_size == 16 and "batch_size" not in strategy_params
+
+
+def test_a_direct_run_uses_the_method_s_loop_defaults_and_a_flag_wins(tmp_path, monkeypatch, finetune_with_batch_16):
+    from search import rerun
+
+    monkeypatch.delenv("CL_DATA_DIR", raising=False)
+    common = ["--method", "finetune", "--dataset", "synthetic", "--epochs", "1", "--threads", "1", "--quiet"]
+    assert rerun.main(common + ["--out", str(tmp_path / "own")]) == 0
+    assert rerun.main(common + ["--batch-size", "64", "--out", str(tmp_path / "flag")]) == 0
+    own, flag = (json.loads((tmp_path / d / "seed0" / "result.json").read_text()) for d in ("own", "flag"))
+    assert own["protocol"]["batch_size"] == 16 and flag["protocol"]["batch_size"] == 64
+
+
+def test_icarl_searches_without_augmentation_unless_asked_and_the_dry_run_says_why(tmp_path, capsys):
+    from search.run import main
+
+    common = ["--method", "icarl", "--trials", "2", "--results-root", str(tmp_path), "--dry-run"]
+    assert main(common) == 0  # digits: the protocol's augmentation is crop
+    assert "\nfixed: augment=none (icarl's default, instead of crop)\n" in capsys.readouterr().out
+    assert main(common + ["--augment", "crop"]) == 0
+    assert "\nfixed: nothing (method defaults)\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("defaults, message", [
+    ({"epochs": 3}, "may set only the training loop knobs batch_size, augment, crop_padding"),
+    ({"augment": "flip"}, r"loop_defaults\['augment'\]"),
+])
+def test_loop_defaults_beyond_the_training_loop_knobs_are_refused_at_registration(defaults, message):
+    from core import space
+    from strategies.base import Strategy, StrategyDefinitionError, register
+
+    with pytest.raises(StrategyDefinitionError, match=message):
+        register(type("LoopDefaults", (Strategy,), {"name": "loop-defaults", "config_class": StrategyConfig,
+                                                    "search_space": {"lr": space.F(0.01, 0.1)},
+                                                    "loop_defaults": defaults}))
+    assert "loop-defaults" not in strategies.STRATEGIES
 
 
 # -- a real search ---------------------------------------------------------------------------
