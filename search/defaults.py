@@ -48,9 +48,9 @@ def default_config(method: str) -> dict[str, Any]:
 
 def default_loop_knobs(method: str) -> dict[str, Any]:
     """The training loop knobs the method's default config sets (``Strategy.loop_defaults``)."""
-    from strategies import STRATEGIES
+    from search.spaces import method_loop_defaults
 
-    return dict(STRATEGIES[method].loop_defaults)
+    return method_loop_defaults(method)
 
 
 def is_current(entry: dict[str, Any], method: str) -> bool:

@@ -154,9 +154,9 @@ def print_dry_run(args, *, method: str, space_asked: dict[str, Dist], space: dic
     kinds = spec.get("knob_kinds") or {}
     print("\nsearched space:")
     print("\n".join(space_lines(space_asked, space, kinds)))
-    from strategies import STRATEGIES
+    from search.spaces import method_loop_defaults
 
-    own = STRATEGIES[method].loop_defaults if method in STRATEGIES else {}
+    own = method_loop_defaults(method)
 
     def said(key: str, value: Any) -> str:  # a method's own loop default replaces the protocol's value
         if key in own and own[key] == value and getattr(loop, key, value) != value:

@@ -228,6 +228,7 @@ def list_methods() -> None:
     measured (search/defaults.py), then its config keys with their defaults."""
     import strategies
     from search.defaults import measured_lines, read_record
+    from search.spaces import method_loop_defaults
     from core.config import config_help
 
     record = read_record()
@@ -235,8 +236,8 @@ def list_methods() -> None:
         kind = "task-incremental" if cls.task_incremental_only else "class-incremental"
         print(f"{name} ({kind}):")
         print(f"  defaults from: {cls.defaults_source or 'not stated by the strategy'}")
-        if cls.loop_defaults:
-            knobs = ", ".join(f"{k}={v}" for k, v in cls.loop_defaults.items())
+        if own_loop := method_loop_defaults(name):
+            knobs = ", ".join(f"{k}={v}" for k, v in own_loop.items())
             print(f"  default loop knobs: {knobs} (instead of the dataset's; a flag, --set or --range overrides)")
         for line in measured_lines(name, record) or ["not measured (bench/strategy_table.sh, then search/defaults.py)"]:
             print(f"  {line}")
@@ -290,10 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     sets.update(method_loop_defaults(args.method, sets, loop_flags_given(args)))
     overrides, loop_knobs = split_params(sets)
     stream_protocol = stream_protocol_from_args(args)
-    loop = with_loop_knobs(loop_config_from_args(args, seed=args.seed, eval_split=args.eval), loop_knobs)
     stream = load_stream(stream_protocol, val_fraction=0.0 if args.eval == "test" else None)
     # imagefolder/npz: defaults that follow the images, for what no flag set; a --set
-    # loop knob or the method's own default still wins, as in a search's trials
+    # loop knob or the method's own default is applied after them and wins, as in a
+    # search's trials
+    loop = loop_config_from_args(args, seed=args.seed, eval_split=args.eval)
     loop = with_loop_knobs(resolve_data_defaults(args, loop, stream), loop_knobs)
     from strategies.loop import check_eval_split
     check_eval_split(stream, args.eval)

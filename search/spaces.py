@@ -116,11 +116,14 @@ def method_loop_defaults(method: str, taken: Any = (), flags_given: tuple[str, .
     of its default config) that the user did not set: not a key of ``taken``
     (its --set or --range keys) nor a loop flag it gave (``flags_given``, e.g.
     ("augment",) for --augment). Applied like a --set, so search.json's fixed
-    values, trials.csv and each result.json record them."""
+    values, trials.csv and each result.json record them. The values come back
+    checked (``check_knob``) so every path that applies them -- a search's
+    space, a direct rerun, the dry run, the defaults record -- sees the same
+    typed values."""
     from strategies import STRATEGIES
 
     own = STRATEGIES[method].loop_defaults if method in STRATEGIES else {}
-    return {k: v for k, v in own.items() if k not in taken and k not in flags_given}
+    return {k: check_knob(method, k, v) for k, v in own.items() if k not in taken and k not in flags_given}
 
 
 def loop_flags_given(args: Any) -> tuple[str, ...]:
@@ -182,8 +185,7 @@ def resolve_space(method: str, ranges: list[str] | None, fixed: dict[str, Any],
         space[key] = dist
     for key in typed_fixed:
         space.pop(key, None)
-    for key, value in method_loop_defaults(method, {*typed_fixed, *space}, flags_given).items():
-        typed_fixed[key] = check_knob(method, key, value)
+    typed_fixed.update(method_loop_defaults(method, {*typed_fixed, *space}, flags_given))
     if not space and not allow_empty:
         raise ConfigError(f"nothing left to search for {method}: every knob is fixed (use search/rerun.py for a single config)")
     for key, dist in space.items():
