@@ -9,7 +9,11 @@ seed it is left empty rather than printed as 0.
 
 As a script it tabulates direct-run folders (``search/rerun.py --method M --out
 DIR``, one ``seedN/result.json`` per seed), one row per folder, and says where
-each method's time went (training, the end-of-task step, evaluation):
+each method's time went (training, the end-of-task step, evaluation). A seed
+that diverged or failed is never averaged in: its folder's row holds the
+completed seeds only, and a note under the table says which seeds failed and
+why (a folder none of whose seeds completed has no row, only that note) -- a
+setting that diverges is a result too:
 
     python analysis/final_table.py runs/finetune runs/icarl ... --out runs
 """
@@ -62,6 +66,23 @@ def load_results(paths: list[Path]) -> list[dict[str, Any]]:
             raise ResultsError(f"{p}: run status is {d.get('status')!r}, not completed")
         out.append(d)
     return out
+
+
+def split_failed(runs: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Records per label -> (the completed ones per label, one note per label
+    with seeds that did not complete: "LABEL: diverged in 2 of 3 seeds (first
+    error)")."""
+    completed, notes = {}, []
+    for label, results in runs.items():
+        completed[label] = [r for r in results if r.get("status") == "completed"]
+        failed = [r for r in results if r.get("status") != "completed"]
+        if failed:
+            statuses = "/".join(sorted({str(r.get("status")) for r in failed}))
+            error = next((r.get("error") for r in failed if r.get("error")), None)
+            notes.append(f"{label}: {statuses} in {len(failed)} of {len(results)} seeds"
+                         + (f" ({str(error).splitlines()[0]})" if error else "")
+                         + ("; not in the table" if not completed[label] else "; the row holds the others"))
+    return completed, notes
 
 
 def final_table_of_results(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
@@ -159,11 +180,13 @@ TIME_PARTS = (("train_s", "training phases (incl. distillation / projection, DER
               ("eval_s", "evaluation"), ("begin_task_s", "begin of task (snapshots, new extractor)"))
 
 
-def time_breakdown(runs: dict[str, list[Path]]) -> pd.DataFrame:
-    """Mean seconds per run spent in each part of the loop, per config label."""
+def time_breakdown(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
+    """Mean seconds per run spent in each part of the loop, per config label
+    (its completed runs' records)."""
     rows = []
-    for label, paths in runs.items():
-        results = load_results(paths)
+    for label, results in runs.items():
+        if not results:
+            continue
         row: dict[str, Any] = {"config": label}
         for key, _ in TIME_PARTS:
             row[key] = float(np.mean([sum(t.get(key, 0.0) for t in r["timings"]) for r in results]))
@@ -207,10 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         runs = runs_of_folders([Path(f) for f in args.folders])
-        df = build_final_table(runs)
-        _, md_path = write_final_table(df, Path(args.out), args.title, args.note)
+        completed, failure_notes = split_failed({label: [read_result(p) for p in paths]
+                                                 for label, paths in runs.items()})
+        if not any(completed.values()):
+            raise ResultsError("no run completed: " + "; ".join(failure_notes))
+        df = final_table_of_results(completed)
+        _, md_path = write_final_table(df, Path(args.out), args.title, [*args.note, *failure_notes])
         from core.files import write_text_atomic
-        breakdown = "# Where the time went (mean seconds per run)\n\n" + breakdown_markdown(time_breakdown(runs))
+        breakdown = "# Where the time went (mean seconds per run)\n\n" + breakdown_markdown(time_breakdown(completed))
         write_text_atomic(Path(args.out) / "time_breakdown.md", breakdown)
     except (ResultsError, OSError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
