@@ -9,22 +9,16 @@
 # on train+val) for the final table, once the default is chosen on validation;
 # the wide* cells are the front of the 20-trial wide search (bench/README.md;
 # lr and weight decay as rounded there).
-# Runs go one process each (--sequential, 1 thread), JOBS at a time, seed 0 of
-# every cell first so a cut-short run still has every cell once; a run whose
-# result.json exists is skipped (resumable). Then one final table per dataset.
+# The runs, resumption and tables are bench/method_cells.sh's (SEEDS, JOBS,
+# DATASETS, EVAL, DATA_DIR as there); this script names iCaRL's cells.
 #
 #   OUT=runs/icarl-knobs bash bench/icarl_training_knobs.sh
 #   CELLS="lr0.5+cosine+crop lr0.1+multistep+none" DATASETS=digits bash bench/icarl_training_knobs.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-OUT=${OUT:-results/icarl-knobs}
-SEEDS=${SEEDS:-3}
-JOBS=${JOBS:-$(nproc)}
-DATA_DIR=${DATA_DIR:-../shared/data}
-DATASETS=${DATASETS:-"digits gtsrb"}
-EVAL=${EVAL:-val}
-CELLS=${CELLS:-"lr0.5+cosine+crop lr0.5+multistep+crop lr0.5+cosine+none lr0.5+multistep+none lr0.1+multistep+crop lr0.1+multistep+none"}
+export METHOD=icarl
+export OUT=${OUT:-results/icarl-knobs}
+export CELLS=${CELLS:-"lr0.5+cosine+crop lr0.5+multistep+crop lr0.5+cosine+none lr0.5+multistep+none lr0.1+multistep+crop lr0.1+multistep+none"}
 
 cell_sets() {  # the --set flags of a cell
   case $1 in
@@ -38,36 +32,5 @@ cell_sets() {  # the --set flags of a cell
     *) echo "unknown cell: $1 (lrLR+SCHEDULE+AUGMENT, wide12 or wide1)" >&2; exit 2 ;;
   esac
 }
-
-jobs_file=$(mktemp)
-for seed in $(seq 0 $((SEEDS - 1))); do
-  for dataset in $DATASETS; do
-    for cell in $CELLS; do
-      # one folder per run (a folder is locked by the run writing it), gathered below
-      dir="$OUT/$dataset/runs/$cell-seed$seed"
-      [ -f "$dir/seed$seed/result.json" ] && continue
-      echo "$PY search/rerun.py --method icarl $(cell_sets "$cell") --dataset $dataset --data-dir $DATA_DIR" \
-           "--eval $EVAL --seed $seed --seeds 1 --threads 1 --precision fp32 --sequential --quiet --out $dir" \
-           "> $dir.log 2>&1 || echo '$dataset $cell seed $seed failed'" >> "$jobs_file"
-    done
-  done
-done
-mkdir -p "$OUT"
-for dataset in $DATASETS; do mkdir -p "$OUT/$dataset/runs"; done
-t0=$SECONDS
-xargs -P "$JOBS" -I{} bash -c {} < "$jobs_file"
-rm -f "$jobs_file"
-echo "runs: $((SECONDS - t0)) s"
-for dataset in $DATASETS; do
-  dirs=()
-  for cell in $CELLS; do  # $OUT/DATASET/CELL/seedN -> the run's own folder, so one table row per cell
-    mkdir -p "$OUT/$dataset/$cell"
-    for seed in $(seq 0 $((SEEDS - 1))); do
-      run_dir="$OUT/$dataset/runs/$cell-seed$seed/seed$seed"
-      [ -f "$run_dir/result.json" ] && ln -sfn "../runs/$cell-seed$seed/seed$seed" "$OUT/$dataset/$cell/seed$seed"
-    done
-    [ -n "$(ls "$OUT/$dataset/$cell")" ] && dirs+=("$OUT/$dataset/$cell")
-  done
-  echo "== $dataset"
-  "$PY" analysis/final_table.py "${dirs[@]}" --out "$OUT/$dataset" || true
-done
+export -f cell_sets
+exec bash bench/method_cells.sh

@@ -15,7 +15,11 @@
 #   DATASET=digits EVAL=val PRECISION=fp32 THREADS=1 OUT=/tmp/d bash bench/strategy_table.sh
 #
 # A method whose last seed already has a result.json is skipped, so an
-# interrupted run continues where it stopped.
+# interrupted run continues where it stopped. ROWS runs only the named rows
+# (the defaults record of some methods); FLAGS adds rerun.py flags to every
+# row (--sequential: one run at a time, next to other work):
+#
+#   ROWS="finetune joint" DATASET=gtsrb EVAL=val PRECISION=fp32 THREADS=1 FLAGS=--sequential bash bench/strategy_table.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -26,11 +30,14 @@ DATA_DIR=${DATA_DIR:-../shared/data}
 THREADS=${THREADS:-$(nproc)}
 DATASET=${DATASET:-gtsrb}
 EVAL=${EVAL:-test}
+ROWS=${ROWS:-}
+read -r -a extra_flags <<< "${FLAGS:-}"
 common=(--dataset "$DATASET" --data-dir "$DATA_DIR" --eval "$EVAL" --seeds "$SEEDS" --precision "$PRECISION"
-        --threads "$THREADS" --quiet)
+        --threads "$THREADS" --quiet "${extra_flags[@]}")
 
 run() {
   local name=$1; shift
+  if [ -n "$ROWS" ] && [[ " $ROWS " != *" $name "* ]]; then return; fi
   if [ -f "$OUT/$name/seed$((SEEDS - 1))/result.json" ]; then
     echo "$name: done already"; return
   fi
@@ -57,7 +64,9 @@ run gem --method gem
 run der --method der
 run gdumb --method gdumb
 run packnet --method packnet
-"$PY" analysis/final_table.py "${names[@]/#/$OUT/}" --out "$OUT" \
+rows=()
+for name in "${names[@]}"; do [ -d "$OUT/$name" ] && rows+=("$OUT/$name"); done
+"$PY" analysis/final_table.py "${rows[@]}" --out "$OUT" \
   --title "Strategies on $DATASET (its default protocol), default configs, $EVAL split" \
   --note "command: DATASET=$DATASET EVAL=$EVAL SEEDS=$SEEDS PRECISION=$PRECISION bash bench/strategy_table.sh ($(nproc) CPUs, $THREADS threads)" \
   --note "packnet is task-incremental (task identity given at test time): its row is task-IL, the others class-IL"
