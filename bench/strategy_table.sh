@@ -68,5 +68,5 @@ rows=()
 for name in "${names[@]}"; do [ -d "$OUT/$name" ] && rows+=("$OUT/$name"); done
 "$PY" analysis/final_table.py "${rows[@]}" --out "$OUT" \
   --title "Strategies on $DATASET (its default protocol), default configs, $EVAL split" \
-  --note "command: DATASET=$DATASET EVAL=$EVAL SEEDS=$SEEDS PRECISION=$PRECISION bash bench/strategy_table.sh ($(nproc) CPUs, $THREADS threads)" \
+  --note "command: ${ROWS:+ROWS=\"$ROWS\" }DATASET=$DATASET EVAL=$EVAL SEEDS=$SEEDS PRECISION=$PRECISION bash bench/strategy_table.sh ($(nproc) CPUs, $THREADS threads)" \
   --note "packnet is task-incremental (task identity given at test time): its row is task-IL, the others class-IL"
