@@ -12,8 +12,8 @@
 # every cell first so a cut-short run still has every cell once; a run whose
 # result.json exists is skipped (resumable). Then one final table per dataset.
 #
-#   METHOD=ewc CELLS="ewc_lambda=1 ewc_lambda=10,optimizer=adam,lr=0.001" OUT=runs/ewc bash bench/method_cells.sh
-#   METHOD=gem CELLS="memory_strength=0 lr=0.01" DATASETS=digits SEEDS=3 bash bench/method_cells.sh
+#   METHOD=ewc CELLS="optimizer=sgd,lr=0.05,ewc_lambda=1 optimizer=adam,lr=0.001,ewc_lambda=10" OUT=runs/ewc bash bench/method_cells.sh
+#   METHOD=gem CELLS="lr=0.05,memory_strength=0 lr=0.01,memory_strength=0.5" DATASETS=digits SEEDS=3 bash bench/method_cells.sh
 #
 # A caller may define and export its own cell_sets function (cell name -> --set
 # flags) before running this script (bench/icarl_training_knobs.sh does).
